@@ -1,0 +1,178 @@
+//! `gateway demo`: the shipped example policy set in front of the ERP simulator, on loopback,
+//! with a ready-to-paste request that goes through the whole chain.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use policies::compile::Endpoint;
+
+use crate::server::{self, Listening, RunOptions};
+use crate::snapshot::Overrides;
+
+/// Where the example policy set is, from the repository root or the build tree.
+pub fn example_policy_file() -> PathBuf {
+    let local = PathBuf::from("policies/files/gateway.yaml");
+    if local.exists() {
+        return local;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/files/gateway.yaml")
+}
+
+/// Options of the demo.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// The policy file (default: the shipped example).
+    pub config: Option<PathBuf>,
+    /// Address of the ERP simulator.
+    pub erp: String,
+    /// Listener overrides.
+    pub http: Option<String>,
+    /// TLS listener override.
+    pub https: Option<String>,
+    /// Admin listener override.
+    pub admin: Option<String>,
+}
+
+/// Starts the simulator and the gateway; does not return.
+pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
+    let config = opts.config.clone().unwrap_or_else(example_policy_file);
+    let config = std::fs::canonicalize(&config)
+        .with_context(|| format!("cannot find the example policy file {}", config.display()))?;
+    let erp_addr: SocketAddr = opts.erp.parse().context("--erp must be ip:port")?;
+    let erp = start_simulator(erp_addr)?;
+    let sample = config
+        .parent()
+        .map(|d| d.join("samples/amazon-order.json"))
+        .ok_or_else(|| anyhow!("the policy file has no folder"))?;
+
+    let mut overrides = Overrides::default();
+    overrides.upstream_endpoints.insert(
+        "erp".into(),
+        vec![Endpoint {
+            host: erp.ip().to_string(),
+            port: erp.port(),
+        }],
+    );
+    let run = RunOptions {
+        config,
+        http: opts.http,
+        https: opts.https,
+        admin: opts.admin,
+        threads: 0,
+        upgrade: false,
+        grace_period_secs: 0,
+        shutdown_timeout_secs: 5,
+        overrides,
+    };
+    server::run(run, move |listening| {
+        let listening = listening.clone();
+        std::thread::spawn(move || {
+            if wait_ready(&listening, Duration::from_secs(30)) {
+                print_banner(&listening, erp, &sample);
+            } else {
+                eprintln!("gateway demo: the gateway did not become ready within 30s");
+            }
+        });
+    })
+}
+
+fn start_simulator(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("erp-sim".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match erp_sim::ErpSim::start(addr).await {
+                    Ok(sim) => {
+                        let _ = tx.send(Ok(sim.addr()));
+                        std::future::pending::<()>().await;
+                        drop(sim);
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                }
+            });
+        })?;
+    rx.recv()?
+        .with_context(|| format!("cannot start the ERP simulator on {addr}"))
+}
+
+fn http_get_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+fn wait_ready(l: &Listening, within: Duration) -> bool {
+    let until = Instant::now() + within;
+    while Instant::now() < until {
+        let ready = match (l.admin, l.http.or(l.https)) {
+            (Some(admin), _) => http_get_status(admin, "/readyz") == Some(200),
+            (None, Some(a)) => TcpStream::connect_timeout(&a, Duration::from_millis(200)).is_ok(),
+            (None, None) => false,
+        };
+        if ready {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn print_banner(l: &Listening, erp: SocketAddr, sample: &Path) {
+    let Some(http) = l.http else {
+        eprintln!("gateway demo: no plain-HTTP listener to print a request for");
+        return;
+    };
+    let mut out = String::new();
+    out.push_str("\n=== retail gateway demo ===\n");
+    out.push_str(&format!("gateway   http://{http}\n"));
+    if let Some(https) = l.https {
+        out.push_str(&format!(
+            "          https://{https} (development certificate in certs/)\n"
+        ));
+    }
+    if let Some(admin) = l.admin {
+        out.push_str(&format!(
+            "admin     http://{admin}/metrics  http://{admin}/config  http://{admin}/readyz\n"
+        ));
+    }
+    out.push_str(&format!(
+        "ERP sim   http://{erp}/_sim/requests  http://{erp}/_sim/stats\n"
+    ));
+    out.push_str("\nPost an Amazon order through the gateway to the ERP:\n\n");
+    out.push_str(&demo_curl(http, sample));
+    out.push_str("\n\n");
+    print!("{out}");
+    let _ = std::io::stdout().flush();
+}
+
+/// The request the demo prints: one line, ready to paste.
+pub fn demo_curl(http: SocketAddr, sample: &Path) -> String {
+    format!(
+        "curl -sS -i -X POST http://{http}/channels/amazon/orders -H 'Content-Type: application/json' --data-binary @{}",
+        sample.display()
+    )
+}

@@ -1,0 +1,245 @@
+//! Prometheus metrics of the gateway. Names are `gateway_<thing>_<unit>`; labels are bounded
+//! (route names, declared channels, status classes, policy names, fixed reasons), never raw
+//! paths or ids.
+
+use std::sync::{Arc, OnceLock};
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+/// Every metric the gateway exports, registered in its own registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// `gateway_requests_total{route,channel,status_class}`.
+    pub requests: IntCounterVec,
+    /// `gateway_request_duration_seconds{route}`.
+    pub duration: HistogramVec,
+    /// `gateway_upstream_errors_total{upstream,kind}`.
+    pub upstream_errors: IntCounterVec,
+    /// `gateway_policy_rejections_total{policy,reason}`.
+    pub policy_rejections: IntCounterVec,
+    /// `gateway_edge_rejections_total{reason}`: requests the gateway refused before any policy
+    /// (framing, sizes, unknown routes).
+    pub edge_rejections: IntCounterVec,
+    /// `gateway_config_reloads_total{result}`.
+    pub config_reloads: IntCounterVec,
+    /// `gateway_config_last_reload_success_timestamp_seconds`.
+    pub config_loaded_at: IntGauge,
+    /// `gateway_inflight_requests`.
+    pub inflight: IntGauge,
+}
+
+/// The route label of requests no route took.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+/// The channel label of requests without a channel.
+pub const NO_CHANNEL: &str = "none";
+
+const STATUS_CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The index of a status into [`STATUS_CLASSES`].
+pub fn status_class(status: u16) -> usize {
+    match status {
+        100..=599 => (status / 100) as usize,
+        _ => 0,
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "gateway_requests_total",
+                "Requests answered, by route, channel and status class.",
+            ),
+            &["route", "channel", "status_class"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "gateway_request_duration_seconds",
+                "Time from request head received to response sent, by route.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
+            &["route"],
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "gateway_upstream_errors_total",
+                "Failed upstream exchanges, by upstream and kind.",
+            ),
+            &["upstream", "kind"],
+        )?;
+        let policy_rejections = IntCounterVec::new(
+            Opts::new(
+                "gateway_policy_rejections_total",
+                "Requests a policy refused, by policy and reason.",
+            ),
+            &["policy", "reason"],
+        )?;
+        let edge_rejections = IntCounterVec::new(
+            Opts::new(
+                "gateway_edge_rejections_total",
+                "Requests refused before any policy ran (framing, sizes, unknown routes), by reason.",
+            ),
+            &["reason"],
+        )?;
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "gateway_config_reloads_total",
+                "Policy-set reloads, by result.",
+            ),
+            &["result"],
+        )?;
+        let config_loaded_at = IntGauge::new(
+            "gateway_config_last_reload_success_timestamp_seconds",
+            "When the serving policy set was loaded (Unix seconds).",
+        )?;
+        let inflight = IntGauge::new("gateway_inflight_requests", "Requests being handled now.")?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(policy_rejections.clone()))?;
+        registry.register(Box::new(edge_rejections.clone()))?;
+        registry.register(Box::new(config_reloads.clone()))?;
+        registry.register(Box::new(config_loaded_at.clone()))?;
+        registry.register(Box::new(inflight.clone()))?;
+        for result in ["success", "failure"] {
+            config_reloads.with_label_values(&[result]);
+        }
+        Ok(Metrics {
+            registry,
+            requests,
+            duration,
+            upstream_errors,
+            policy_rejections,
+            edge_rejections,
+            config_reloads,
+            config_loaded_at,
+            inflight,
+        })
+    }
+
+    /// The registry, for collectors added by other modules.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        // encoding into a Vec cannot fail for well-formed metric families
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+/// Per-snapshot cache of labelled metric handles, so the hot path does no label hashing or
+/// locking: one slot per (route, channel, status class), filled on first use.
+#[derive(Debug)]
+pub struct RouteMetricHandles {
+    routes: Vec<Arc<str>>,
+    channels: Vec<Arc<str>>,
+    counters: Vec<OnceLock<IntCounter>>,
+    histograms: Vec<OnceLock<Histogram>>,
+}
+
+impl RouteMetricHandles {
+    /// Slots for these routes and channels (plus the unmatched route and the no-channel case).
+    pub fn new(routes: Vec<Arc<str>>, channels: Vec<Arc<str>>) -> Self {
+        let n_routes = routes.len() + 1;
+        let n_channels = channels.len() + 1;
+        RouteMetricHandles {
+            counters: (0..n_routes * n_channels * STATUS_CLASSES.len())
+                .map(|_| OnceLock::new())
+                .collect(),
+            histograms: (0..n_routes).map(|_| OnceLock::new()).collect(),
+            routes,
+            channels,
+        }
+    }
+
+    fn route_label(&self, route: Option<usize>) -> (usize, &str) {
+        match route.and_then(|r| self.routes.get(r).map(|n| (r + 1, &**n))) {
+            Some(x) => x,
+            None => (0, UNMATCHED_ROUTE),
+        }
+    }
+
+    /// Counts one answered request and its duration.
+    pub fn observe(
+        &self,
+        metrics: &Metrics,
+        route: Option<usize>,
+        channel: Option<usize>,
+        status: u16,
+        seconds: f64,
+    ) {
+        let (r, route_name) = self.route_label(route);
+        let (c, channel_name) =
+            match channel.and_then(|c| self.channels.get(c).map(|n| (c + 1, &**n))) {
+                Some(x) => x,
+                None => (0, NO_CHANNEL),
+            };
+        let class = status_class(status);
+        let slot = (r * (self.channels.len() + 1) + c) * STATUS_CLASSES.len() + class;
+        if let Some(cell) = self.counters.get(slot) {
+            cell.get_or_init(|| {
+                metrics.requests.with_label_values(&[
+                    route_name,
+                    channel_name,
+                    STATUS_CLASSES[class],
+                ])
+            })
+            .inc();
+        }
+        if let Some(cell) = self.histograms.get(r) {
+            cell.get_or_init(|| metrics.duration.with_label_values(&[route_name]))
+                .observe(seconds);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_count_into_the_labelled_series() {
+        let m = Metrics::new().unwrap();
+        let h = RouteMetricHandles::new(vec![Arc::from("orders")], vec![Arc::from("amazon")]);
+        h.observe(&m, Some(0), Some(0), 201, 0.01);
+        h.observe(&m, Some(0), Some(0), 204, 0.01);
+        h.observe(&m, None, None, 404, 0.001);
+        assert_eq!(
+            m.requests
+                .with_label_values(&["orders", "amazon", "2xx"])
+                .get(),
+            2
+        );
+        assert_eq!(
+            m.requests
+                .with_label_values(&["unmatched", "none", "4xx"])
+                .get(),
+            1
+        );
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(
+            text.contains("gateway_request_duration_seconds_count{route=\"orders\"} 2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(STATUS_CLASSES[status_class(0)], "none");
+        assert_eq!(STATUS_CLASSES[status_class(503)], "5xx");
+        assert_eq!(STATUS_CLASSES[status_class(101)], "1xx");
+    }
+}

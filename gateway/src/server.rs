@@ -1,0 +1,221 @@
+//! Starting the gateway: load the policy set, bind the listeners (resolving port 0), install the
+//! SIGHUP reload, and run the Pingora server with the proxy and admin services.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use pingora::apps::http_app::HttpServer;
+use pingora::listeners::tls::TlsSettings;
+use pingora::server::Server;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+use policies::compile::CompileEnv;
+
+use crate::admin::{AdminApp, Lifecycle, Readiness};
+use crate::metrics::Metrics;
+use crate::proxy::Gateway;
+use crate::snapshot::{ConfigStore, Overrides};
+
+/// How to run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The policy file.
+    pub config: PathBuf,
+    /// Override the file's plain listener.
+    pub http: Option<String>,
+    /// Override the file's TLS listener address.
+    pub https: Option<String>,
+    /// Override the file's admin listener.
+    pub admin: Option<String>,
+    /// Worker threads (0: one per core).
+    pub threads: usize,
+    /// Take over the listeners of a running gateway (Pingora graceful upgrade).
+    pub upgrade: bool,
+    /// Seconds to keep serving after SIGTERM before draining.
+    pub grace_period_secs: u64,
+    /// Seconds to wait for in-flight requests when shutting down.
+    pub shutdown_timeout_secs: u64,
+    /// Overrides applied on every load.
+    pub overrides: Overrides,
+}
+
+/// The listeners actually bound.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listening {
+    /// Plain HTTP.
+    pub http: Option<SocketAddr>,
+    /// TLS.
+    pub https: Option<SocketAddr>,
+    /// Admin.
+    pub admin: Option<SocketAddr>,
+}
+
+/// Turns `ip:0` into a concrete free port, so the chosen address can be printed (tests read
+/// it). The port is released just before Pingora binds it again.
+fn concrete(addr: &str) -> anyhow::Result<SocketAddr> {
+    let parsed: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("listener address {addr:?} must be ip:port"))?;
+    if parsed.port() != 0 {
+        return Ok(parsed);
+    }
+    let probe = TcpListener::bind(parsed).with_context(|| format!("cannot bind {addr}"))?;
+    Ok(probe.local_addr()?)
+}
+
+/// Loads the policy file, printing every error; exits the process with status 1 on failure.
+pub fn load_store(
+    config: PathBuf,
+    overrides: Overrides,
+    metrics: Arc<Metrics>,
+) -> Arc<ConfigStore> {
+    match ConfigStore::load(config, CompileEnv::default(), overrides, metrics) {
+        Ok(store) => Arc::new(store),
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            eprintln!(
+                "gateway: the policy file has {} error(s); not starting",
+                errors.0.len()
+            );
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Runs the gateway until it is told to stop. Does not return on success.
+pub fn run(
+    opts: RunOptions,
+    on_listening: impl FnOnce(&Listening) + Send + 'static,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new()?);
+    let store = load_store(opts.config.clone(), opts.overrides.clone(), metrics.clone());
+    let snapshot = store.current();
+    let spec = &snapshot.set.listeners;
+
+    let http = opts.http.clone().or_else(|| spec.http.clone());
+    let https = spec.https.clone();
+    let https_addr = opts
+        .https
+        .clone()
+        .or_else(|| https.as_ref().map(|h| h.address.clone()));
+    let admin = opts.admin.clone().or_else(|| spec.admin.clone());
+    if http.is_none() && https_addr.is_none() {
+        bail!(
+            "no traffic listener: set listeners.http or listeners.https in the policy file, or pass --http"
+        );
+    }
+    let listening = Listening {
+        http: http.as_deref().map(concrete).transpose()?,
+        https: https_addr.as_deref().map(concrete).transpose()?,
+        admin: admin.as_deref().map(concrete).transpose()?,
+    };
+
+    install_reload_signal(store.clone())?;
+
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        opts.threads
+    };
+    let upgrade_sock = std::env::temp_dir().join(format!(
+        "gateway-upgrade-{}.sock",
+        listening.http.or(listening.https).map_or(0, |a| a.port())
+    ));
+    let conf = ServerConf {
+        threads,
+        grace_period_seconds: Some(opts.grace_period_secs),
+        graceful_shutdown_timeout_seconds: Some(opts.shutdown_timeout_secs),
+        upgrade_sock: upgrade_sock.display().to_string(),
+        pid_file: std::env::temp_dir()
+            .join("gateway.pid")
+            .display()
+            .to_string(),
+        ..ServerConf::default()
+    };
+    let opt = Opt {
+        upgrade: opts.upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let gateway = Gateway::new(store.clone(), metrics.clone());
+    let mut proxy =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "gateway");
+    if let Some(a) = listening.http {
+        proxy.add_tcp(&a.to_string());
+    }
+    if let (Some(a), Some(h)) = (listening.https, https.as_ref()) {
+        let mut tls =
+            TlsSettings::intermediate(&h.cert.display().to_string(), &h.key.display().to_string())
+                .map_err(|e| anyhow::anyhow!("TLS listener: {e}"))?;
+        if h.h2 {
+            tls.enable_h2();
+        }
+        proxy.add_tls_with_settings(&a.to_string(), None, tls);
+    } else if listening.https.is_some() {
+        bail!("--https needs listeners.https (certificate and key) in the policy file");
+    }
+    server.add_service(proxy);
+
+    let readiness = Arc::new(Readiness::default());
+    if let Some(a) = listening.admin {
+        let app = AdminApp {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            readiness: readiness.clone(),
+        };
+        let mut admin = Service::new("admin".to_owned(), HttpServer::new_app(app));
+        admin.add_tcp(&a.to_string());
+        server.add_service(admin);
+    }
+    server.add_service(background_service("lifecycle", Lifecycle(readiness)));
+
+    tracing::info!(
+        http = %listening.http.map(|a| a.to_string()).unwrap_or_default(),
+        https = %listening.https.map(|a| a.to_string()).unwrap_or_default(),
+        admin = %listening.admin.map(|a| a.to_string()).unwrap_or_default(),
+        version = %snapshot.set.version.hash,
+        summary = %snapshot.set.summary(),
+        "listening"
+    );
+    on_listening(&listening);
+    server.run_forever();
+}
+
+/// SIGHUP recompiles the policy file; the handler is installed before the server starts, as
+/// SIGHUP's default action would end the process.
+fn install_reload_signal(store: Arc<ConfigStore>) -> anyhow::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+        .context("installing the SIGHUP handler")?;
+    std::thread::Builder::new()
+        .name("reload".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                tracing::info!(file = %store.file().display(), "SIGHUP: reloading the policy set");
+                let _ = store.reload();
+            }
+        })
+        .context("starting the reload thread")?;
+    Ok(())
+}
+
+/// Installs the JSON log subscriber (access log and diagnostics, one object per line on stdout).
+/// `GATEWAY_LOG` sets the filter (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GATEWAY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .try_init();
+}

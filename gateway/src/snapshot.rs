@@ -1,0 +1,201 @@
+//! The serving snapshot (a compiled policy set with its upstream pools and metric handles) and
+//! the store that swaps it atomically on reload. A request keeps the snapshot it started with.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use policies::compile::{CompileEnv, Endpoint, PolicySet, compile_file};
+use policies::error::{ConfigError, ConfigErrors};
+
+use crate::metrics::{Metrics, RouteMetricHandles};
+use crate::upstream::UpstreamPool;
+
+/// Everything one request needs, immutable.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The compiled policy file.
+    pub set: PolicySet,
+    /// One pool per upstream, by the upstream's index.
+    pub pools: Vec<UpstreamPool>,
+    /// Metric handles for this set's routes and channels.
+    pub route_metrics: RouteMetricHandles,
+}
+
+/// Changes applied on top of the file at every load (command-line overrides).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// Replace the endpoints of these upstreams (the demo points `erp` at its simulator).
+    pub upstream_endpoints: BTreeMap<String, Vec<Endpoint>>,
+}
+
+/// How the last reload went, for `/config`.
+#[derive(Debug, Clone)]
+pub struct ReloadStatus {
+    /// When it ran.
+    pub at: SystemTime,
+    /// Whether it was applied.
+    pub ok: bool,
+    /// Its errors, if it failed.
+    pub errors: Vec<String>,
+}
+
+/// The current snapshot, and how to build the next one.
+pub struct ConfigStore {
+    current: ArcSwap<Snapshot>,
+    file: PathBuf,
+    env: CompileEnv,
+    overrides: Overrides,
+    metrics: Arc<Metrics>,
+    reload_lock: Mutex<Option<ReloadStatus>>,
+}
+
+impl std::fmt::Debug for ConfigStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigStore")
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
+}
+
+fn build(
+    file: &Path,
+    env: &CompileEnv,
+    overrides: &Overrides,
+    previous: Option<&PolicySet>,
+) -> Result<Snapshot, ConfigErrors> {
+    let mut set = compile_file(file, env, previous)?;
+    for (name, endpoints) in &overrides.upstream_endpoints {
+        if let Some(u) = set.upstreams.iter_mut().find(|u| &*u.name == name) {
+            Arc::make_mut(u).endpoints = endpoints.clone();
+        }
+    }
+    let mut pools = Vec::with_capacity(set.upstreams.len());
+    for u in &set.upstreams {
+        let pool = UpstreamPool::build(u.clone()).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: file.to_path_buf(),
+                location: None,
+                message: e.to_string(),
+            }])
+        })?;
+        pools.push(pool);
+    }
+    let route_metrics = RouteMetricHandles::new(
+        set.routes.iter().map(|r| r.name.clone()).collect(),
+        set.channels.names().to_vec(),
+    );
+    Ok(Snapshot {
+        set,
+        pools,
+        route_metrics,
+    })
+}
+
+fn unix_secs(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl ConfigStore {
+    /// Compiles the file for the first time.
+    pub fn load(
+        file: PathBuf,
+        env: CompileEnv,
+        overrides: Overrides,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ConfigErrors> {
+        let snapshot = build(&file, &env, &overrides, None)?;
+        metrics
+            .config_loaded_at
+            .set(unix_secs(snapshot.set.version.loaded_at));
+        Ok(ConfigStore {
+            current: ArcSwap::from_pointee(snapshot),
+            file,
+            env,
+            overrides,
+            metrics,
+            reload_lock: Mutex::new(None),
+        })
+    }
+
+    /// The snapshot new requests use.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// The policy file.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// How the last reload went.
+    pub fn last_reload(&self) -> Option<ReloadStatus> {
+        self.reload_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Recompiles the file; on success swaps the snapshot, on failure keeps serving the old
+    /// one. Reloads are serialized.
+    pub fn reload(&self) -> Result<Arc<Snapshot>, ConfigErrors> {
+        let mut status = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let previous = self.current.load_full();
+        let result = build(&self.file, &self.env, &self.overrides, Some(&previous.set));
+        match result {
+            Ok(next) => {
+                if next.set.listeners != previous.set.listeners {
+                    tracing::warn!(
+                        file = %self.file.display(),
+                        "listener settings changed; they take effect at the next start or graceful upgrade"
+                    );
+                }
+                let next = Arc::new(next);
+                self.current.store(next.clone());
+                self.metrics
+                    .config_reloads
+                    .with_label_values(&["success"])
+                    .inc();
+                self.metrics
+                    .config_loaded_at
+                    .set(unix_secs(next.set.version.loaded_at));
+                tracing::info!(
+                    file = %self.file.display(),
+                    version = %next.set.version.hash,
+                    summary = %next.set.summary(),
+                    "policy set reloaded"
+                );
+                *status = Some(ReloadStatus {
+                    at: SystemTime::now(),
+                    ok: true,
+                    errors: Vec::new(),
+                });
+                Ok(next)
+            }
+            Err(errors) => {
+                self.metrics
+                    .config_reloads
+                    .with_label_values(&["failure"])
+                    .inc();
+                for e in &errors.0 {
+                    tracing::error!(error = %e, "policy set reload rejected");
+                }
+                tracing::error!(
+                    file = %self.file.display(),
+                    errors = errors.0.len(),
+                    version = %previous.set.version.hash,
+                    "reload failed; still serving the previous policy set"
+                );
+                *status = Some(ReloadStatus {
+                    at: SystemTime::now(),
+                    ok: false,
+                    errors: errors.0.iter().map(ToString::to_string).collect(),
+                });
+                Err(errors)
+            }
+        }
+    }
+}

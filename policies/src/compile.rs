@@ -1,0 +1,703 @@
+//! Compiles a policy file into a `PolicySet`: the immutable snapshot the gateway serves from.
+//! Every error is collected (syntax, schema, references, templates, secrets) and reported as
+//! `file:line:col: message`; `gateway check` runs exactly this.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderName, HeaderValue, Method};
+use sha2::{Digest, Sha256};
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{ConfigError, ConfigErrors, ErrorSink};
+use crate::kinds::KindContext;
+use crate::pipeline::{Chain, Channel, NamedPolicy};
+use crate::route::{self, Lookup, PathParams, PathTemplate, RouteKey, Router};
+use crate::secret::{self, ProcessEnv, SecretSource};
+use crate::source::{Location, parse_yaml, push_token};
+use crate::spec::{ListenersSpec, PolicyFileSpec, UpstreamSpec};
+
+/// Services compile steps share; tests inject a manual clock and a fake environment.
+#[derive(Clone)]
+pub struct CompileEnv {
+    /// The clock every policy uses.
+    pub clock: Arc<dyn Clock>,
+    /// Where `${ENV}` secrets come from.
+    pub secrets: Arc<dyn SecretSource>,
+}
+
+impl Default for CompileEnv {
+    fn default() -> Self {
+        CompileEnv {
+            clock: Arc::new(SystemClock::new()),
+            secrets: Arc::new(ProcessEnv),
+        }
+    }
+}
+
+impl std::fmt::Debug for CompileEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompileEnv")
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which policy set is serving: a content hash and when it was loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigVersion {
+    /// `sha256:<hex>` of the file's bytes.
+    pub hash: String,
+    /// When it was compiled.
+    pub loaded_at: SystemTime,
+    /// The file it came from.
+    pub file: PathBuf,
+}
+
+/// One upstream endpoint, as written (`host:port`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    /// Host name or IP literal (without brackets).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// A compiled upstream cluster.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Its name.
+    pub name: Arc<str>,
+    /// Endpoints, used round robin.
+    pub endpoints: Vec<Endpoint>,
+    /// TLS to the endpoints.
+    pub tls: bool,
+    /// TLS server name; empty means each endpoint's host.
+    pub sni: Option<String>,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Per-read timeout.
+    pub read_timeout: Duration,
+    /// Whole-exchange budget.
+    pub total_timeout: Duration,
+    /// Idle time of pooled connections.
+    pub idle_timeout: Duration,
+    /// Largest buffered response.
+    pub max_response_bytes: u64,
+    /// Headers added upstream (secret values are marked sensitive).
+    pub request_headers: Vec<(HeaderName, HeaderValue)>,
+    /// The spec, so the gateway can keep a pool whose upstream did not change on reload.
+    pub spec: UpstreamSpec,
+}
+
+/// A compiled route.
+#[derive(Debug)]
+pub struct Route {
+    /// Index in [`PolicySet::routes`].
+    pub index: usize,
+    /// Its name (metrics, logs).
+    pub name: Arc<str>,
+    /// Index of its upstream in [`PolicySet::upstreams`].
+    pub upstream: usize,
+    /// Upstream path template; `None` forwards the path unchanged.
+    pub upstream_path: Option<PathTemplate>,
+    /// Policies in order.
+    pub chain: Chain,
+    /// Largest request body.
+    pub max_body_bytes: u64,
+    /// Whether the path captures `{channel}`, which must name a known channel.
+    pub channel_param: bool,
+}
+
+/// The channels the gateway knows, densely indexed.
+#[derive(Debug, Clone, Default)]
+pub struct Channels {
+    names: Vec<Arc<str>>,
+}
+
+impl Channels {
+    /// The channel of this name.
+    pub fn get(&self, name: &str) -> Option<Channel> {
+        self.names
+            .iter()
+            .position(|n| &**n == name)
+            .map(|index| Channel {
+                index,
+                name: self.names[index].clone(),
+            })
+    }
+
+    /// All names, by index.
+    pub fn names(&self) -> &[Arc<str>] {
+        &self.names
+    }
+}
+
+/// Server-wide limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request head.
+    pub max_header_bytes: u64,
+    /// Default body limit.
+    pub max_body_bytes: u64,
+}
+
+/// The compiled policy file: everything the gateway needs to serve, immutable once built.
+#[derive(Debug)]
+pub struct PolicySet {
+    /// Which file and content.
+    pub version: ConfigVersion,
+    /// Listener settings, with file paths made absolute.
+    pub listeners: ListenersSpec,
+    /// Server-wide limits.
+    pub limits: Limits,
+    /// Known channels.
+    pub channels: Channels,
+    /// Upstream clusters.
+    pub upstreams: Vec<Arc<Upstream>>,
+    /// Routes, in file order.
+    pub routes: Vec<Arc<Route>>,
+    /// Policies by name.
+    pub policies: BTreeMap<String, Arc<NamedPolicy>>,
+    router: Router,
+}
+
+/// How a request resolves against the route table.
+#[derive(Debug)]
+pub enum Resolved<'a> {
+    /// A route takes it.
+    Route {
+        /// The route.
+        route: &'a Arc<Route>,
+        /// Its captured parameters.
+        params: PathParams,
+        /// The channel named by the path, if the route captures one.
+        channel: Option<Channel>,
+    },
+    /// No route for this path (deny by default).
+    NotFound,
+    /// The route captures `{channel}` but the value names no known channel.
+    UnknownChannel,
+    /// Known path, other method.
+    MethodNotAllowed(&'a HeaderValue),
+    /// The path has dot segments.
+    BadPath,
+}
+
+impl PolicySet {
+    /// Resolves a request to its route.
+    pub fn resolve(&self, method: &Method, host: Option<&str>, path: &str) -> Resolved<'_> {
+        if route::has_dot_segment(path) {
+            return Resolved::BadPath;
+        }
+        match self.router.lookup(method, host, path) {
+            Lookup::Found { route, params } => {
+                let Some(route) = self.routes.get(route) else {
+                    return Resolved::NotFound;
+                };
+                let channel = if route.channel_param {
+                    match params.get("channel").and_then(|c| self.channels.get(c)) {
+                        Some(c) => Some(c),
+                        None => return Resolved::UnknownChannel,
+                    }
+                } else {
+                    None
+                };
+                Resolved::Route {
+                    route,
+                    params,
+                    channel,
+                }
+            }
+            Lookup::MethodNotAllowed { allow } => Resolved::MethodNotAllowed(allow),
+            Lookup::NotFound => Resolved::NotFound,
+        }
+    }
+
+    /// A one-line summary, as `gateway check` prints it.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} routes, {} upstreams, {} policies, {} channels ({})",
+            self.routes.len(),
+            self.upstreams.len(),
+            self.policies.len(),
+            self.channels.names.len(),
+            self.version.hash
+        )
+    }
+
+    /// The upstream of a route.
+    pub fn upstream_of(&self, route: &Route) -> Option<&Arc<Upstream>> {
+        self.upstreams.get(route.upstream)
+    }
+}
+
+/// Reads and compiles a policy file.
+pub fn compile_file(
+    file: &Path,
+    env: &CompileEnv,
+    previous: Option<&PolicySet>,
+) -> Result<PolicySet, ConfigErrors> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: file.to_path_buf(),
+            location: None,
+            message: format!("cannot read the policy file: {e}"),
+        }])
+    })?;
+    compile_str(file, &text, env, previous)
+}
+
+/// Compiles policy-file text; `file` names it in errors and anchors relative paths.
+/// `previous` is the set being replaced, whose policies may hand their state over.
+pub fn compile_str(
+    file: &Path,
+    text: &str,
+    env: &CompileEnv,
+    previous: Option<&PolicySet>,
+) -> Result<PolicySet, ConfigErrors> {
+    let (doc, map) = parse_yaml(text).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: file.to_path_buf(),
+            location: e.location,
+            message: e.message,
+        }])
+    })?;
+    let mut errors = ErrorSink::new(file.to_path_buf(), &map);
+    crate::schema::validate(&doc, &mut errors);
+    if !errors.is_empty() {
+        return Err(errors.into_errors());
+    }
+    let spec: PolicyFileSpec = match serde_path_to_error::deserialize(doc) {
+        Ok(spec) => spec,
+        Err(e) => {
+            let pointer = path_to_pointer(e.path());
+            errors.at(&pointer, e.inner().to_string());
+            return Err(errors.into_errors());
+        }
+    };
+    let base_dir = file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut cx = Compiler {
+        env,
+        base_dir: &base_dir,
+        errors,
+    };
+    let set = cx.compile(spec, text, file, previous);
+    match set {
+        Some(set) if cx.errors.is_empty() => Ok(set),
+        _ => Err(cx.errors.into_errors()),
+    }
+}
+
+fn path_to_pointer(path: &serde_path_to_error::Path) -> String {
+    let mut out = String::new();
+    for seg in path.iter() {
+        match seg {
+            serde_path_to_error::Segment::Seq { index } => {
+                out = push_token(&out, &index.to_string())
+            }
+            serde_path_to_error::Segment::Map { key } => out = push_token(&out, key),
+            serde_path_to_error::Segment::Enum { variant } => out = push_token(&out, variant),
+            serde_path_to_error::Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+struct Compiler<'a, 'm> {
+    env: &'a CompileEnv,
+    base_dir: &'a Path,
+    errors: ErrorSink<'m>,
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+impl Compiler<'_, '_> {
+    fn compile(
+        &mut self,
+        spec: PolicyFileSpec,
+        text: &str,
+        file: &Path,
+        previous: Option<&PolicySet>,
+    ) -> Option<PolicySet> {
+        let listeners = self.listeners(&spec.listeners);
+        let channels = self.channels(&spec);
+        let (upstreams, upstream_index) = self.upstreams(&spec);
+        let policies = self.policies(&spec, previous);
+        let limits = Limits {
+            max_header_bytes: spec.limits.max_header_bytes.0,
+            max_body_bytes: spec.limits.max_body_bytes.0,
+        };
+        let (routes, router) = self.routes(&spec, &upstream_index, &policies, &channels, limits);
+        let hash = format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes())));
+        Some(PolicySet {
+            version: ConfigVersion {
+                hash,
+                loaded_at: SystemTime::now(),
+                file: file.to_path_buf(),
+            },
+            listeners,
+            limits,
+            channels,
+            upstreams,
+            routes,
+            policies,
+            router: router?,
+        })
+    }
+
+    fn listeners(&mut self, spec: &ListenersSpec) -> ListenersSpec {
+        let mut out = spec.clone();
+        for (field, addr) in [("http", &spec.http), ("admin", &spec.admin)] {
+            if let Some(a) = addr
+                && a.parse::<SocketAddr>().is_err()
+            {
+                self.errors.at(
+                    &format!("/listeners/{field}"),
+                    format!("listener address {a:?} must be ip:port, e.g. 127.0.0.1:8080"),
+                );
+            }
+        }
+        if let (Some(https), Some(o)) = (&spec.https, &mut out.https) {
+            if https.address.parse::<SocketAddr>().is_err() {
+                self.errors.at(
+                    "/listeners/https/address",
+                    format!("listener address {:?} must be ip:port", https.address),
+                );
+            }
+            o.cert = self.base_dir.join(&https.cert);
+            o.key = self.base_dir.join(&https.key);
+            for (field, path) in [("cert", &o.cert), ("key", &o.key)] {
+                if let Err(e) = std::fs::metadata(path) {
+                    self.errors.at(
+                        &format!("/listeners/https/{field}"),
+                        format!("cannot read {}: {e}", path.display()),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    fn channels(&mut self, spec: &PolicyFileSpec) -> Channels {
+        let mut names = Vec::with_capacity(spec.channels.len());
+        for name in spec.channels.keys() {
+            if !is_name(name) {
+                self.errors.at_key(
+                    &push_token("/channels", name),
+                    format!("channel name {name:?} may only use letters, digits, '_', '-', '.'"),
+                );
+            }
+            names.push(Arc::from(name.as_str()));
+        }
+        Channels { names }
+    }
+
+    fn upstreams(&mut self, spec: &PolicyFileSpec) -> (Vec<Arc<Upstream>>, HashMap<String, usize>) {
+        let mut out = Vec::with_capacity(spec.upstreams.len());
+        let mut index = HashMap::new();
+        for (name, u) in &spec.upstreams {
+            let at = push_token("/upstreams", name);
+            if !is_name(name) {
+                self.errors.at_key(
+                    &at,
+                    format!("upstream name {name:?} may only use letters, digits, '_', '-', '.'"),
+                );
+            }
+            let mut endpoints = Vec::with_capacity(u.endpoints.len());
+            for (i, e) in u.endpoints.iter().enumerate() {
+                match parse_endpoint(e) {
+                    Ok(ep) => endpoints.push(ep),
+                    Err(msg) => self.errors.at(&format!("{at}/endpoints/{i}"), msg),
+                }
+            }
+            let mut request_headers = Vec::with_capacity(u.request_headers.len());
+            for (h, v) in &u.request_headers {
+                let hat = push_token(&format!("{at}/request_headers"), h);
+                let Ok(hn) = HeaderName::from_bytes(h.as_bytes()) else {
+                    self.errors
+                        .at_key(&hat, format!("{h:?} is not a valid header name"));
+                    continue;
+                };
+                let value = match secret::expand(v, self.base_dir, &*self.env.secrets) {
+                    Ok(s) => s,
+                    Err(msg) => {
+                        self.errors.at(&hat, msg);
+                        continue;
+                    }
+                };
+                match HeaderValue::from_str(value.expose()) {
+                    Ok(mut hv) => {
+                        if secret::is_reference(v) {
+                            hv.set_sensitive(true);
+                        }
+                        request_headers.push((hn, hv));
+                    }
+                    // the value may be a secret: say which header, never what it holds
+                    Err(_) => self.errors.at(
+                        &hat,
+                        format!("the value of header {h} is not a valid header value"),
+                    ),
+                }
+            }
+            if u.total_timeout.0 < u.connect_timeout.0 {
+                self.errors.at(
+                    &format!("{at}/total_timeout"),
+                    "total_timeout is shorter than connect_timeout",
+                );
+            }
+            if let Some(sni) = &u.sni
+                && sni.is_empty()
+            {
+                self.errors
+                    .at(&format!("{at}/sni"), "sni must not be empty");
+            }
+            index.insert(name.clone(), out.len());
+            out.push(Arc::new(Upstream {
+                name: Arc::from(name.as_str()),
+                endpoints,
+                tls: u.tls,
+                sni: u.sni.clone(),
+                connect_timeout: u.connect_timeout.0,
+                read_timeout: u.read_timeout.0,
+                total_timeout: u.total_timeout.0,
+                idle_timeout: u.idle_timeout.0,
+                max_response_bytes: u.max_response_bytes.0,
+                request_headers,
+                spec: u.clone(),
+            }));
+        }
+        (out, index)
+    }
+
+    fn policies(
+        &mut self,
+        spec: &PolicyFileSpec,
+        previous: Option<&PolicySet>,
+    ) -> BTreeMap<String, Arc<NamedPolicy>> {
+        let mut out = BTreeMap::new();
+        for (name, p) in &spec.policies {
+            let at = push_token("/policies", name);
+            if !is_name(name) {
+                self.errors.at_key(
+                    &at,
+                    format!("policy name {name:?} may only use letters, digits, '_', '-', '.'"),
+                );
+            }
+            let name_arc: Arc<str> = Arc::from(name.as_str());
+            let prev = previous.and_then(|s| s.policies.get(name));
+            let mut kcx = KindContext {
+                name: &name_arc,
+                pointer: &at,
+                env: self.env,
+                base_dir: self.base_dir,
+                previous: prev.map(|p| &p.policy),
+                errors: &mut self.errors,
+            };
+            if let Some(policy) = p.compile(&mut kcx) {
+                out.insert(
+                    name.clone(),
+                    Arc::new(NamedPolicy {
+                        name: name_arc,
+                        spec_text: serde_json::to_string(p).unwrap_or_default(),
+                        policy,
+                    }),
+                );
+            }
+        }
+        out
+    }
+
+    fn routes(
+        &mut self,
+        spec: &PolicyFileSpec,
+        upstream_index: &HashMap<String, usize>,
+        policies: &BTreeMap<String, Arc<NamedPolicy>>,
+        channels: &Channels,
+        limits: Limits,
+    ) -> (Vec<Arc<Route>>, Option<Router>) {
+        let mut routes = Vec::with_capacity(spec.routes.len());
+        let mut keys_owned: Vec<(usize, Option<String>, String, Vec<Method>)> = Vec::new();
+        let mut seen = HashMap::new();
+        for (i, r) in spec.routes.iter().enumerate() {
+            let at = format!("/routes/{i}");
+            if let Some(first) = seen.insert(r.name.clone(), i) {
+                self.errors.at(
+                    &format!("{at}/name"),
+                    format!(
+                        "duplicate route name {:?} (first used by route {first})",
+                        r.name
+                    ),
+                );
+            }
+            let mut methods = Vec::with_capacity(r.methods.len());
+            let mut method_set = HashSet::new();
+            for (j, m) in r.methods.iter().enumerate() {
+                let valid = !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase());
+                match Method::from_bytes(m.as_bytes()) {
+                    Ok(method) if valid => {
+                        if !method_set.insert(method.clone()) {
+                            self.errors.at(
+                                &format!("{at}/methods/{j}"),
+                                format!("method {m} is listed twice"),
+                            );
+                        }
+                        methods.push(method);
+                    }
+                    _ => self.errors.at(
+                        &format!("{at}/methods/{j}"),
+                        format!("{m:?} is not an HTTP method (use upper case, e.g. POST)"),
+                    ),
+                }
+            }
+            let params = match route::template_params(&r.path) {
+                Ok(p) => p,
+                Err(msg) => {
+                    self.errors.at(&format!("{at}/path"), msg);
+                    Vec::new()
+                }
+            };
+            let channel_param = params.iter().any(|p| p == "channel");
+            if channel_param && channels.names().is_empty() {
+                self.errors.at(
+                    &format!("{at}/path"),
+                    "the path captures {channel} but the file declares no channels",
+                );
+            }
+            let upstream = match upstream_index.get(&r.upstream) {
+                Some(u) => *u,
+                None => {
+                    let known: Vec<&str> = upstream_index.keys().map(String::as_str).collect();
+                    self.errors.at(
+                        &format!("{at}/upstream"),
+                        format!(
+                            "route {:?} names upstream {:?}, which is not defined (defined: {})",
+                            r.name,
+                            r.upstream,
+                            list(&known)
+                        ),
+                    );
+                    0
+                }
+            };
+            let upstream_path = r.upstream_path.as_ref().and_then(|t| {
+                PathTemplate::parse(t, &params)
+                    .map_err(|msg| self.errors.at(&format!("{at}/upstream_path"), msg))
+                    .ok()
+            });
+            let mut chain = Vec::with_capacity(r.policies.len());
+            for (j, name) in r.policies.iter().enumerate() {
+                if r.policies[..j].contains(name) {
+                    self.errors.at(
+                        &format!("{at}/policies/{j}"),
+                        format!("policy {name:?} is listed twice"),
+                    );
+                    continue;
+                }
+                match policies.get(name) {
+                    Some(p) => chain.push(p.clone()),
+                    None if spec.policies.contains_key(name) => {} // its own errors were reported
+                    None => {
+                        let known: Vec<&str> = spec.policies.keys().map(String::as_str).collect();
+                        self.errors.at(
+                            &format!("{at}/policies/{j}"),
+                            format!("route {:?} names policy {name:?}, which is not defined (defined: {})", r.name, list(&known)),
+                        );
+                    }
+                }
+            }
+            keys_owned.push((i, r.host.clone(), r.path.clone(), methods));
+            routes.push(Arc::new(Route {
+                index: i,
+                name: Arc::from(r.name.as_str()),
+                upstream,
+                upstream_path,
+                chain: Chain::new(chain),
+                max_body_bytes: r.max_body_bytes.map_or(limits.max_body_bytes, |b| b.0),
+                channel_param,
+            }));
+        }
+        let keys: Vec<RouteKey<'_>> = keys_owned
+            .iter()
+            .filter(|(i, _, path, _)| {
+                route::template_params(path).is_ok() && spec.routes.get(*i).is_some()
+            })
+            .map(|(i, host, path, methods)| RouteKey {
+                route: *i,
+                host: host.as_deref(),
+                path,
+                methods,
+            })
+            .collect();
+        let names: Vec<&str> = spec.routes.iter().map(|r| r.name.as_str()).collect();
+        let router = match Router::build(&keys, &names) {
+            Ok(r) => Some(r),
+            Err(conflicts) => {
+                for c in conflicts {
+                    self.errors
+                        .at(&format!("/routes/{}/path", c.route), c.message);
+                }
+                None
+            }
+        };
+        (routes, router)
+    }
+}
+
+fn list(names: &[&str]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Parses `host:port` or `[v6]:port`.
+pub fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
+    let bad =
+        || format!("endpoint {text:?} must be host:port, e.g. 127.0.0.1:9000 or erp.internal:443");
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (h, p) = rest.split_once("]:").ok_or_else(bad)?;
+        (h, p)
+    } else {
+        let (h, p) = text.rsplit_once(':').ok_or_else(bad)?;
+        if h.contains(':') {
+            return Err(bad());
+        }
+        (h, p)
+    };
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty() || port == 0 {
+        return Err(bad());
+    }
+    Ok(Endpoint {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+/// The location of an error's pointer (for callers that report outside compile).
+pub fn locate(map: &crate::source::SourceMap, pointer: &str) -> Option<Location> {
+    map.value(pointer)
+}

@@ -1,0 +1,122 @@
+//! The closed set of policy kinds: the file model of each (`XxxSpec`), the runtime (`Xxx`),
+//! and the one `match` that compiles a spec and the ones that dispatch phases. Adding a kind is
+//! one file, one variant in each enum, and one arm per match below.
+
+pub mod json_body;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::compile::CompileEnv;
+use crate::error::ErrorSink;
+use crate::pipeline::{Completion, ExchangeState, Flow, Phases, RequestView, ResponseView};
+
+pub use json_body::{JsonBody, JsonBodySpec};
+
+/// A policy instance in the file: its `kind` and that kind's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PolicySpec {
+    /// Rejects request bodies that are not well-formed JSON (and, optionally, a wrong
+    /// `Content-Type`) before anything is sent upstream.
+    JsonBody(JsonBodySpec),
+}
+
+/// A compiled policy.
+#[derive(Debug)]
+pub enum Policy {
+    /// See [`JsonBody`].
+    JsonBody(JsonBody),
+}
+
+/// What a kind's compile step gets.
+pub struct KindContext<'a, 'm> {
+    /// The policy's name.
+    pub name: &'a Arc<str>,
+    /// JSON Pointer of the policy in the file, for errors.
+    pub pointer: &'a str,
+    /// Shared compile services.
+    pub env: &'a CompileEnv,
+    /// The folder of the policy file, for relative paths.
+    pub base_dir: &'a std::path::Path,
+    /// The policy of the same name in the set being replaced, whose state this one may keep
+    /// when its settings did not change.
+    pub previous: Option<&'a Policy>,
+    /// Where errors go.
+    pub errors: &'a mut ErrorSink<'m>,
+}
+
+impl KindContext<'_, '_> {
+    /// Reports an error at a field of this policy (`field` is a JSON Pointer suffix such as
+    /// `/max_depth`, or empty for the policy itself).
+    pub fn error(&mut self, field: &str, message: impl Into<String>) {
+        let pointer = format!("{}{field}", self.pointer);
+        self.errors.at(&pointer, message);
+    }
+}
+
+impl PolicySpec {
+    /// Compiles the spec; `None` when errors were reported.
+    pub fn compile(&self, cx: &mut KindContext<'_, '_>) -> Option<Policy> {
+        match self {
+            PolicySpec::JsonBody(s) => JsonBody::compile(s, cx).map(Policy::JsonBody),
+        }
+    }
+}
+
+macro_rules! dispatch {
+    ($self:expr, $p:ident => $body:expr) => {
+        match $self {
+            Policy::JsonBody($p) => $body,
+        }
+    };
+}
+
+impl Policy {
+    /// Whether this policy has a body phase.
+    pub fn needs_body(&self) -> bool {
+        dispatch!(self, p => p.needs_body())
+    }
+
+    /// See [`Phases::on_request`].
+    pub async fn on_request(&self, req: &RequestView<'_>, state: &mut ExchangeState) -> Flow {
+        dispatch!(self, p => p.on_request(req, state).await)
+    }
+
+    /// See [`Phases::on_request_body`].
+    pub async fn on_request_body(
+        &self,
+        req: &RequestView<'_>,
+        state: &mut ExchangeState,
+        body: &mut Bytes,
+    ) -> Flow {
+        dispatch!(self, p => p.on_request_body(req, state, body).await)
+    }
+
+    /// See [`Phases::on_response`].
+    pub async fn on_response(
+        &self,
+        resp: &mut ResponseView<'_>,
+        state: &mut ExchangeState,
+    ) -> Flow {
+        dispatch!(self, p => p.on_response(resp, state).await)
+    }
+
+    /// See [`Phases::on_response_body`].
+    pub async fn on_response_body(
+        &self,
+        resp: &mut ResponseView<'_>,
+        state: &mut ExchangeState,
+        body: &mut Bytes,
+    ) -> Flow {
+        dispatch!(self, p => p.on_response_body(resp, state, body).await)
+    }
+
+    /// See [`Phases::on_complete`].
+    pub async fn on_complete(&self, done: &Completion<'_>, state: &mut ExchangeState) {
+        dispatch!(self, p => p.on_complete(done, state).await)
+    }
+}

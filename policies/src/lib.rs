@@ -1,0 +1,13 @@
+//! Edge policies and the policy-file model of the gateway.
+pub mod clock;
+pub mod compile;
+pub mod error;
+pub mod kinds;
+pub mod pipeline;
+pub mod problem;
+pub mod route;
+pub mod schema;
+pub mod secret;
+pub mod source;
+pub mod spec;
+pub mod units;

@@ -1,0 +1,243 @@
+//! The request pipeline as policies see it: plain views of the request and response, the
+//! per-request state that phases share, the phase trait with a no-op default per phase (in
+//! Pingora's style), and the precomputed chain a route runs.
+
+use std::future::Future;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+
+use crate::kinds::Policy;
+use crate::problem::Reply;
+use crate::route::PathParams;
+
+/// What a phase decides: go on, or answer with this reply instead.
+pub type Flow = ControlFlow<Reply>;
+
+/// A channel the gateway knows, as resolved for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Channel {
+    /// Index in the policy set's channel list (dense, for metric handle tables).
+    pub index: usize,
+    /// The channel's name.
+    pub name: Arc<str>,
+}
+
+/// The request as policies see it (read-only; changes go through [`ExchangeState`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    /// Method.
+    pub method: &'a Method,
+    /// Path, still percent-encoded.
+    pub path: &'a str,
+    /// Query string without `?`.
+    pub query: Option<&'a str>,
+    /// Request headers.
+    pub headers: &'a HeaderMap,
+    /// Parameters captured by the route.
+    pub params: &'a PathParams,
+}
+
+/// The upstream's response as response policies see it.
+#[derive(Debug)]
+pub struct ResponseView<'a> {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers, which response policies may change.
+    pub headers: &'a mut HeaderMap,
+}
+
+/// How a request ended, for `on_complete`.
+#[derive(Debug, Clone, Copy)]
+pub struct Completion<'a> {
+    /// The status sent to the client (0 if none could be sent).
+    pub status: u16,
+    /// Whether the request was forwarded upstream.
+    pub forwarded: bool,
+    /// The response headers sent, when the exchange was buffered.
+    pub headers: Option<&'a HeaderMap>,
+    /// The response body sent, when the exchange was buffered.
+    pub body: Option<&'a Bytes>,
+}
+
+/// State one request carries through every phase of every policy.
+#[derive(Debug, Default)]
+pub struct ExchangeState {
+    /// The request id (accepted from the client or generated).
+    pub request_id: String,
+    /// The channel, once known (from the path or an authenticated identity).
+    pub channel: Option<Channel>,
+    /// Headers to set on the request sent upstream.
+    pub upstream_headers: HeaderMap,
+    /// Headers to set on the response sent to the client, whatever its status.
+    pub response_headers: HeaderMap,
+    /// Typed data a policy keeps between its own phases (one slot per type).
+    pub extensions: http::Extensions,
+}
+
+/// The phases of a policy. Every phase has a no-op default; a kind implements the ones it
+/// needs. Kinds are dispatched through the closed [`Policy`] enum, so no phase is boxed.
+pub trait Phases {
+    /// Whether this policy needs the whole request or response body (it has a body phase);
+    /// routes with such a policy buffer the exchange.
+    fn needs_body(&self) -> bool {
+        false
+    }
+
+    /// Request headers arrived.
+    fn on_request(
+        &self,
+        _req: &RequestView<'_>,
+        _state: &mut ExchangeState,
+    ) -> impl Future<Output = Flow> + Send {
+        async { Flow::Continue(()) }
+    }
+
+    /// The whole request body arrived; it may be replaced.
+    fn on_request_body(
+        &self,
+        _req: &RequestView<'_>,
+        _state: &mut ExchangeState,
+        _body: &mut Bytes,
+    ) -> impl Future<Output = Flow> + Send {
+        async { Flow::Continue(()) }
+    }
+
+    /// The upstream's response headers arrived.
+    fn on_response(
+        &self,
+        _resp: &mut ResponseView<'_>,
+        _state: &mut ExchangeState,
+    ) -> impl Future<Output = Flow> + Send {
+        async { Flow::Continue(()) }
+    }
+
+    /// The upstream's whole response body arrived (buffered routes only); it may be replaced.
+    fn on_response_body(
+        &self,
+        _resp: &mut ResponseView<'_>,
+        _state: &mut ExchangeState,
+        _body: &mut Bytes,
+    ) -> impl Future<Output = Flow> + Send {
+        async { Flow::Continue(()) }
+    }
+
+    /// The exchange is over (logging, metrics, storing records).
+    fn on_complete(
+        &self,
+        _done: &Completion<'_>,
+        _state: &mut ExchangeState,
+    ) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}
+
+/// A named policy instance, shared by every route that lists it (and kept across reloads when
+/// its spec did not change, so its state survives).
+#[derive(Debug)]
+pub struct NamedPolicy {
+    /// The name in the policy file.
+    pub name: Arc<str>,
+    /// Canonical JSON of its spec; equal text means an unchanged policy on reload.
+    pub spec_text: String,
+    /// The runtime policy.
+    pub policy: Policy,
+}
+
+/// The policies of one route, in order.
+#[derive(Debug, Clone, Default)]
+pub struct Chain {
+    policies: Vec<Arc<NamedPolicy>>,
+    needs_body: bool,
+}
+
+fn tag(flow: Flow, name: &Arc<str>) -> Flow {
+    match flow {
+        Flow::Continue(()) => Flow::Continue(()),
+        Flow::Break(mut reply) => {
+            reply.policy.get_or_insert_with(|| name.clone());
+            Flow::Break(reply)
+        }
+    }
+}
+
+impl Chain {
+    /// A chain of these policies.
+    pub fn new(policies: Vec<Arc<NamedPolicy>>) -> Self {
+        let needs_body = policies.iter().any(|p| p.policy.needs_body());
+        Chain {
+            policies,
+            needs_body,
+        }
+    }
+
+    /// Whether any policy needs a body phase.
+    pub fn needs_body(&self) -> bool {
+        self.needs_body
+    }
+
+    /// Whether the chain is empty.
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+
+    /// The policies, in order.
+    pub fn policies(&self) -> &[Arc<NamedPolicy>] {
+        &self.policies
+    }
+
+    /// Runs the header phase of every policy, stopping at the first reply.
+    pub async fn on_request(&self, req: &RequestView<'_>, state: &mut ExchangeState) -> Flow {
+        for p in &self.policies {
+            tag(p.policy.on_request(req, state).await, &p.name)?;
+        }
+        Flow::Continue(())
+    }
+
+    /// Runs the request body phase.
+    pub async fn on_request_body(
+        &self,
+        req: &RequestView<'_>,
+        state: &mut ExchangeState,
+        body: &mut Bytes,
+    ) -> Flow {
+        for p in &self.policies {
+            tag(p.policy.on_request_body(req, state, body).await, &p.name)?;
+        }
+        Flow::Continue(())
+    }
+
+    /// Runs the response header phase, last policy first (the response travels back out).
+    pub async fn on_response(
+        &self,
+        resp: &mut ResponseView<'_>,
+        state: &mut ExchangeState,
+    ) -> Flow {
+        for p in self.policies.iter().rev() {
+            tag(p.policy.on_response(resp, state).await, &p.name)?;
+        }
+        Flow::Continue(())
+    }
+
+    /// Runs the response body phase, last policy first.
+    pub async fn on_response_body(
+        &self,
+        resp: &mut ResponseView<'_>,
+        state: &mut ExchangeState,
+        body: &mut Bytes,
+    ) -> Flow {
+        for p in self.policies.iter().rev() {
+            tag(p.policy.on_response_body(resp, state, body).await, &p.name)?;
+        }
+        Flow::Continue(())
+    }
+
+    /// Runs every policy's completion phase.
+    pub async fn on_complete(&self, done: &Completion<'_>, state: &mut ExchangeState) {
+        for p in &self.policies {
+            p.policy.on_complete(done, state).await;
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The policy-file model: plain serde structs, one per section of the YAML file. Their `///`
+//! docs are the reference platform teams read (they also become the published JSON Schema).
+//! Nothing here is checked beyond its shape; `compile` turns a spec into runtime objects.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::kinds::PolicySpec;
+use crate::units::{ByteSize, DurationSpec};
+
+/// A policy file: the whole configuration of one gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFileSpec {
+    /// Version of the policy-file format. Only `1` exists.
+    #[schemars(range(min = 1, max = 1))]
+    pub version: u32,
+    /// Where the gateway listens. Listener changes take effect at start (or through a graceful
+    /// upgrade), not on a hot reload.
+    #[serde(default)]
+    pub listeners: ListenersSpec,
+    /// Server-wide limits that apply to every request before any route is matched.
+    #[serde(default)]
+    pub limits: LimitsSpec,
+    /// The marketplace channels the gateway knows. A `{channel}` path parameter must name one of
+    /// them (anything else is answered 404), and only these names appear in metric labels.
+    #[serde(default)]
+    pub channels: BTreeMap<String, ChannelSpec>,
+    /// Upstream clusters requests are forwarded to, by name.
+    pub upstreams: BTreeMap<String, UpstreamSpec>,
+    /// Named policy instances that routes list in the order they run.
+    #[serde(default)]
+    pub policies: BTreeMap<String, PolicySpec>,
+    /// Routes, matched by method, path template and optionally host. A request that no route
+    /// names is answered 404 and never forwarded.
+    pub routes: Vec<RouteSpec>,
+}
+
+/// The gateway's listeners. An address is `host:port`; port `0` picks a free port at start
+/// (the chosen addresses are printed, which tests use).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ListenersSpec {
+    /// Plain-HTTP listener for traffic, e.g. `0.0.0.0:8080`. Absent: none.
+    #[serde(default)]
+    pub http: Option<String>,
+    /// TLS listener for traffic. Absent: none.
+    #[serde(default)]
+    pub https: Option<HttpsListenerSpec>,
+    /// Admin listener: `/healthz`, `/readyz`, `/metrics`, `/config`. Keep it on a private
+    /// interface. Absent: none.
+    #[serde(default)]
+    pub admin: Option<String>,
+}
+
+/// A TLS listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpsListenerSpec {
+    /// Address, e.g. `0.0.0.0:8443`.
+    pub address: String,
+    /// PEM certificate chain, relative to this file's folder.
+    pub cert: PathBuf,
+    /// PEM private key, relative to this file's folder.
+    pub key: PathBuf,
+    /// Offer HTTP/2 through ALPN as well as HTTP/1.1.
+    #[serde(default = "yes")]
+    pub h2: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Limits applied to every request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSpec {
+    /// Largest request head (request line and headers) accepted; larger gets 431.
+    pub max_header_bytes: ByteSize,
+    /// Body limit of routes that set none; a larger body gets 413.
+    pub max_body_bytes: ByteSize,
+}
+
+impl Default for LimitsSpec {
+    fn default() -> Self {
+        LimitsSpec {
+            max_header_bytes: ByteSize::kib(128),
+            max_body_bytes: ByteSize::mib(1),
+        }
+    }
+}
+
+/// A marketplace channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelSpec {
+    /// What the channel is, for people reading the file.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// An upstream cluster: one or more endpoints used round robin, with pooled connections.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSpec {
+    /// Endpoints as `host:port`; a host name is resolved when the file is compiled.
+    #[schemars(length(min = 1))]
+    pub endpoints: Vec<String>,
+    /// Speak TLS to the endpoints (certificates are verified).
+    #[serde(default)]
+    pub tls: bool,
+    /// Server name for TLS (SNI and certificate check). Default: the endpoint's host.
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// How long to wait for a TCP (and TLS) connection; past it the gateway tries the next
+    /// endpoint, then answers 502.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: DurationSpec,
+    /// How long to wait for each read from the upstream (the response head, then every body
+    /// chunk); past it the gateway answers 504.
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout: DurationSpec,
+    /// Budget for the whole upstream exchange, from connecting to the last response byte;
+    /// past it the gateway answers 504.
+    #[serde(default = "default_total_timeout")]
+    pub total_timeout: DurationSpec,
+    /// How long an idle pooled connection is kept for reuse.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: DurationSpec,
+    /// Largest upstream response the gateway buffers on routes with body policies; larger
+    /// gets 502.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: ByteSize,
+    /// Headers added to every request sent to this upstream (for example an ERP API key).
+    /// Values may reference secrets: `${ENV_VAR}` or `file:/path/to/secret`.
+    #[serde(default)]
+    pub request_headers: BTreeMap<String, String>,
+}
+
+fn default_connect_timeout() -> DurationSpec {
+    DurationSpec::secs(2)
+}
+fn default_read_timeout() -> DurationSpec {
+    DurationSpec::secs(30)
+}
+fn default_total_timeout() -> DurationSpec {
+    DurationSpec::secs(60)
+}
+fn default_idle_timeout() -> DurationSpec {
+    DurationSpec::secs(60)
+}
+fn default_max_response_bytes() -> ByteSize {
+    ByteSize::mib(16)
+}
+
+/// A route: which requests it takes, the policies they pass through, and where they go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Unique name, used in metrics, logs and errors.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"))]
+    pub name: String,
+    /// HTTP methods this route takes, e.g. `[POST]`. Another method on the same path gets 405.
+    #[schemars(length(min = 1))]
+    pub methods: Vec<String>,
+    /// Path template: literal segments, `{name}` for one segment, and `{*name}` for the rest
+    /// of the path, e.g. `/channels/{channel}/orders`.
+    #[schemars(regex(pattern = r"^/"))]
+    pub path: String,
+    /// Host to match (the `Host` header without port). Absent: any host.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// The upstream cluster requests are forwarded to.
+    pub upstream: String,
+    /// Path sent upstream, a template that may use the path parameters, e.g.
+    /// `/erp/v1/orders?channel={channel}`. The request's query string is appended. Absent:
+    /// the request path unchanged.
+    #[serde(default)]
+    pub upstream_path: Option<String>,
+    /// Policies, by name, in the order they run.
+    #[serde(default)]
+    pub policies: Vec<String>,
+    /// Largest request body accepted; larger gets 413 and never reaches the upstream.
+    /// Absent: `limits.max_body_bytes`.
+    #[serde(default)]
+    pub max_body_bytes: Option<ByteSize>,
+}

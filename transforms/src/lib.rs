@@ -1,0 +1,1 @@
+//! The canonical retail model and the mapping engine (in progress).
