@@ -94,6 +94,24 @@ fn build(
     })
 }
 
+/// Upstream error kinds whose series exist from the start, so rates and alerts see zeros.
+const UPSTREAM_ERROR_KINDS: [&str; 6] = [
+    "connect_refused",
+    "connect_timeout",
+    "read_timeout",
+    "total_timeout",
+    "connection_closed",
+    "response_too_large",
+];
+
+fn touch_metrics(snapshot: &Snapshot, metrics: &Metrics) {
+    for u in &snapshot.set.upstreams {
+        for kind in UPSTREAM_ERROR_KINDS {
+            metrics.upstream_errors.with_label_values(&[&*u.name, kind]);
+        }
+    }
+}
+
 fn unix_secs(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
@@ -108,6 +126,7 @@ impl ConfigStore {
         metrics: Arc<Metrics>,
     ) -> Result<Self, ConfigErrors> {
         let snapshot = build(&file, &env, &overrides, None)?;
+        touch_metrics(&snapshot, &metrics);
         metrics
             .config_loaded_at
             .set(unix_secs(snapshot.set.version.loaded_at));
@@ -153,6 +172,7 @@ impl ConfigStore {
                         "listener settings changed; they take effect at the next start or graceful upgrade"
                     );
                 }
+                touch_metrics(&next, &self.metrics);
                 let next = Arc::new(next);
                 self.current.store(next.clone());
                 self.metrics

@@ -104,8 +104,17 @@ pub fn parse_yaml(text: &str) -> Result<(Value, SourceMap), SyntaxError> {
 }
 
 fn first_line(message: &str) -> String {
-    // serde-saphyr renders a snippet after the first line; our own output carries file:line:col.
-    message.lines().next().unwrap_or(message).trim().to_owned()
+    // serde-saphyr renders a snippet after the first line and prefixes the position, which our
+    // own output already carries as file:line:col.
+    let line = message.lines().next().unwrap_or(message).trim();
+    let line = line.strip_prefix("error:").unwrap_or(line).trim_start();
+    match line
+        .strip_prefix("line ")
+        .and_then(|rest| rest.split_once(": "))
+    {
+        Some((position, text)) if position.contains("column") => text.to_owned(),
+        _ => line.to_owned(),
+    }
 }
 
 fn lower(node: Spanned<Node>, pointer: String, map: &mut SourceMap) -> Value {
@@ -254,6 +263,7 @@ mod tests {
     fn syntax_errors_carry_a_location() {
         let err = parse_yaml("routes:\n  - name: [unclosed\n").unwrap_err();
         assert!(err.location.is_some(), "{err:?}");
+        assert!(!err.message.contains("line "), "position repeated: {err:?}");
     }
 
     #[test]

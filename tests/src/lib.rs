@@ -1,1 +1,468 @@
-//! placeholder
+//! Harness for the end-to-end tests: starts the real `gateway` binary on 127.0.0.1 with a policy
+//! file written for the test, reads the addresses it picked, and talks to it over real sockets.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::Value;
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// The `gateway` binary of the same build profile as this test, built if missing.
+pub fn gateway_binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("GATEWAY_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = built.as_ref() {
+        return Ok(p.clone());
+    }
+    // target/<profile>/deps/<test> -> target/<profile>/gateway
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow!("unexpected test binary location"))?;
+    let bin = profile_dir.join("gateway");
+    // `cargo test -p tests` does not build other packages' binaries: build it once.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root())
+        .args(["build", "-q", "-p", "gateway", "--bin", "gateway"]);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().context("building the gateway binary")?;
+    if !status.success() || !bin.exists() {
+        bail!("could not build {}", bin.display());
+    }
+    *built = Some(bin.clone());
+    Ok(bin)
+}
+
+/// A scratch folder removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new empty folder.
+    pub fn new(tag: &str) -> Result<TempDir> {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("gw-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        Ok(TempDir(dir))
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running gateway process.
+pub struct Gateway {
+    child: Child,
+    /// Plain-HTTP listener.
+    pub http: SocketAddr,
+    /// TLS listener, when configured.
+    pub https: Option<SocketAddr>,
+    /// Admin listener.
+    pub admin: SocketAddr,
+    /// The policy file it serves.
+    pub config: PathBuf,
+    lines: Arc<Mutex<Vec<String>>>,
+    _dir: TempDir,
+}
+
+/// Options for starting a gateway.
+#[derive(Debug, Clone, Default)]
+pub struct Start {
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// Add `--https 127.0.0.1:0` (the file must configure listeners.https).
+    pub https: bool,
+}
+
+impl Gateway {
+    /// Starts the gateway with this policy file text (listeners are overridden with port 0).
+    pub fn start(policy_yaml: &str) -> Result<Gateway> {
+        Self::start_with(policy_yaml, Start::default())
+    }
+
+    /// Starts with options.
+    pub fn start_with(policy_yaml: &str, opts: Start) -> Result<Gateway> {
+        let dir = TempDir::new("gateway")?;
+        let config = dir.path().join("policy.yaml");
+        std::fs::write(&config, policy_yaml)?;
+        let mut cmd = Command::new(gateway_binary()?);
+        cmd.arg("run")
+            .arg("-c")
+            .arg(&config)
+            .args([
+                "--http",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+                "--threads",
+                "2",
+            ])
+            .args(["--grace-period", "0", "--shutdown-timeout", "1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if opts.https {
+            cmd.args(["--https", "127.0.0.1:0"]);
+        }
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().context("spawning gateway")?;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<Value>();
+        if let Some(out) = child.stdout.take() {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if let Ok(v) = serde_json::from_str::<Value>(&line)
+                        && v["message"] == "listening"
+                    {
+                        let _ = tx.send(v);
+                    }
+                    lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                }
+            });
+        }
+        if let Some(err) = child.stderr.take() {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                }
+            });
+        }
+        let listening = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(v) => v,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                std::thread::sleep(Duration::from_millis(100));
+                let log = lines.lock().unwrap_or_else(|e| e.into_inner()).join("\n");
+                bail!("gateway did not start:\n{log}");
+            }
+        };
+        let addr =
+            |k: &str| -> Option<SocketAddr> { listening[k].as_str().and_then(|s| s.parse().ok()) };
+        let gw = Gateway {
+            http: addr("http").ok_or_else(|| anyhow!("no http address in {listening}"))?,
+            https: addr("https"),
+            admin: addr("admin").ok_or_else(|| anyhow!("no admin address in {listening}"))?,
+            child,
+            config,
+            lines,
+            _dir: dir,
+        };
+        gw.wait_ready(Duration::from_secs(30))?;
+        Ok(gw)
+    }
+
+    fn wait_ready(&self, within: Duration) -> Result<()> {
+        let until = Instant::now() + within;
+        while Instant::now() < until {
+            if let Ok(resp) = raw_request(
+                self.admin,
+                b"GET /readyz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+            ) && resp.status == 200
+                && TcpStream::connect(self.http).is_ok()
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        bail!("gateway not ready:\n{}", self.output())
+    }
+
+    /// `http://<http listener><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    /// `http://<admin listener><path>`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// Everything the process printed so far.
+    pub fn output(&self) -> String {
+        self.lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .join("\n")
+    }
+
+    /// The JSON log lines with this message.
+    pub fn log_events(&self, message: &str) -> Vec<Value> {
+        self.lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["message"] == message)
+            .collect()
+    }
+
+    /// Waits until a log line with this message and `field == value` appears.
+    pub fn wait_log(
+        &self,
+        message: &str,
+        field: &str,
+        value: &str,
+        within: Duration,
+    ) -> Result<Value> {
+        let until = Instant::now() + within;
+        loop {
+            if let Some(v) = self
+                .log_events(message)
+                .into_iter()
+                .find(|v| v[field].as_str() == Some(value))
+            {
+                return Ok(v);
+            }
+            if Instant::now() > until {
+                bail!(
+                    "no {message:?} log with {field}={value:?}:\n{}",
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Replaces the policy file (not yet reloaded).
+    pub fn write_config(&self, yaml: &str) -> Result<()> {
+        std::fs::write(&self.config, yaml)?;
+        Ok(())
+    }
+
+    /// Sends SIGHUP.
+    pub fn sighup(&self) -> Result<()> {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill -HUP failed");
+        }
+        Ok(())
+    }
+
+    /// The admin `/metrics` text.
+    pub fn metrics(&self) -> Result<String> {
+        let resp = raw_request(
+            self.admin,
+            b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )?;
+        Ok(String::from_utf8_lossy(&resp.body).into_owned())
+    }
+
+    /// The value of one metric series, e.g. `gateway_requests_total{route="r",...}`; 0 if absent.
+    pub fn metric(&self, series: &str) -> Result<f64> {
+        let text = self.metrics()?;
+        Ok(text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or(0.0))
+    }
+
+    /// The admin `/config` document.
+    pub fn config_doc(&self) -> Result<Value> {
+        let resp = raw_request(
+            self.admin,
+            b"GET /config HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )?;
+        Ok(serde_json::from_slice(&resp.body)?)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response read off a raw socket.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    /// Status code.
+    pub status: u16,
+    /// Header lines, lower-cased names.
+    pub headers: Vec<(String, String)>,
+    /// Body (by Content-Length, or to EOF).
+    pub body: Vec<u8>,
+    /// Whether the server closed the connection after the response.
+    pub closed: bool,
+}
+
+impl RawResponse {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> Result<Value> {
+        Ok(serde_json::from_slice(&self.body)?)
+    }
+}
+
+/// Writes raw bytes to `addr` and reads one response (then checks whether the server closed).
+pub fn raw_request(addr: SocketAddr, bytes: &[u8]) -> Result<RawResponse> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(bytes)?;
+    read_response(&mut s)
+}
+
+/// Reads one HTTP/1.1 response from a stream.
+pub fn read_response(s: &mut TcpStream) -> Result<RawResponse> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = find(&buf, b"\r\n\r\n") {
+            break i;
+        }
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            bail!(
+                "connection closed before a response head ({} bytes)",
+                buf.len()
+            );
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("bad status line {status_line:?}"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = buf[head_end + 4..].to_vec();
+    let len = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok());
+    match len {
+        Some(len) => {
+            while body.len() < len {
+                let n = s.read(&mut chunk)?;
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+            body.truncate(len);
+        }
+        None => {
+            s.read_to_end(&mut body)?;
+        }
+    }
+    // Closed means: the next read returns EOF promptly (or an error), not a timeout.
+    s.set_read_timeout(Some(Duration::from_millis(1500)))?;
+    let closed = matches!(s.read(&mut chunk), Ok(0) | Err(_)) && {
+        // distinguish a timeout (open) from EOF/reset (closed)
+        let mut probe = [0u8; 1];
+        s.set_read_timeout(Some(Duration::from_millis(50)))?;
+        match s.read(&mut probe) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
+    };
+    Ok(RawResponse {
+        status,
+        headers,
+        body,
+        closed,
+    })
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A policy file with one upstream (`erp`, at `upstream`) and the given channels, policies and
+/// routes sections (YAML text, indented as top-level keys).
+pub fn policy_file(upstream: SocketAddr, extra_upstream_keys: &str, body: &str) -> String {
+    format!(
+        "version: 1\n\
+         listeners:\n  http: 127.0.0.1:0\n  admin: 127.0.0.1:0\n\
+         channels:\n  amazon: {{}}\n  shopify: {{}}\n  walmart: {{}}\n  ebay: {{}}\n\
+         upstreams:\n  erp:\n    endpoints: [\"{upstream}\"]\n{extra_upstream_keys}\
+         {body}"
+    )
+}
+
+/// SHA-256 of bytes, hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// An HTTP client that never reuses a failed connection and accepts the development CA.
+pub fn client() -> Result<reqwest::Client> {
+    let ca = std::fs::read(workspace_root().join("certs/dev-ca.crt"))?;
+    Ok(reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
+        .timeout(Duration::from_secs(30))
+        .build()?)
+}
+
+/// Polls `cond` until it holds.
+pub async fn eventually(
+    what: &str,
+    within: Duration,
+    mut cond: impl FnMut() -> bool,
+) -> Result<()> {
+    let until = Instant::now() + within;
+    while !cond() {
+        if Instant::now() > until {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,232 @@
+//! Routing end to end: path rewrite, request ids, trace context, forwarded headers, 404/405 as
+//! problem+json, unknown channels, dot segments, round robin and failover across endpoints.
+
+#![allow(clippy::unwrap_used)] // test helpers panic on setup failures by design
+
+use std::time::Duration;
+
+use erp_sim::ErpSim;
+use serde_json::Value;
+use tests::{Gateway, policy_file, raw_request};
+
+const ROUTES: &str = "\
+routes:
+  - name: echo
+    methods: [GET, POST]
+    path: /channels/{channel}/echo/{*rest}
+    upstream: erp
+    upstream_path: /echo/{channel}/{rest}?source=gateway
+  - name: orders
+    methods: [POST]
+    path: /channels/{channel}/orders
+    upstream: erp
+    upstream_path: /erp/v1/orders
+";
+
+async fn setup() -> (ErpSim, Gateway) {
+    let sim = ErpSim::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let gw = Gateway::start(&policy_file(sim.addr(), "", ROUTES)).unwrap();
+    (sim, gw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_with_path_rewrite_request_id_and_trace_context() {
+    let (sim, gw) = setup().await;
+    let resp = reqwest::Client::new()
+        .get(gw.url("/channels/amazon/echo/a/b?x=1"))
+        .header("x-request-id", "test-req-42")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .header("tracestate", "vendor=abc")
+        .header("connection", "keep-alive, x-secret-hop")
+        .header("x-secret-hop", "must not be forwarded")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-request-id"], "test-req-42");
+    let echo: Value = resp.json().await.unwrap();
+    assert_eq!(echo["path"], "/echo/amazon/a/b");
+    assert_eq!(echo["query"], "source=gateway&x=1");
+    let h = &echo["headers"];
+    assert_eq!(h["x-request-id"], "test-req-42");
+    let tp = h["traceparent"].as_str().unwrap();
+    assert!(
+        tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{tp}"
+    );
+    assert!(
+        !tp.contains("00f067aa0ba902b7"),
+        "our hop must have its own span id: {tp}"
+    );
+    assert_eq!(h["tracestate"], "vendor=abc");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert!(
+        h.get("x-secret-hop").is_none(),
+        "hop-by-hop header forwarded: {h}"
+    );
+    assert_eq!(sim.requests_started(), 1);
+
+    let access = gw
+        .wait_log(
+            "request",
+            "request_id",
+            "test-req-42",
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    assert_eq!(access["route"], "echo");
+    assert_eq!(access["channel"], "amazon");
+    assert_eq!(access["status"], 200);
+    assert_eq!(access["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(access["outcome"], "forwarded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_request_ids_are_replaced_and_traces_created() {
+    let (_sim, gw) = setup().await;
+    let resp = reqwest::Client::new()
+        .get(gw.url("/channels/amazon/echo/x"))
+        .header("x-request-id", "bad id with spaces")
+        .send()
+        .await
+        .unwrap();
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_ne!(id, "bad id with spaces");
+    assert_eq!(id.len(), 36, "a generated UUID: {id}");
+    let echo: Value = resp.json().await.unwrap();
+    assert_eq!(echo["headers"]["x-request-id"], id.as_str());
+    let tp = echo["headers"]["traceparent"].as_str().unwrap();
+    assert_eq!(tp.len(), 55, "{tp}");
+    assert!(tp.starts_with("00-") && tp.ends_with("-01"), "{tp}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_routes_are_404_and_wrong_methods_405_as_problems() {
+    let (sim, gw) = setup().await;
+    let client = reqwest::Client::new();
+
+    let resp = client
+        .get(gw.url("/admin/secrets"))
+        .header("x-request-id", "nf-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    let p: Value = resp.json().await.unwrap();
+    assert_eq!(p["status"], 404);
+    assert_eq!(p["type"], "about:blank");
+    assert_eq!(p["request_id"], "nf-1");
+    assert_eq!(p["instance"], "/admin/secrets");
+
+    let resp = client
+        .delete(gw.url("/channels/amazon/orders"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "POST");
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    let p: Value = resp.json().await.unwrap();
+    assert_eq!(p["status"], 405);
+    assert!(p["request_id"].as_str().is_some_and(|s| !s.is_empty()));
+
+    // a {channel} that names no configured channel is not a route either
+    let resp = client
+        .post(gw.url("/channels/etsy/orders"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+
+    // dot segments never reach the upstream, even encoded
+    let r = raw_request(
+        gw.http,
+        b"GET /channels/amazon/echo/%2e%2e/secret HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json().unwrap()["type"], "urn:gateway:problem:bad-path");
+
+    assert_eq!(
+        sim.requests_started(),
+        0,
+        "nothing may be forwarded: {:?}",
+        sim.requests()
+    );
+    let m = gw.metrics().unwrap();
+    assert!(
+        m.contains("gateway_edge_rejections_total{reason=\"no_route\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("gateway_edge_rejections_total{reason=\"method_not_allowed\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("gateway_edge_rejections_total{reason=\"unknown_channel\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains(
+            "gateway_requests_total{channel=\"none\",route=\"unmatched\",status_class=\"4xx\"} 4"
+        ),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_are_used_round_robin_and_a_dead_one_is_skipped() {
+    let a = ErpSim::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let b = ErpSim::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let yaml = format!(
+        "version: 1\nchannels: {{amazon: {{}}}}\nupstreams:\n  erp:\n    endpoints: [\"{}\", \"{}\", \"{dead}\"]\n    connect_timeout: 1s\n{ROUTES}",
+        a.addr(),
+        b.addr()
+    );
+    let gw = Gateway::start(&yaml).unwrap();
+    let client = reqwest::Client::new();
+    for i in 0..9 {
+        let resp = client
+            .get(gw.url(&format!("/channels/amazon/echo/{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            200,
+            "request {i} must fail over past the dead endpoint"
+        );
+        let resp = client
+            .post(gw.url("/channels/amazon/orders"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            201,
+            "buffered request {i} must fail over too"
+        );
+    }
+    assert!(
+        a.requests_started() >= 6 && b.requests_started() >= 6,
+        "a={} b={}",
+        a.requests_started(),
+        b.requests_started()
+    );
+    assert_eq!(a.requests_started() + b.requests_started(), 18);
+    let refused = gw
+        .metric("gateway_upstream_errors_total{kind=\"connect_refused\",upstream=\"erp\"}")
+        .unwrap();
+    assert!(refused >= 1.0, "failed attempts are counted");
+}
