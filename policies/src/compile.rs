@@ -701,3 +701,118 @@ pub fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
 pub fn locate(map: &crate::source::SourceMap, pointer: &str) -> Option<Location> {
     map.value(pointer)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::tests::FakeEnv;
+
+    fn env_with(pairs: &[(&str, &str)]) -> CompileEnv {
+        CompileEnv {
+            clock: Arc::new(SystemClock::new()),
+            secrets: Arc::new(FakeEnv(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            )),
+        }
+    }
+
+    fn compile(yaml: &str) -> Result<PolicySet, Vec<String>> {
+        compile_str(Path::new("p.yaml"), yaml, &env_with(&[("KEY", "v")]), None)
+            .map_err(|e| e.0.iter().map(ToString::to_string).collect())
+    }
+
+    const BASE: &str = "version: 1\nchannels: {amazon: {}, shopify: {}}\nupstreams:\n  erp:\n    endpoints: [\"127.0.0.1:9000\", \"[::1]:9001\", \"erp.internal:443\"]\n    request_headers: {X-Key: \"k-${KEY}\"}\npolicies:\n  json: {kind: json_body}\n";
+
+    #[test]
+    fn a_valid_file_compiles_into_routes_upstreams_and_chains() {
+        let set = compile(&format!(
+            "{BASE}routes:\n  - {{name: orders, methods: [POST], path: \"/channels/{{channel}}/orders\", upstream: erp, policies: [json], max_body_bytes: 2MiB}}\n  - {{name: docs, methods: [GET], path: \"/docs/{{*rest}}\", upstream: erp}}\n"
+        ))
+        .unwrap();
+        assert_eq!(set.routes.len(), 2);
+        assert!(set.routes[0].chain.needs_body());
+        assert!(!set.routes[1].chain.needs_body());
+        assert_eq!(set.routes[0].max_body_bytes, 2 * 1024 * 1024);
+        assert_eq!(
+            set.routes[1].max_body_bytes,
+            1024 * 1024,
+            "the default limit"
+        );
+        let up = &set.upstreams[0];
+        assert_eq!(up.endpoints[1].host, "::1");
+        assert_eq!(up.endpoints[1].to_string(), "[::1]:9001");
+        assert_eq!(up.request_headers[0].1, "k-v");
+        assert!(
+            up.request_headers[0].1.is_sensitive(),
+            "secret-bearing headers are marked sensitive"
+        );
+        assert!(set.version.hash.starts_with("sha256:"));
+
+        match set.resolve(&Method::POST, None, "/channels/amazon/orders") {
+            Resolved::Route { route, channel, .. } => {
+                assert_eq!(&*route.name, "orders");
+                assert_eq!(channel.map(|c| c.name), Some(Arc::from("amazon")));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            set.resolve(&Method::POST, None, "/channels/etsy/orders"),
+            Resolved::UnknownChannel
+        ));
+        assert!(matches!(
+            set.resolve(&Method::GET, None, "/channels/amazon/orders"),
+            Resolved::MethodNotAllowed(_)
+        ));
+        assert!(matches!(
+            set.resolve(&Method::GET, None, "/docs/../x"),
+            Resolved::BadPath
+        ));
+        assert!(matches!(
+            set.resolve(&Method::GET, None, "/nothing"),
+            Resolved::NotFound
+        ));
+    }
+
+    #[test]
+    fn a_channel_parameter_needs_declared_channels() {
+        let yaml = "version: 1\nupstreams: {erp: {endpoints: [\"127.0.0.1:1\"]}}\nroutes:\n  - {name: r, methods: [GET], path: \"/c/{channel}\", upstream: erp}\n";
+        let errs = compile(yaml).unwrap_err();
+        assert_eq!(
+            errs,
+            ["p.yaml:4:37: the path captures {channel} but the file declares no channels"]
+        );
+    }
+
+    #[test]
+    fn listener_addresses_and_files_are_checked() {
+        let yaml = "version: 1\nlisteners:\n  http: localhost\n  https: {address: \"127.0.0.1:0\", cert: missing.crt, key: missing.key}\nupstreams: {erp: {endpoints: [\"127.0.0.1:1\"]}}\nroutes: []\n";
+        let errs = compile(yaml).unwrap_err();
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(
+            errs[0].starts_with("p.yaml:3:9: listener address \"localhost\" must be ip:port"),
+            "{errs:?}"
+        );
+        assert!(errs[1].starts_with("p.yaml:4:41: cannot read"), "{errs:?}");
+    }
+
+    #[test]
+    fn timeouts_must_be_consistent() {
+        let yaml = "version: 1\nupstreams: {erp: {endpoints: [\"127.0.0.1:1\"], connect_timeout: 5s, total_timeout: 1s}}\nroutes: []\n";
+        let errs = compile(yaml).unwrap_err();
+        assert!(
+            errs[0].contains("total_timeout is shorter than connect_timeout"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn endpoints_parse() {
+        assert_eq!(parse_endpoint("a:1").unwrap().to_string(), "a:1");
+        for bad in ["a", ":80", "a:0", "a:99999", "::1:80", "[::1]"] {
+            assert!(parse_endpoint(bad).is_err(), "{bad}");
+        }
+    }
+}

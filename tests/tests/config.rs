@@ -299,3 +299,44 @@ async fn sighup_swaps_the_routes_and_a_bad_file_keeps_the_old_ones_without_faili
     );
     assert!(ok.load(Ordering::Relaxed) > 40);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_during_a_reload_finishes_on_the_snapshot_it_started_with() {
+    let slow = ErpSim::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    slow.set_behaviour(erp_sim::Behaviour::delay_ms(1000));
+    let routes_v1 = "routes:\n  - {name: slow, methods: [GET], path: /echo/slow, upstream: erp}\n";
+    let routes_v2 =
+        "routes:\n  - {name: other, methods: [GET], path: /echo/other, upstream: erp}\n";
+    let gw = Gateway::start(&policy_file(slow.addr(), "", routes_v1)).unwrap();
+    let url = gw.url("/echo/slow");
+    let in_flight =
+        tokio::spawn(async move { reqwest::get(url).await.map(|r| r.status().as_u16()) });
+    tests::eventually(
+        "the request to reach the ERP",
+        Duration::from_secs(10),
+        || slow.requests_started() == 1,
+    )
+    .await
+    .unwrap();
+
+    gw.write_config(&policy_file(slow.addr(), "", routes_v2))
+        .unwrap();
+    gw.sighup().unwrap();
+    tests::eventually("the reload", Duration::from_secs(10), || {
+        gw.metric("gateway_config_reloads_total{result=\"success\"}")
+            .unwrap()
+            == 1.0
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        reqwest::get(gw.url("/echo/slow")).await.unwrap().status(),
+        404,
+        "the new set has no such route"
+    );
+    assert_eq!(
+        in_flight.await.unwrap().unwrap(),
+        200,
+        "the old request must finish normally"
+    );
+}

@@ -230,3 +230,31 @@ async fn endpoints_are_used_round_robin_and_a_dead_one_is_skipped() {
         .unwrap();
     assert!(refused >= 1.0, "failed attempts are counted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_pooled_and_reused() {
+    let (sim, gw) = setup().await;
+    let client = reqwest::Client::new();
+    for i in 0..10 {
+        let r = client
+            .get(gw.url(&format!("/channels/amazon/echo/{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let r = client
+            .post(gw.url("/channels/amazon/orders"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    assert_eq!(sim.requests_started(), 20);
+    // one pooled connection for the streaming path and one for the buffered path
+    assert!(
+        sim.connections_accepted() <= 2,
+        "{} connections for 20 sequential requests",
+        sim.connections_accepted()
+    );
+}
