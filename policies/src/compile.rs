@@ -19,6 +19,7 @@ use crate::route::{self, Lookup, PathParams, PathTemplate, RouteKey, Router};
 use crate::secret::{self, ProcessEnv, SecretSource};
 use crate::source::{Location, parse_yaml, push_token};
 use crate::spec::{ListenersSpec, PolicyFileSpec, UpstreamSpec};
+use crate::store::{RedisStore, Stores};
 
 /// Services compile steps share; tests inject a manual clock and a fake environment.
 #[derive(Clone)]
@@ -27,6 +28,8 @@ pub struct CompileEnv {
     pub clock: Arc<dyn Clock>,
     /// Where `${ENV}` secrets come from.
     pub secrets: Arc<dyn SecretSource>,
+    /// Connections to shared state, kept across reloads.
+    pub stores: Arc<Stores>,
 }
 
 impl Default for CompileEnv {
@@ -34,6 +37,7 @@ impl Default for CompileEnv {
         CompileEnv {
             clock: Arc::new(SystemClock::new()),
             secrets: Arc::new(ProcessEnv),
+            stores: Arc::new(Stores::default()),
         }
     }
 }
@@ -344,7 +348,8 @@ impl Compiler<'_, '_> {
         let listeners = self.listeners(&spec.listeners);
         let channels = self.channels(&spec);
         let (upstreams, upstream_index) = self.upstreams(&spec);
-        let policies = self.policies(&spec, previous);
+        let redis = self.redis(&spec);
+        let policies = self.policies(&spec, previous, redis.as_ref());
         let limits = Limits {
             max_header_bytes: spec.limits.max_header_bytes.0,
             max_body_bytes: spec.limits.max_body_bytes.0,
@@ -491,10 +496,29 @@ impl Compiler<'_, '_> {
         (out, index)
     }
 
+    fn redis(&mut self, spec: &PolicyFileSpec) -> Option<Arc<RedisStore>> {
+        let r = spec.redis.as_ref()?;
+        let url = match secret::expand(&r.url, self.base_dir, &*self.env.secrets) {
+            Ok(u) => u,
+            Err(msg) => {
+                self.errors.at("/redis/url", msg);
+                return None;
+            }
+        };
+        match self.env.stores.redis(url.expose(), r) {
+            Ok(store) => Some(store),
+            Err(msg) => {
+                self.errors.at("/redis/url", msg);
+                None
+            }
+        }
+    }
+
     fn policies(
         &mut self,
         spec: &PolicyFileSpec,
         previous: Option<&PolicySet>,
+        redis: Option<&Arc<RedisStore>>,
     ) -> BTreeMap<String, Arc<NamedPolicy>> {
         let mut out = BTreeMap::new();
         for (name, p) in &spec.policies {
@@ -513,6 +537,8 @@ impl Compiler<'_, '_> {
                 env: self.env,
                 base_dir: self.base_dir,
                 previous: prev.map(|p| &p.policy),
+                redis,
+                has_redis_section: spec.redis.is_some(),
                 errors: &mut self.errors,
             };
             if let Some(policy) = p.compile(&mut kcx) {
@@ -716,6 +742,7 @@ mod tests {
                     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                     .collect(),
             )),
+            stores: Arc::new(Stores::default()),
         }
     }
 

@@ -10,4 +10,5 @@ pub mod schema;
 pub mod secret;
 pub mod source;
 pub mod spec;
+pub mod store;
 pub mod units;

@@ -29,6 +29,10 @@ pub struct PolicyFileSpec {
     /// them (anything else is answered 404), and only these names appear in metric labels.
     #[serde(default)]
     pub channels: BTreeMap<String, ChannelSpec>,
+    /// The Redis (or Redis Cluster) that policies with `store: redis` share state through, so
+    /// that several gateway instances enforce one limit and one idempotency record.
+    #[serde(default)]
+    pub redis: Option<crate::store::RedisSpec>,
     /// Upstream clusters requests are forwarded to, by name.
     pub upstreams: BTreeMap<String, UpstreamSpec>,
     /// Named policy instances that routes list in the order they run.

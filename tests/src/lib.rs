@@ -466,3 +466,114 @@ pub async fn eventually(
     }
     Ok(())
 }
+
+/// A real `redis-server` on 127.0.0.1, started for one test (no persistence), that the test can
+/// kill, restart on the same port, or stall.
+pub struct RedisServer {
+    child: Option<Child>,
+    /// Its port.
+    pub port: u16,
+    dir: TempDir,
+}
+
+impl RedisServer {
+    /// Starts one on a free port.
+    pub fn start() -> Result<RedisServer> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut server = RedisServer {
+            child: None,
+            port,
+            dir: TempDir::new("redis")?,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--enable-debug-command",
+                "yes",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting redis-server (scripts/test.sh installs it)")?;
+        self.child = Some(child);
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            if self.command(&["PING"]).is_ok_and(|r| r == "+PONG") {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("redis-server did not start on port {}", self.port)
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it (SIGKILL): the port stops answering at once.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port (empty).
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        self.spawn()
+    }
+
+    /// Sends one command and returns the first line of the reply (`+OK`, `:1`, `$3`...).
+    pub fn command(&self, args: &[&str]) -> Result<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes())?;
+        let mut reader = BufReader::new(s);
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        Ok(line.trim_end().to_owned())
+    }
+
+    /// Makes the server unresponsive for `ms` milliseconds (`DEBUG SLEEP`), without waiting.
+    pub fn stall(&self, ms: u64) -> std::thread::JoinHandle<()> {
+        let port = self.port;
+        std::thread::spawn(move || {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+                let secs = format!("{:.3}", ms as f64 / 1000.0);
+                let req = format!(
+                    "*3\r\n$5\r\nDEBUG\r\n$5\r\nSLEEP\r\n${}\r\n{secs}\r\n",
+                    secs.len()
+                );
+                let _ = s.write_all(req.as_bytes());
+                let _ = s.set_read_timeout(Some(Duration::from_millis(ms + 5000)));
+                let mut buf = [0u8; 16];
+                let _ = s.read(&mut buf);
+            }
+        })
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -45,11 +45,35 @@ pub struct KindContext<'a, 'm> {
     /// The policy of the same name in the set being replaced, whose state this one may keep
     /// when its settings did not change.
     pub previous: Option<&'a Policy>,
+    /// The shared Redis store, when the file configures `redis`.
+    pub redis: Option<&'a std::sync::Arc<crate::store::RedisStore>>,
+    /// Whether the file has a `redis` section (it may have failed to compile).
+    pub has_redis_section: bool,
     /// Where errors go.
     pub errors: &'a mut ErrorSink<'m>,
 }
 
 impl KindContext<'_, '_> {
+    /// The shared Redis store for a policy with `store: redis`; reports an error at `field`
+    /// when the file configures none.
+    pub fn require_redis(
+        &mut self,
+        field: &str,
+    ) -> Option<std::sync::Arc<crate::store::RedisStore>> {
+        match self.redis {
+            Some(r) => Some(r.clone()),
+            None => {
+                if !self.has_redis_section {
+                    self.error(
+                        field,
+                        "this policy uses the redis store, but the file has no `redis` section",
+                    );
+                }
+                None
+            }
+        }
+    }
+
     /// Reports an error at a field of this policy (`field` is a JSON Pointer suffix such as
     /// `/max_depth`, or empty for the policy itself).
     pub fn error(&mut self, field: &str, message: impl Into<String>) {
