@@ -13,6 +13,7 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use policies::compile::CompileEnv;
+use policies::metrics::PolicyMetrics;
 
 use crate::admin::{AdminApp, Lifecycle, Readiness};
 use crate::metrics::Metrics;
@@ -72,7 +73,18 @@ pub fn load_store(
     overrides: Overrides,
     metrics: Arc<Metrics>,
 ) -> Arc<ConfigStore> {
-    match ConfigStore::load(config, CompileEnv::default(), overrides, metrics) {
+    let policy_metrics = match PolicyMetrics::register(metrics.registry()) {
+        Ok(m) => Arc::new(m),
+        Err(e) => {
+            eprintln!("gateway: cannot register policy metrics: {e}");
+            std::process::exit(1);
+        }
+    };
+    let env = CompileEnv {
+        metrics: policy_metrics,
+        ..CompileEnv::default()
+    };
+    match ConfigStore::load(config, env, overrides, metrics) {
         Ok(store) => Arc::new(store),
         Err(errors) => {
             for e in &errors.0 {

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{ConfigError, ConfigErrors, ErrorSink};
 use crate::kinds::KindContext;
+use crate::metrics::PolicyMetrics;
 use crate::pipeline::{Chain, Channel, NamedPolicy};
 use crate::route::{self, Lookup, PathParams, PathTemplate, RouteKey, Router};
 use crate::secret::{self, ProcessEnv, SecretSource};
@@ -30,6 +31,8 @@ pub struct CompileEnv {
     pub secrets: Arc<dyn SecretSource>,
     /// Connections to shared state, kept across reloads.
     pub stores: Arc<Stores>,
+    /// Metrics policies record.
+    pub metrics: Arc<PolicyMetrics>,
 }
 
 impl Default for CompileEnv {
@@ -38,6 +41,7 @@ impl Default for CompileEnv {
             clock: Arc::new(SystemClock::new()),
             secrets: Arc::new(ProcessEnv),
             stores: Arc::new(Stores::default()),
+            metrics: Arc::new(PolicyMetrics::default()),
         }
     }
 }
@@ -743,6 +747,7 @@ mod tests {
                     .collect(),
             )),
             stores: Arc::new(Stores::default()),
+            metrics: Arc::new(PolicyMetrics::default()),
         }
     }
 

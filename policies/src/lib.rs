@@ -3,6 +3,7 @@ pub mod clock;
 pub mod compile;
 pub mod error;
 pub mod kinds;
+pub mod metrics;
 pub mod pipeline;
 pub mod problem;
 pub mod route;
