@@ -294,6 +294,22 @@ impl Gateway {
             .unwrap_or(0.0))
     }
 
+    /// Waits until a metric series reaches `value` (request counters are updated after the
+    /// response is sent, so a client can see its answer before the count moves).
+    pub fn wait_metric(&self, series: &str, value: f64) -> Result<()> {
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = self.metric(series)?;
+            if now == value {
+                return Ok(());
+            }
+            if Instant::now() > until {
+                bail!("{series} is {now}, expected {value}:\n{}", self.metrics()?);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The admin `/config` document.
     pub fn config_doc(&self) -> Result<Value> {
         let resp = raw_request(
