@@ -80,7 +80,7 @@ pub fn check(session: &ServerSession, max_header_bytes: u64) -> Result<(), EdgeR
                 .iter()
                 .map(|(n, v)| (n.as_str().len() + v.len() + 4) as u64)
                 .sum::<u64>()
-                + req.uri.to_string().len() as u64
+                + req.uri.path_and_query().map_or(1, |p| p.as_str().len()) as u64
         }
     };
     if head_len > max_header_bytes {
