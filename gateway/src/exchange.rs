@@ -110,8 +110,13 @@ pub(crate) async fn buffered(
     upstream_req.remove_header(&EXPECT);
     upstream_req.insert_header(CONTENT_LENGTH, body.len())?;
 
-    let deadline = ctx.deadline.unwrap_or_else(Instant::now);
-    let remaining = deadline.saturating_duration_since(Instant::now());
+    // the total budget covers the upstream exchange, not the time body policies took
+    let total = gw
+        .upstream_of(ctx)
+        .map_or(std::time::Duration::ZERO, |u| u.total_timeout);
+    let deadline = Instant::now() + total;
+    ctx.deadline = Some(deadline);
+    let remaining = total;
     let outcome = tokio::time::timeout(remaining, exchange(gw, ctx, upstream_req, body)).await;
     let (resp, mut resp_body) = match outcome {
         Ok(Ok(answer)) => answer,
@@ -128,7 +133,7 @@ pub(crate) async fn buffered(
         }
     };
 
-    let status = resp.status;
+    let mut status = resp.status;
     ctx.upstream_status = Some(status.as_u16());
     ctx.outcome = Outcome::Forwarded;
     let mut headers: HeaderMap = resp.headers.clone();
@@ -150,6 +155,8 @@ pub(crate) async fn buffered(
         {
             return gw.send_reply(session, ctx, reply, false).await;
         }
+        // a response policy may restate the status (an ERP 503 mapped to a 502 problem)
+        status = view.status;
     }
     for (name, value) in &ctx.state.response_headers {
         headers.insert(name.clone(), value.clone());

@@ -1,6 +1,7 @@
 //! The `gateway` command: run, check, demo, schema.
 
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -72,6 +73,18 @@ enum Command {
     },
     /// Print the JSON Schema of the policy-file format.
     Schema,
+    /// Run a mapping offline: a channel document (FILE or stdin) to its canonical form on
+    /// stdout, with the same validation the gateway applies.
+    Transform {
+        /// The mapping, `<channel>/<document>` (e.g. `amazon/order`, `erp/ack`).
+        #[arg(long)]
+        mapping: String,
+        /// The mapping catalog folder.
+        #[arg(long, default_value = "transforms/mappings")]
+        mappings: PathBuf,
+        /// The input document (default: stdin).
+        file: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,7 +92,17 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match compile_file(&config, &CompileEnv::default(), None) {
             Ok(set) => {
-                println!("{}: ok: {}", config.display(), set.summary());
+                let (cases, failures) = golden_cases(&set);
+                if failures > 0 {
+                    eprintln!("{}: {failures} golden case(s) failed", config.display());
+                    return ExitCode::FAILURE;
+                }
+                println!(
+                    "{}: ok: {}; {cases} golden cases of {} mappings pass",
+                    config.display(),
+                    set.summary(),
+                    set.mappings_in_use().len()
+                );
                 ExitCode::SUCCESS
             }
             Err(errors) => {
@@ -90,6 +113,11 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Transform {
+            mapping,
+            mappings,
+            file,
+        } => transform(&mapping, &mappings, file.as_deref()),
         Command::Schema => {
             print!("{}", policies::schema::policy_file_schema_text());
             ExitCode::SUCCESS
@@ -133,6 +161,95 @@ fn main() -> ExitCode {
                 https,
                 admin,
             }))
+        }
+    }
+}
+
+/// Runs the golden cases of every mapping the set uses, printing each failure with its diff.
+fn golden_cases(set: &policies::compile::PolicySet) -> (usize, usize) {
+    let (mut cases, mut failures) = (0, 0);
+    for m in set.mappings_in_use() {
+        for outcome in m.run_golden_cases() {
+            cases += 1;
+            if !outcome.passed {
+                failures += 1;
+                println!(
+                    "{}: golden case {:?} of {} failed:\n{}",
+                    m.path().display(),
+                    outcome.name,
+                    m.name(),
+                    outcome.diff.unwrap_or_default()
+                );
+            }
+        }
+    }
+    (cases, failures)
+}
+
+fn transform(mapping: &str, mappings: &Path, file: Option<&Path>) -> ExitCode {
+    let root = if mappings.exists() {
+        mappings.to_path_buf()
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(mappings)
+    };
+    let catalog = match transforms::Catalog::load(&root) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(m) = catalog.get(mapping) else {
+        let known: Vec<&str> = catalog.names().collect();
+        eprintln!(
+            "no mapping {mapping:?} in {} (known: {})",
+            root.display(),
+            known.join(", ")
+        );
+        return ExitCode::FAILURE;
+    };
+    let (name, bytes) = match file {
+        Some(f) => (f.display().to_string(), std::fs::read(f)),
+        None => {
+            let mut buf = Vec::new();
+            let r = std::io::stdin().read_to_end(&mut buf).map(|_| buf);
+            ("<stdin>".to_owned(), r)
+        }
+    };
+    let bytes = match bytes {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let input = match transforms::parse_checked(&bytes, &transforms::PrecheckLimits::default()) {
+        Ok(v) => v,
+        Err(transforms::PrecheckError::NotJson {
+            line,
+            column,
+            message,
+        }) => {
+            eprintln!("{name}:{line}:{column}: not JSON: {message}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match m.apply(input) {
+        Ok(doc) => {
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::FAILURE
         }
     }
 }

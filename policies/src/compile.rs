@@ -247,6 +247,19 @@ impl PolicySet {
         )
     }
 
+    /// Every mapping the set's transform policies use, once each.
+    pub fn mappings_in_use(&self) -> Vec<Arc<transforms::Mapping>> {
+        let mut seen = std::collections::BTreeMap::new();
+        for p in self.policies.values() {
+            if let crate::kinds::Policy::Transform(t) = &p.policy {
+                for m in t.mappings() {
+                    seen.entry(m.name().to_owned()).or_insert(m);
+                }
+            }
+        }
+        seen.into_values().collect()
+    }
+
     /// The upstream of a route.
     pub fn upstream_of(&self, route: &Route) -> Option<&Arc<Upstream>> {
         self.upstreams.get(route.upstream)
@@ -353,7 +366,7 @@ impl Compiler<'_, '_> {
         let channels = self.channels(&spec);
         let (upstreams, upstream_index) = self.upstreams(&spec);
         let redis = self.redis(&spec);
-        let policies = self.policies(&spec, previous, redis.as_ref());
+        let policies = self.policies(&spec, previous, redis.as_ref(), &channels);
         let limits = Limits {
             max_header_bytes: spec.limits.max_header_bytes.0,
             max_body_bytes: spec.limits.max_body_bytes.0,
@@ -523,8 +536,10 @@ impl Compiler<'_, '_> {
         spec: &PolicyFileSpec,
         previous: Option<&PolicySet>,
         redis: Option<&Arc<RedisStore>>,
+        channels: &Channels,
     ) -> BTreeMap<String, Arc<NamedPolicy>> {
         let mut out = BTreeMap::new();
+        let mut catalogs = crate::kinds::transform::CatalogCache::new();
         for (name, p) in &spec.policies {
             let at = push_token("/policies", name);
             if !is_name(name) {
@@ -543,6 +558,8 @@ impl Compiler<'_, '_> {
                 previous: prev.map(|p| &p.policy),
                 redis,
                 has_redis_section: spec.redis.is_some(),
+                channels,
+                catalogs: &mut catalogs,
                 errors: &mut self.errors,
             };
             if let Some(policy) = p.compile(&mut kcx) {

@@ -43,7 +43,7 @@ pub struct RequestView<'a> {
 /// The upstream's response as response policies see it.
 #[derive(Debug)]
 pub struct ResponseView<'a> {
-    /// Status.
+    /// Status; body policies of buffered routes may change it (streaming routes cannot).
     pub status: StatusCode,
     /// Headers, which response policies may change.
     pub headers: &'a mut HeaderMap,
@@ -75,6 +75,33 @@ pub struct ExchangeState {
     pub response_headers: HeaderMap,
     /// Typed data a policy keeps between its own phases (one slot per type).
     pub extensions: http::Extensions,
+}
+
+/// The request body parsed as JSON by one policy, kept for the next ones so the body is parsed
+/// once per request. It is only valid for the exact bytes it was parsed from.
+#[derive(Debug, Clone)]
+pub struct ParsedBody {
+    ptr: usize,
+    len: usize,
+    /// The parsed document.
+    pub value: serde_json::Value,
+}
+
+impl ParsedBody {
+    /// Remembers `value` as the parse of `body`.
+    pub fn new(body: &Bytes, value: serde_json::Value) -> Self {
+        ParsedBody {
+            ptr: body.as_ptr() as usize,
+            len: body.len(),
+            value,
+        }
+    }
+
+    /// Takes the parse of `body` out of the state, if a policy left one for these very bytes.
+    pub fn take(state: &mut ExchangeState, body: &Bytes) -> Option<serde_json::Value> {
+        let parsed = state.extensions.remove::<ParsedBody>()?;
+        (parsed.ptr == body.as_ptr() as usize && parsed.len == body.len()).then_some(parsed.value)
+    }
 }
 
 /// The phases of a policy. Every phase has a no-op default; a kind implements the ones it

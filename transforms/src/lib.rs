@@ -1,1 +1,52 @@
-//! The canonical retail model and the mapping engine (in progress).
+//! The canonical retail model (its JSON Schemas) and the engine that maps channel payloads to it.
+//!
+//! - [`schema`]: the canonical schemas (`schemas/v1/*.schema.json`, embedded) and
+//!   [`SchemaValidator`], which compiles any JSON Schema once and lists every violation of an
+//!   instance with its JSON Pointer, keyword and message, capped and counted.
+//! - [`precheck`]: size, nesting depth, UTF-8 and JSON syntax of a raw body, checked before
+//!   (or while) it is parsed.
+//! - [`Catalog`] / [`Mapping`]: the jq mappings of `mappings/<channel>/<document>.jq`, compiled
+//!   once; [`Mapping::apply`] maps a channel document and validates the result against the
+//!   canonical schema, so it returns a valid canonical document or an error, never a malformed
+//!   document. Golden cases sit next to each mapping and run with
+//!   [`Mapping::run_golden_cases`].
+//! - [`decimal`], [`time`], [`codes`], [`status`]: the exact-decimal, timestamp, country and
+//!   status helpers the mappings call as jq functions, usable from Rust too.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::path::Path;
+//! let catalog = transforms::Catalog::load(Path::new("transforms/mappings"))
+//!     .map_err(|errors| format!("{} mapping errors", errors.len()))?;
+//! let mapping = catalog.mapping("walmart", "order").ok_or("no walmart/order")?;
+//! let order = mapping.apply(serde_json::from_str(r#"{"purchaseOrderId": "1"}"#)?);
+//! // A Walmart order without lines is refused as the client's fault:
+//! assert!(order.is_err_and(|err| err.is_rejection()));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The workspace builds serde_json with `arbitrary_precision`: numbers keep their literal text
+//! from the request bytes to the mapping and back, which is what keeps money and 64-bit ids
+//! exact.
+
+pub mod catalog;
+pub mod codes;
+pub mod decimal;
+mod engine;
+pub mod golden;
+mod natives;
+pub mod precheck;
+pub mod schema;
+pub mod status;
+pub mod time;
+mod value;
+
+pub use catalog::{Catalog, LoadError, Mapping, TransformError};
+pub use golden::{GoldenCase, GoldenOutcome};
+pub use precheck::{PrecheckError, PrecheckLimits, parse_checked, precheck};
+pub use schema::{
+    CANONICAL_BASE, CANONICAL_DOCUMENTS, SchemaError, SchemaValidator, Violation, Violations,
+    canonical_schema, canonical_validator,
+};
+pub use value::NotJson;

@@ -3,6 +3,8 @@
 //! one file, one variant in each enum, and one arm per match below.
 
 pub mod json_body;
+pub mod schema;
+pub mod transform;
 
 use std::sync::Arc;
 
@@ -15,6 +17,8 @@ use crate::error::ErrorSink;
 use crate::pipeline::{Completion, ExchangeState, Flow, Phases, RequestView, ResponseView};
 
 pub use json_body::{JsonBody, JsonBodySpec};
+pub use schema::{Schema, SchemaSpec};
+pub use transform::{Transform, TransformSpec};
 
 /// A policy instance in the file: its `kind` and that kind's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -23,6 +27,11 @@ pub enum PolicySpec {
     /// Rejects request bodies that are not well-formed JSON (and, optionally, a wrong
     /// `Content-Type`) before anything is sent upstream.
     JsonBody(JsonBodySpec),
+    /// Validates the body against a JSON Schema chosen per channel; 422 lists every violation.
+    Schema(SchemaSpec),
+    /// Maps the body from the channel's dialect to the canonical model with the channel's
+    /// jq mapping, and the upstream's answer back.
+    Transform(TransformSpec),
 }
 
 /// A compiled policy.
@@ -30,6 +39,10 @@ pub enum PolicySpec {
 pub enum Policy {
     /// See [`JsonBody`].
     JsonBody(JsonBody),
+    /// See [`Schema`].
+    Schema(Schema),
+    /// See [`Transform`].
+    Transform(Transform),
 }
 
 /// What a kind's compile step gets.
@@ -49,6 +62,10 @@ pub struct KindContext<'a, 'm> {
     pub redis: Option<&'a std::sync::Arc<crate::store::RedisStore>>,
     /// Whether the file has a `redis` section (it may have failed to compile).
     pub has_redis_section: bool,
+    /// The channels the file declares (policies index per-channel settings by them).
+    pub channels: &'a crate::compile::Channels,
+    /// Mapping catalogs already loaded during this compile.
+    pub catalogs: &'a mut transform::CatalogCache,
     /// Where errors go.
     pub errors: &'a mut ErrorSink<'m>,
 }
@@ -87,6 +104,8 @@ impl PolicySpec {
     pub fn compile(&self, cx: &mut KindContext<'_, '_>) -> Option<Policy> {
         match self {
             PolicySpec::JsonBody(s) => JsonBody::compile(s, cx).map(Policy::JsonBody),
+            PolicySpec::Schema(s) => Schema::compile(s, cx).map(Policy::Schema),
+            PolicySpec::Transform(s) => Transform::compile(s, cx).map(Policy::Transform),
         }
     }
 }
@@ -95,6 +114,8 @@ macro_rules! dispatch {
     ($self:expr, $p:ident => $body:expr) => {
         match $self {
             Policy::JsonBody($p) => $body,
+            Policy::Schema($p) => $body,
+            Policy::Transform($p) => $body,
         }
     };
 }

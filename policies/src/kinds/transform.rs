@@ -1,0 +1,280 @@
+//! `transform`: maps the request body from the channel's dialect to the canonical retail model
+//! with the channel's jq mapping (compiled once; its output validated against the canonical
+//! schema before anything is forwarded), and maps the upstream's answer back: an ERP
+//! acknowledgement to the canonical answer, an ERP error to problem+json.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, StatusCode};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use transforms::{Catalog, Mapping, PrecheckLimits, TransformError};
+
+use super::KindContext;
+use crate::kinds::schema::precheck_reply;
+use crate::pipeline::{ExchangeState, Flow, ParsedBody, Phases, RequestView, ResponseView};
+use crate::problem::{PROBLEM_CONTENT_TYPE, Problem, Reply};
+
+/// Settings of a `transform` policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransformSpec {
+    /// The mapping catalog: a folder with one sub-folder per channel holding
+    /// `<document>.jq` mappings and their golden cases; relative to this policy file.
+    pub mappings: String,
+    /// The document this route carries (`order`, `inventory_adjustment`, `shipment`,
+    /// `return`, `order_change`): the request body goes through `<channel>/<document>`.
+    pub document: String,
+    /// The mapping of the upstream's successful answers (input `{status, body}`), e.g.
+    /// `erp/ack`. Absent: the answer passes unchanged.
+    #[serde(default)]
+    pub answer: Option<String>,
+    /// The mapping of the upstream's error answers (4xx/5xx) into a problem document, e.g.
+    /// `erp/error`. Absent: errors pass unchanged.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Deepest nesting of arrays and objects accepted (checked before parsing).
+    #[serde(default = "default_max_depth")]
+    #[schemars(range(min = 1, max = 128))]
+    pub max_depth: u32,
+}
+
+fn default_max_depth() -> u32 {
+    64
+}
+
+/// Catalogs loaded during one compile, so policies sharing a folder load it once.
+pub type CatalogCache = HashMap<PathBuf, Arc<Catalog>>;
+
+/// The compiled `transform` policy.
+pub struct Transform {
+    document: String,
+    by_channel: Vec<Option<Arc<Mapping>>>,
+    answer: Option<Arc<Mapping>>,
+    error: Option<Arc<Mapping>>,
+    limits: PrecheckLimits,
+}
+
+impl std::fmt::Debug for Transform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transform")
+            .field("document", &self.document)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transform {
+    /// Compiles the spec: loads (or reuses) the catalog and picks each channel's mapping.
+    pub fn compile(spec: &TransformSpec, cx: &mut KindContext<'_, '_>) -> Option<Transform> {
+        let root = cx.base_dir.join(&spec.mappings);
+        let catalog = match cx.catalogs.get(&root) {
+            Some(c) => c.clone(),
+            None => match Catalog::load(&root) {
+                Ok(c) => {
+                    let c = Arc::new(c);
+                    cx.catalogs.insert(root.clone(), c.clone());
+                    c
+                }
+                Err(errors) => {
+                    for e in errors {
+                        cx.error("/mappings", e.to_string());
+                    }
+                    return None;
+                }
+            },
+        };
+        let by_channel: Vec<Option<Arc<Mapping>>> = cx
+            .channels
+            .names()
+            .iter()
+            .map(|c| catalog.mapping(c, &spec.document))
+            .collect();
+        if by_channel.iter().all(Option::is_none) {
+            cx.error(
+                "/document",
+                format!(
+                    "no channel has a {:?} mapping in {}",
+                    spec.document,
+                    root.display()
+                ),
+            );
+            return None;
+        }
+        let named = |cx: &mut KindContext<'_, '_>, field: &str, name: &Option<String>| match name {
+            None => Some(None),
+            Some(n) => match catalog.get(n) {
+                Some(m) => Some(Some(m)),
+                None => {
+                    cx.error(field, format!("no mapping {n:?} in {}", root.display()));
+                    None
+                }
+            },
+        };
+        let answer = named(cx, "/answer", &spec.answer)?;
+        let error = named(cx, "/error", &spec.error)?;
+        Some(Transform {
+            document: spec.document.clone(),
+            by_channel,
+            answer,
+            error,
+            limits: PrecheckLimits {
+                max_bytes: usize::MAX,
+                max_depth: spec.max_depth as usize,
+            },
+        })
+    }
+
+    /// Every mapping this policy uses (for `gateway check`'s golden cases).
+    pub fn mappings(&self) -> Vec<Arc<Mapping>> {
+        self.by_channel
+            .iter()
+            .flatten()
+            .chain(self.answer.iter())
+            .chain(self.error.iter())
+            .cloned()
+            .collect()
+    }
+}
+
+fn mapping_failed(e: &TransformError, status: StatusCode, reason: &'static str) -> Reply {
+    // the full message names fields of the document; it goes to the log, the client gets a summary
+    tracing::error!(mapping = %e.mapping(), error = %e, "mapping failed");
+    Reply::problem(
+        Problem::new(status, "mapping-failed", "The document could not be mapped").with_detail(
+            format!(
+                "the gateway's mapping {} failed; nothing was forwarded",
+                e.mapping()
+            ),
+        ),
+        reason,
+    )
+}
+
+fn serialize(value: &Value) -> Bytes {
+    Bytes::from(serde_json::to_vec(value).unwrap_or_default())
+}
+
+impl Phases for Transform {
+    fn needs_body(&self) -> bool {
+        true
+    }
+
+    async fn on_request_body(
+        &self,
+        _req: &RequestView<'_>,
+        state: &mut ExchangeState,
+        body: &mut Bytes,
+    ) -> Flow {
+        let mapping = state
+            .channel
+            .as_ref()
+            .and_then(|c| self.by_channel.get(c.index).and_then(Option::as_ref))
+            .cloned();
+        let Some(mapping) = mapping else {
+            let channel = state
+                .channel
+                .as_ref()
+                .map_or("(none)", |c| &*c.name)
+                .to_owned();
+            return Flow::Break(Reply::problem(
+                Problem::new(
+                    StatusCode::NOT_FOUND,
+                    "no-mapping",
+                    "Not accepted from this channel",
+                )
+                .with_detail(format!(
+                    "there is no {} mapping for channel {channel}",
+                    self.document
+                )),
+                "no_mapping",
+            ));
+        };
+        let input = match ParsedBody::take(state, body) {
+            Some(v) => v,
+            None => match transforms::parse_checked(body, &self.limits) {
+                Ok(v) => v,
+                Err(e) => return Flow::Break(precheck_reply(&e)),
+            },
+        };
+        match mapping.apply(input) {
+            Ok(doc) => {
+                *body = serialize(&doc);
+                state
+                    .upstream_headers
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                Flow::Continue(())
+            }
+            Err(e) if e.is_rejection() => {
+                let detail = match &e {
+                    TransformError::Rejected { message, .. } => message.clone(),
+                    other => other.to_string(),
+                };
+                Flow::Break(Reply::problem(
+                    Problem::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "unmappable-document",
+                        "The document cannot be accepted",
+                    )
+                    .with_detail(detail),
+                    "unmappable",
+                ))
+            }
+            Err(e) => Flow::Break(mapping_failed(
+                &e,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "mapping_failed",
+            )),
+        }
+    }
+
+    async fn on_response_body(
+        &self,
+        resp: &mut ResponseView<'_>,
+        state: &mut ExchangeState,
+        body: &mut Bytes,
+    ) -> Flow {
+        let success = resp.status.is_success();
+        let Some(mapping) = (if success { &self.answer } else { &self.error }) else {
+            return Flow::Continue(());
+        };
+        if resp.status.is_informational() || resp.status.is_redirection() {
+            return Flow::Continue(());
+        }
+        let parsed = serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);
+        let envelope = json!({"status": resp.status.as_u16(), "body": parsed});
+        match mapping.apply(envelope) {
+            Ok(mut doc) => {
+                if success {
+                    resp.headers
+                        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                } else {
+                    if let Some(status) = doc
+                        .get("status")
+                        .and_then(Value::as_u64)
+                        .and_then(|s| u16::try_from(s).ok())
+                        .and_then(|s| StatusCode::from_u16(s).ok())
+                    {
+                        resp.status = status;
+                    }
+                    if let Some(obj) = doc.as_object_mut() {
+                        obj.insert("request_id".into(), Value::String(state.request_id.clone()));
+                    }
+                    resp.headers
+                        .insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
+                }
+                *body = serialize(&doc);
+                Flow::Continue(())
+            }
+            Err(e) => Flow::Break(mapping_failed(
+                &e,
+                StatusCode::BAD_GATEWAY,
+                "answer_unmappable",
+            )),
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! Compiling a jq program once and running it on one JSON value: the jaq embedding, its
+//! error positions and its exceptions, behind a small surface.
+
+use std::sync::LazyLock;
+
+use jaq_core::load::{self, Arena, File, Loader, parse::Def};
+use jaq_core::{Compiler, Ctx, Vars};
+use jaq_json::Val;
+
+use crate::natives::{self, Data};
+use crate::value::{self, NotJson};
+
+/// The helpers written in jq that every mapping sees (see `prelude.jq`).
+const PRELUDE: &str = include_str!("prelude.jq");
+
+/// The jq definitions of the standard library and ours, parsed once per process.
+/// Standard definitions that `natives` implements natively are left out, so the native is
+/// the one names resolve to.
+static DEFS: LazyLock<Vec<Def<&'static str>>> = LazyLock::new(|| {
+    let ours = load::parse(PRELUDE, |p| p.defs()).unwrap_or_default();
+    jaq_core::defs()
+        .chain(jaq_std::defs())
+        .chain(jaq_json::defs())
+        .filter(|def| !natives::NATIVE_OVERRIDES.contains(&(def.name, def.args.len())))
+        .chain(ours)
+        .collect()
+});
+
+/// A problem in a jq source file, with the 1-based line and column jaq points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceError {
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+/// A compiled jq program, ready to run any number of times from any thread.
+pub struct Program {
+    filter: jaq_core::Filter<Data>,
+}
+
+/// How one run of a program failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunError {
+    /// The program called `reject(msg)`: the input is not acceptable.
+    Rejected(String),
+    /// Any other jq error (`error(...)`, a type error, a failing native).
+    Failed(String),
+    /// The program produced no output.
+    NoOutput,
+    /// The program produced more than one output.
+    SeveralOutputs,
+    /// The output has no JSON form.
+    NotJson(NotJson),
+}
+
+impl Program {
+    /// Parses and compiles `code`; every problem found is returned.
+    pub fn compile(code: &str) -> Result<Program, Vec<SourceError>> {
+        let arena = Arena::default();
+        let loader = Loader::new(DEFS.iter().cloned());
+        let modules = loader
+            .load(&arena, File { code, path: () })
+            .map_err(|errors| {
+                errors
+                    .into_iter()
+                    .flat_map(|(_file, error)| load_errors(code, error))
+                    .collect::<Vec<_>>()
+            })?;
+        let filter = Compiler::default()
+            .with_funs(natives::all())
+            .compile(modules)
+            .map_err(|errors| {
+                errors
+                    .into_iter()
+                    .flat_map(|(_file, errors)| errors)
+                    .map(|(name, undefined)| {
+                        let (line, column) = position(code, name);
+                        SourceError {
+                            line,
+                            column,
+                            message: format!("undefined {} `{name}`", undefined.as_str()),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })?;
+        Ok(Program { filter })
+    }
+
+    /// Runs the program on one input; exactly one output is expected.
+    pub fn run(&self, input: Val) -> Result<serde_json::Value, RunError> {
+        let ctx = Ctx::<Data>::new(&self.filter.lut, Vars::new([]));
+        let mut outputs = self.filter.id.run((ctx, input));
+        let first = match outputs.next() {
+            None => return Err(RunError::NoOutput),
+            Some(result) => result.map_err(exception)?,
+        };
+        if outputs.next().is_some() {
+            return Err(RunError::SeveralOutputs);
+        }
+        value::from_jaq(first).map_err(RunError::NotJson)
+    }
+}
+
+/// Sorts a jq exception into a rejection or a failure, without ever letting `halt` end the
+/// process (jaq's own `unwrap_valr` would).
+fn exception(exn: jaq_core::Exn<'_, Val>) -> RunError {
+    match exn.get_err() {
+        Ok(error) => {
+            let val = error.into_val();
+            if let Val::Obj(map) = &val
+                && let Some(message) = map.get(&Val::utf8_str("rejected"))
+            {
+                return RunError::Rejected(text_of(message));
+            }
+            RunError::Failed(text_of(&val))
+        }
+        Err(other) => RunError::Failed(match other.get_halt() {
+            Ok(code) => format!("the mapping halted with exit code {code}"),
+            Err(_) => "the mapping ended with an unexpected control-flow exception".to_owned(),
+        }),
+    }
+}
+
+/// A string's own text, anything else as compact JSON.
+fn text_of(val: &Val) -> String {
+    match value::as_str(val) {
+        Some(text) => text.to_owned(),
+        None => val.to_string(),
+    }
+}
+
+fn load_errors(code: &str, error: load::Error<&str>) -> Vec<SourceError> {
+    let at = |slice: &str, message: String| {
+        let (line, column) = position(code, slice);
+        SourceError {
+            line,
+            column,
+            message,
+        }
+    };
+    match error {
+        load::Error::Io(errors) => errors
+            .into_iter()
+            .map(|(path, message)| at(path, format!("cannot load module {path:?}: {message}")))
+            .collect(),
+        load::Error::Lex(errors) => errors
+            .into_iter()
+            .map(|(expect, found)| {
+                at(
+                    found,
+                    format!("expected {} but found {}", expect.as_str(), snippet(found)),
+                )
+            })
+            .collect(),
+        load::Error::Parse(errors) => errors
+            .into_iter()
+            .map(|(expect, found)| {
+                at(
+                    found,
+                    format!("expected {} but found {}", expect.as_str(), snippet(found)),
+                )
+            })
+            .collect(),
+    }
+}
+
+/// What jaq found, shortened to its first line.
+fn snippet(found: &str) -> String {
+    let line = found.lines().next().unwrap_or_default();
+    if line.is_empty() {
+        "end of input".to_owned()
+    } else if line.chars().count() > 30 {
+        format!("`{}...`", line.chars().take(30).collect::<String>())
+    } else {
+        format!("`{line}`")
+    }
+}
+
+/// The 1-based line and column of `part` inside `whole`, when `part` is a slice of it (jaq
+/// reports positions as slices of the source; slices of the standard library are not ours).
+fn position(whole: &str, part: &str) -> (Option<usize>, Option<usize>) {
+    let start = whole.as_ptr() as usize;
+    let at = part.as_ptr() as usize;
+    if at < start || at > start + whole.len() {
+        return (None, None);
+    }
+    let offset = at - start;
+    let before = whole.get(..offset).unwrap_or(whole);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (Some(line), Some(column))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run(code: &str, input: serde_json::Value) -> Result<serde_json::Value, RunError> {
+        Program::compile(code)
+            .expect("test program compiles")
+            .run(value::to_jaq(input))
+    }
+
+    #[test]
+    fn the_prelude_parses() {
+        assert!(load::parse(PRELUDE, |p| p.defs()).is_some_and(|defs| !defs.is_empty()));
+    }
+
+    #[test]
+    fn programs_run_with_natives() {
+        assert_eq!(
+            run("decimal_add(.a; .b)", json!({"a": "0.10", "b": "0.20"})),
+            Ok(json!("0.30"))
+        );
+        assert_eq!(
+            run("decimal_sub(.a; .b)", json!({"a": "1.00", "b": "0.25"})),
+            Ok(json!("0.75"))
+        );
+    }
+
+    #[test]
+    fn native_overrides_keep_jq_semantics() {
+        let types = run("[.[] | type]", json!([null, true, 1, "s", [], {}]));
+        assert_eq!(
+            types,
+            Ok(json!([
+                "null", "boolean", "number", "string", "array", "object"
+            ]))
+        );
+        assert_eq!(
+            run("[.[] | values]", json!([null, false, 0, ""])),
+            Ok(json!([false, 0, ""]))
+        );
+        assert_eq!(
+            run("[.[] | not]", json!([null, false, 0, ""])),
+            Ok(json!([true, true, false, false]))
+        );
+        assert_eq!(
+            run("[null, true, false, empty]", json!(1)),
+            Ok(json!([null, true, false]))
+        );
+        assert_eq!(
+            run(
+                "[.[] | select(. > 1)] | map(tostring) | join(\",\")",
+                json!([1, 2, 3])
+            ),
+            Ok(json!("2,3"))
+        );
+        assert_eq!(run("first(empty, 2)", json!(1)), Ok(json!(2)));
+        assert_eq!(run("isempty(empty)", json!(1)), Ok(json!(true)));
+    }
+
+    #[test]
+    fn exactly_one_output_is_required() {
+        assert_eq!(run("empty", json!(1)), Err(RunError::NoOutput));
+        assert_eq!(run("1, 2", json!(1)), Err(RunError::SeveralOutputs));
+    }
+
+    #[test]
+    fn rejections_and_failures_are_told_apart() {
+        assert_eq!(
+            run("reject(\"no lines\")", json!(null)),
+            Err(RunError::Rejected("no lines".into()))
+        );
+        assert_eq!(
+            run("error(\"boom\")", json!(null)),
+            Err(RunError::Failed("boom".into()))
+        );
+        assert!(matches!(
+            run(".a.b", json!({"a": 1})),
+            Err(RunError::Failed(_))
+        ));
+        assert_eq!(
+            run("required(.x; \"the x\")", json!({})),
+            Err(RunError::Rejected("missing the x".into()))
+        );
+    }
+
+    #[test]
+    fn nondeterministic_functions_are_cut_off() {
+        for code in ["now", "env", "halt", "halt_error", "0 | localtime"] {
+            assert!(
+                matches!(run(code, json!("x")), Err(RunError::Failed(_))),
+                "{code} must fail"
+            );
+        }
+        assert_eq!(run("debug | . + 1", json!(1)), Ok(json!(2)));
+    }
+
+    #[test]
+    fn syntax_errors_point_at_line_and_column() {
+        let errors = Program::compile("{\n  a: 1,\n  b: (.x | ]\n}")
+            .err()
+            .expect("a syntax error");
+        assert!(!errors.is_empty());
+        assert!(errors.iter().any(|e| e.line == Some(3)), "{errors:?}");
+    }
+
+    #[test]
+    fn undefined_names_point_at_their_use() {
+        let errors = Program::compile(".a |\n  no_such_function(1)")
+            .err()
+            .expect("an undefined filter");
+        assert_eq!(errors.len(), 1);
+        assert_eq!((errors[0].line, errors[0].column), (Some(2), Some(3)));
+        assert!(errors[0].message.contains("no_such_function"), "{errors:?}");
+    }
+}

@@ -1,0 +1,204 @@
+//! Checks on a raw request body before anything builds a tree from it: size, nesting depth
+//! (counted by a scan, so a hostile `[[[[...` costs no allocation), UTF-8, and JSON syntax.
+
+use serde::de::IgnoredAny;
+use serde_json::Value;
+
+/// Limits a body must stay within.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrecheckLimits {
+    /// Largest body accepted, in bytes.
+    pub max_bytes: usize,
+    /// Deepest nesting of arrays and objects accepted: `{}` is depth 1, `{"a":[]}` depth 2.
+    /// serde_json refuses anything past 128 levels whatever this says.
+    pub max_depth: usize,
+}
+
+impl Default for PrecheckLimits {
+    /// 8 MiB and 64 levels: room for a 5 MiB order, far below what a parser chokes on.
+    fn default() -> Self {
+        PrecheckLimits {
+            max_bytes: 8 * 1024 * 1024,
+            max_depth: 64,
+        }
+    }
+}
+
+/// Which check a body failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrecheckError {
+    #[error("the body is {size} bytes, over the limit of {limit}")]
+    TooLarge { size: usize, limit: usize },
+    #[error("the body nests arrays and objects deeper than {limit} levels (at byte {offset})")]
+    TooDeep { limit: usize, offset: usize },
+    #[error("the body is not UTF-8 (invalid byte at offset {offset})")]
+    NotUtf8 { offset: usize },
+    #[error("the body is not JSON: {message} at line {line}, column {column}")]
+    NotJson {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+impl PrecheckError {
+    /// A short, bounded name for metrics labels and problem types.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PrecheckError::TooLarge { .. } => "too_large",
+            PrecheckError::TooDeep { .. } => "too_deep",
+            PrecheckError::NotUtf8 { .. } => "not_utf8",
+            PrecheckError::NotJson { .. } => "not_json",
+        }
+    }
+}
+
+/// Checks size, depth, UTF-8 and JSON syntax without building a tree.
+pub fn precheck(bytes: &[u8], limits: &PrecheckLimits) -> Result<(), PrecheckError> {
+    scan(bytes, limits)?;
+    serde_json::from_slice::<IgnoredAny>(bytes)
+        .map(|_| ())
+        .map_err(not_json)
+}
+
+/// The same checks, then the one parse the caller needs anyway: use this rather than
+/// `precheck` followed by a parse, which would read the body twice.
+pub fn parse_checked(bytes: &[u8], limits: &PrecheckLimits) -> Result<Value, PrecheckError> {
+    scan(bytes, limits)?;
+    serde_json::from_slice(bytes).map_err(not_json)
+}
+
+/// The cheap checks: size, UTF-8, then depth.
+fn scan(bytes: &[u8], limits: &PrecheckLimits) -> Result<(), PrecheckError> {
+    if bytes.len() > limits.max_bytes {
+        return Err(PrecheckError::TooLarge {
+            size: bytes.len(),
+            limit: limits.max_bytes,
+        });
+    }
+    if let Err(err) = std::str::from_utf8(bytes) {
+        return Err(PrecheckError::NotUtf8 {
+            offset: err.valid_up_to(),
+        });
+    }
+    check_depth(bytes, limits.max_depth)
+}
+
+/// Counts open brackets outside strings; the syntax itself is left to the parser.
+fn check_depth(bytes: &[u8], limit: usize) -> Result<(), PrecheckError> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (offset, &b) in bytes.iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return Err(PrecheckError::TooDeep { limit, offset });
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn not_json(err: serde_json::Error) -> PrecheckError {
+    let full = err.to_string();
+    // serde_json appends " at line L column C"; the position has its own fields.
+    let message = match full.rfind(" at line ") {
+        Some(at) => full[..at].to_owned(),
+        None => full,
+    };
+    PrecheckError::NotJson {
+        line: err.line(),
+        column: err.column(),
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_bytes: usize, max_depth: usize) -> PrecheckLimits {
+        PrecheckLimits {
+            max_bytes,
+            max_depth,
+        }
+    }
+
+    #[test]
+    fn a_good_body_passes_and_parses_once() {
+        let body = br#"{"a":[1,{"b":"[[[[\"}}}"}],"c":9007199254740993}"#;
+        assert_eq!(precheck(body, &limits(1024, 3)), Ok(()));
+        let value = parse_checked(body, &limits(1024, 3)).expect("valid");
+        assert_eq!(value["c"].to_string(), "9007199254740993");
+    }
+
+    #[test]
+    fn too_large_is_refused_before_anything_else() {
+        let body = b"\xff not even utf-8, and long";
+        assert_eq!(
+            precheck(body, &limits(10, 64)),
+            Err(PrecheckError::TooLarge {
+                size: body.len(),
+                limit: 10
+            })
+        );
+    }
+
+    #[test]
+    fn too_deep_is_refused_by_the_scan() {
+        let body = "[".repeat(100_000);
+        let err = precheck(body.as_bytes(), &limits(1 << 20, 64)).expect_err("too deep");
+        assert_eq!(
+            err,
+            PrecheckError::TooDeep {
+                limit: 64,
+                offset: 64
+            }
+        );
+        assert_eq!(err.reason(), "too_deep");
+        // Brackets inside strings do not count, escaped quotes do not end the string.
+        assert_eq!(precheck(br#"[["\"[[[[[["]]"#, &limits(100, 2)), Ok(()));
+        assert!(precheck(br#"[[["x"]]]"#, &limits(100, 2)).is_err());
+    }
+
+    #[test]
+    fn not_utf8_is_named_with_its_offset() {
+        let err = precheck(b"{\"a\":\"\xc3\x28\"}", &limits(100, 8)).expect_err("not utf-8");
+        assert_eq!(err, PrecheckError::NotUtf8 { offset: 6 });
+        assert_eq!(err.reason(), "not_utf8");
+    }
+
+    #[test]
+    fn not_json_is_named_with_its_position() {
+        for body in [
+            &b"{\"a\":1,}"[..],
+            b"",
+            b"{\"a\":1} trailing",
+            b"NaN",
+            b"{'a':1}",
+        ] {
+            let err = precheck(body, &limits(100, 8)).expect_err("not JSON");
+            assert_eq!(err.reason(), "not_json", "{body:?}");
+        }
+        match parse_checked(b"{\n  \"a\": 1 2\n}", &limits(100, 8)) {
+            Err(PrecheckError::NotJson { line, .. }) => assert_eq!(line, 2),
+            other => panic!("expected NotJson, got {other:?}"),
+        }
+    }
+}

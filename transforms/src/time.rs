@@ -1,0 +1,115 @@
+//! Timestamps into the canonical form, RFC 3339 in UTC with a `Z` (`2024-11-28T12:00:00.123Z`):
+//! from Walmart's epoch milliseconds and from ISO 8601 stamps carrying a local offset
+//! (Shopify's `2008-01-10T11:00:00-05:00`).
+//!
+//! Fractional seconds are printed with as many digits as they need and no more, so the same
+//! instant always has the same text.
+
+use jiff::Timestamp;
+use jiff::tz::Offset;
+
+/// Why a timestamp could not be brought to UTC.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimeError {
+    /// Not an RFC 3339 / ISO 8601 date-time with an offset (a stamp without one is ambiguous).
+    #[error("{text:?} is not an RFC 3339 timestamp with a UTC offset: {reason}")]
+    Unparsable { text: String, reason: String },
+    /// Outside the years 0000 to 9999 RFC 3339 can write.
+    #[error("{0} is outside the range RFC 3339 can express")]
+    OutOfRange(String),
+}
+
+/// Epoch milliseconds (Walmart's `orderDate`) as an RFC 3339 UTC timestamp.
+pub fn epoch_millis_to_rfc3339(millis: i64) -> Result<String, TimeError> {
+    let ts = Timestamp::from_millisecond(millis)
+        .map_err(|_| TimeError::OutOfRange(format!("epoch millisecond {millis}")))?;
+    format_utc(ts)
+}
+
+/// Any RFC 3339 timestamp (any offset, or `Z`) as the same instant in UTC.
+pub fn to_utc(text: &str) -> Result<String, TimeError> {
+    let ts: Timestamp = text
+        .parse()
+        .map_err(|err: jiff::Error| TimeError::Unparsable {
+            text: text.to_owned(),
+            reason: err.to_string(),
+        })?;
+    format_utc(ts)
+}
+
+fn format_utc(ts: Timestamp) -> Result<String, TimeError> {
+    let dt = Offset::UTC.to_datetime(ts);
+    let year = dt.year();
+    if !(0..=9999).contains(&year) {
+        return Err(TimeError::OutOfRange(ts.to_string()));
+    }
+    let mut out = format!(
+        "{year:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        dt.month(),
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second()
+    );
+    let nanos = dt.subsec_nanosecond();
+    if nanos > 0 {
+        let digits = format!("{nanos:09}");
+        out.push('.');
+        out.push_str(digits.trim_end_matches('0'));
+    }
+    out.push('Z');
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_millis_become_utc() {
+        assert_eq!(
+            epoch_millis_to_rfc3339(1_568_466_571_000).as_deref(),
+            Ok("2019-09-14T13:09:31Z")
+        );
+        assert_eq!(
+            epoch_millis_to_rfc3339(1_732_795_200_123).as_deref(),
+            Ok("2024-11-28T12:00:00.123Z")
+        );
+        assert_eq!(
+            epoch_millis_to_rfc3339(0).as_deref(),
+            Ok("1970-01-01T00:00:00Z")
+        );
+        assert!(epoch_millis_to_rfc3339(i64::MAX).is_err());
+    }
+
+    #[test]
+    fn local_offsets_become_utc() {
+        assert_eq!(
+            to_utc("2008-01-10T11:00:00-05:00").as_deref(),
+            Ok("2008-01-10T16:00:00Z")
+        );
+        assert_eq!(
+            to_utc("2024-03-31T01:30:00+09:00").as_deref(),
+            Ok("2024-03-30T16:30:00Z")
+        );
+        assert_eq!(
+            to_utc("2022-11-29T19:42:04.284Z").as_deref(),
+            Ok("2022-11-29T19:42:04.284Z")
+        );
+        assert_eq!(
+            to_utc("2024-11-28T12:00:00.000Z").as_deref(),
+            Ok("2024-11-28T12:00:00Z")
+        );
+        assert_eq!(
+            to_utc("2024-11-28T23:59:59.5+05:30").as_deref(),
+            Ok("2024-11-28T18:29:59.5Z")
+        );
+    }
+
+    #[test]
+    fn stamps_without_offset_are_refused() {
+        assert!(to_utc("2024-11-28T12:00:00").is_err());
+        assert!(to_utc("2024-11-28").is_err());
+        assert!(to_utc("yesterday").is_err());
+    }
+}
