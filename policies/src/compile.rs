@@ -353,7 +353,7 @@ impl Compiler<'_, '_> {
         let channels = self.channels(&spec);
         let (upstreams, upstream_index) = self.upstreams(&spec);
         let redis = self.redis(&spec);
-        let policies = self.policies(&spec, previous, redis.as_ref());
+        let policies = self.policies(&spec, previous, redis.as_ref(), &channels);
         let limits = Limits {
             max_header_bytes: spec.limits.max_header_bytes.0,
             max_body_bytes: spec.limits.max_body_bytes.0,
@@ -523,6 +523,7 @@ impl Compiler<'_, '_> {
         spec: &PolicyFileSpec,
         previous: Option<&PolicySet>,
         redis: Option<&Arc<RedisStore>>,
+        channels: &Channels,
     ) -> BTreeMap<String, Arc<NamedPolicy>> {
         let mut out = BTreeMap::new();
         for (name, p) in &spec.policies {
@@ -543,6 +544,7 @@ impl Compiler<'_, '_> {
                 previous: prev.map(|p| &p.policy),
                 redis,
                 has_redis_section: spec.redis.is_some(),
+                channels,
                 errors: &mut self.errors,
             };
             if let Some(policy) = p.compile(&mut kcx) {

@@ -3,6 +3,7 @@
 //! one file, one variant in each enum, and one arm per match below.
 
 pub mod json_body;
+pub mod rate_limit;
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use crate::error::ErrorSink;
 use crate::pipeline::{Completion, ExchangeState, Flow, Phases, RequestView, ResponseView};
 
 pub use json_body::{JsonBody, JsonBodySpec};
+pub use rate_limit::{RateLimit, RateLimitSpec};
 
 /// A policy instance in the file: its `kind` and that kind's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -23,6 +25,10 @@ pub enum PolicySpec {
     /// Rejects request bodies that are not well-formed JSON (and, optionally, a wrong
     /// `Content-Type`) before anything is sent upstream.
     JsonBody(JsonBodySpec),
+    /// Limits the rate of requests per channel, account, client, route, header or path
+    /// parameter (GCRA: a rate with a burst, and quotas), in this process or shared on Redis;
+    /// over the limit, 429 with `Retry-After`. List it after authentication.
+    RateLimit(RateLimitSpec),
 }
 
 /// A compiled policy.
@@ -30,6 +36,8 @@ pub enum PolicySpec {
 pub enum Policy {
     /// See [`JsonBody`].
     JsonBody(JsonBody),
+    /// See [`RateLimit`].
+    RateLimit(RateLimit),
 }
 
 /// What a kind's compile step gets.
@@ -49,6 +57,8 @@ pub struct KindContext<'a, 'm> {
     pub redis: Option<&'a std::sync::Arc<crate::store::RedisStore>>,
     /// Whether the file has a `redis` section (it may have failed to compile).
     pub has_redis_section: bool,
+    /// The channels the file declares (policies that apply to some channels only name them).
+    pub channels: &'a crate::compile::Channels,
     /// Where errors go.
     pub errors: &'a mut ErrorSink<'m>,
 }
@@ -87,6 +97,7 @@ impl PolicySpec {
     pub fn compile(&self, cx: &mut KindContext<'_, '_>) -> Option<Policy> {
         match self {
             PolicySpec::JsonBody(s) => JsonBody::compile(s, cx).map(Policy::JsonBody),
+            PolicySpec::RateLimit(s) => RateLimit::compile(s, cx).map(Policy::RateLimit),
         }
     }
 }
@@ -95,6 +106,7 @@ macro_rules! dispatch {
     ($self:expr, $p:ident => $body:expr) => {
         match $self {
             Policy::JsonBody($p) => $body,
+            Policy::RateLimit($p) => $body,
         }
     };
 }
