@@ -36,8 +36,8 @@ pub enum PolicySpec {
 pub enum Policy {
     /// See [`JsonBody`].
     JsonBody(JsonBody),
-    /// See [`RateLimit`].
-    RateLimit(RateLimit),
+    /// See [`RateLimit`] (boxed: it is much larger than the other kinds).
+    RateLimit(Box<RateLimit>),
 }
 
 /// What a kind's compile step gets.
@@ -97,7 +97,9 @@ impl PolicySpec {
     pub fn compile(&self, cx: &mut KindContext<'_, '_>) -> Option<Policy> {
         match self {
             PolicySpec::JsonBody(s) => JsonBody::compile(s, cx).map(Policy::JsonBody),
-            PolicySpec::RateLimit(s) => RateLimit::compile(s, cx).map(Policy::RateLimit),
+            PolicySpec::RateLimit(s) => {
+                RateLimit::compile(s, cx).map(|p| Policy::RateLimit(Box::new(p)))
+            }
         }
     }
 }

@@ -281,7 +281,7 @@ impl RateLimit {
     pub fn compile(spec: &RateLimitSpec, cx: &mut KindContext<'_, '_>) -> Option<RateLimit> {
         let errors_before = cx.errors.len();
         let prev = match cx.previous {
-            Some(Policy::RateLimit(p)) if p.spec.key == spec.key => Some(p),
+            Some(Policy::RateLimit(p)) if p.spec.key == spec.key => Some(&**p),
             _ => None,
         };
 
@@ -453,10 +453,10 @@ impl RateLimit {
                     }
                 };
                 let health = match cx.previous {
-                    Some(Policy::RateLimit(RateLimit {
-                        backend: Backend::Redis(r),
-                        ..
-                    })) => r.health.clone(),
+                    Some(Policy::RateLimit(p)) => match &p.backend {
+                        Backend::Redis(r) => r.health.clone(),
+                        Backend::Local(_) => Arc::default(),
+                    },
                     _ => Arc::default(),
                 };
                 let m = &cx.env.metrics;
@@ -496,14 +496,14 @@ impl RateLimit {
         u64::try_from(self.clock.monotonic().as_micros()).unwrap_or(u64::MAX)
     }
 
-    /// The request's cost, or the 400 answer to a bad cost header.
-    fn cost_of(&self, req: &RequestView<'_>) -> Result<u64, Reply> {
+    /// The request's cost; `None` for a bad cost header.
+    fn cost_of(&self, req: &RequestView<'_>) -> Option<u64> {
         let Some((name, max)) = &self.cost_header else {
-            return Ok(self.cost);
+            return Some(self.cost);
         };
         let mut values = req.headers.get_all(name).iter();
         let Some(value) = values.next() else {
-            return Ok(self.cost);
+            return Some(self.cost);
         };
         let digits = value.as_bytes().trim_ascii();
         let parsed = if values.next().is_none()
@@ -517,10 +517,16 @@ impl RateLimit {
         } else {
             0
         };
-        if (1..=*max).contains(&parsed) {
-            return Ok(parsed);
-        }
-        Err(Reply::problem(
+        (1..=*max).contains(&parsed).then_some(parsed)
+    }
+
+    /// The 400 answer to a bad cost header.
+    fn bad_cost(&self) -> Flow {
+        let (name, max) = match &self.cost_header {
+            Some((name, max)) => (name.as_str(), *max),
+            None => ("cost", self.cost),
+        };
+        Flow::Break(Reply::problem(
             Problem::new(
                 StatusCode::BAD_REQUEST,
                 "invalid-request-cost",
@@ -773,9 +779,8 @@ impl Phases for RateLimit {
                 return Flow::Continue(());
             }
         }
-        let cost = match self.cost_of(req) {
-            Ok(c) => c,
-            Err(reply) => return Flow::Break(reply),
+        let Some(cost) = self.cost_of(req) else {
+            return self.bad_cost();
         };
         let partition = self.partition(req, state);
         let (decision, limits) = match &self.backend {
