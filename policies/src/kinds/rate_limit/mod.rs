@@ -18,6 +18,7 @@ pub mod gcra;
 pub mod local;
 pub mod redis;
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -653,20 +654,19 @@ impl RateLimit {
         match self.headers {
             HeaderStyle::None => {}
             HeaderStyle::Ietf => {
-                append_list(h, RATELIMIT_POLICY, limits.policy_header.as_bytes());
+                append_list(h, RATELIMIT_POLICY, limits.policy_header.clone());
                 if let Some(d) = d {
                     let mut text = String::with_capacity(32 * d.limits().len());
                     for (name, o) in self.names.iter().zip(d.limits()) {
                         if !text.is_empty() {
                             text.push_str(", ");
                         }
-                        text.push_str(&format!(
-                            "\"{name}\";r={};t={}",
-                            o.remaining,
-                            o.reset_secs()
-                        ));
+                        // writing to a String cannot fail
+                        let _ = write!(text, "\"{name}\";r={};t={}", o.remaining, o.reset_secs());
                     }
-                    append_list(h, RATELIMIT, text.as_bytes());
+                    if let Ok(v) = HeaderValue::try_from(text) {
+                        append_list(h, RATELIMIT, v);
+                    }
                 }
             }
             HeaderStyle::Legacy => {
@@ -752,20 +752,21 @@ fn push_part(key: &mut String, value: Option<&[u8]>) {
 
 /// Adds `value` to a list-valued header (several rate-limit policies on one route each add
 /// their limits to the same field).
-fn append_list(headers: &mut HeaderMap, name: HeaderName, value: &[u8]) {
+fn append_list(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
     let combined = match headers.get(&name) {
         Some(old) => {
             let mut v = Vec::with_capacity(old.len() + 2 + value.len());
             v.extend_from_slice(old.as_bytes());
             v.extend_from_slice(b", ");
-            v.extend_from_slice(value);
-            HeaderValue::from_bytes(&v)
+            v.extend_from_slice(value.as_bytes());
+            match HeaderValue::from_maybe_shared(bytes::Bytes::from(v)) {
+                Ok(v) => v,
+                Err(_) => return,
+            }
         }
-        None => HeaderValue::from_bytes(value),
+        None => value,
     };
-    if let Ok(v) = combined {
-        headers.insert(name, v);
-    }
+    headers.insert(name, combined);
 }
 
 impl Phases for RateLimit {
