@@ -441,6 +441,7 @@ impl ProxyHttp for Gateway {
             }
         };
         ctx.state.channel = channel;
+        ctx.state.route = Some(route.name.clone());
         ctx.params = params;
 
         let declared = content_length(req);

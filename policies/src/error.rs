@@ -85,6 +85,11 @@ impl<'a> ErrorSink<'a> {
         });
     }
 
+    /// How many errors were reported so far (a compile step compares it before and after).
+    pub fn len(&self) -> usize {
+        self.errors.len()
+    }
+
     /// Whether anything was reported.
     pub fn is_empty(&self) -> bool {
         self.errors.is_empty()

@@ -69,6 +69,8 @@ pub struct ExchangeState {
     pub request_id: String,
     /// The channel, once known (from the path or an authenticated identity).
     pub channel: Option<Channel>,
+    /// The name of the route that took the request (set by the gateway before any phase).
+    pub route: Option<Arc<str>>,
     /// Headers to set on the request sent upstream.
     pub upstream_headers: HeaderMap,
     /// Headers to set on the response sent to the client, whatever its status.
@@ -102,6 +104,19 @@ impl ParsedBody {
         let parsed = state.extensions.remove::<ParsedBody>()?;
         (parsed.ptr == body.as_ptr() as usize && parsed.len == body.len()).then_some(parsed.value)
     }
+}
+
+/// Who sent the request, as established by an authentication policy, which puts it in
+/// [`ExchangeState::extensions`]; later policies (rate limits keyed by account or client) read
+/// it from there. Absent when no authentication policy ran before them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Identity {
+    /// The authenticated account (the token's `sub`).
+    pub subject: Option<String>,
+    /// The OAuth client (RFC 9068 `client_id`, or `azp`).
+    pub client_id: Option<String>,
+    /// The token's claims, for policies keyed by another claim.
+    pub claims: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The phases of a policy. Every phase has a no-op default; a kind implements the ones it

@@ -3,6 +3,7 @@
 //! one file, one variant in each enum, and one arm per match below.
 
 pub mod json_body;
+pub mod rate_limit;
 pub mod schema;
 pub mod transform;
 
@@ -17,6 +18,7 @@ use crate::error::ErrorSink;
 use crate::pipeline::{Completion, ExchangeState, Flow, Phases, RequestView, ResponseView};
 
 pub use json_body::{JsonBody, JsonBodySpec};
+pub use rate_limit::{RateLimit, RateLimitSpec};
 pub use schema::{Schema, SchemaSpec};
 pub use transform::{Transform, TransformSpec};
 
@@ -32,6 +34,10 @@ pub enum PolicySpec {
     /// Maps the body from the channel's dialect to the canonical model with the channel's
     /// jq mapping, and the upstream's answer back.
     Transform(TransformSpec),
+    /// Limits the rate of requests per channel, account, client, route, header or path
+    /// parameter (GCRA: a rate with a burst, and quotas), in this process or shared on Redis;
+    /// over the limit, 429 with `Retry-After`. List it after authentication.
+    RateLimit(RateLimitSpec),
 }
 
 /// A compiled policy.
@@ -43,6 +49,8 @@ pub enum Policy {
     Schema(Schema),
     /// See [`Transform`].
     Transform(Transform),
+    /// See [`RateLimit`] (boxed: it is much larger than the other kinds).
+    RateLimit(Box<RateLimit>),
 }
 
 /// What a kind's compile step gets.
@@ -106,6 +114,9 @@ impl PolicySpec {
             PolicySpec::JsonBody(s) => JsonBody::compile(s, cx).map(Policy::JsonBody),
             PolicySpec::Schema(s) => Schema::compile(s, cx).map(Policy::Schema),
             PolicySpec::Transform(s) => Transform::compile(s, cx).map(Policy::Transform),
+            PolicySpec::RateLimit(s) => {
+                RateLimit::compile(s, cx).map(|p| Policy::RateLimit(Box::new(p)))
+            }
         }
     }
 }
@@ -116,6 +127,7 @@ macro_rules! dispatch {
             Policy::JsonBody($p) => $body,
             Policy::Schema($p) => $body,
             Policy::Transform($p) => $body,
+            Policy::RateLimit($p) => $body,
         }
     };
 }
