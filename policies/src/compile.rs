@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{ConfigError, ConfigErrors, ErrorSink};
+use crate::fetch::{HttpGet, ReqwestGet};
 use crate::kinds::KindContext;
 use crate::metrics::PolicyMetrics;
 use crate::pipeline::{Chain, Channel, NamedPolicy};
@@ -33,6 +34,8 @@ pub struct CompileEnv {
     pub stores: Arc<Stores>,
     /// Metrics policies record.
     pub metrics: Arc<PolicyMetrics>,
+    /// How policies fetch remote documents (an identity provider's JWKS).
+    pub http: Arc<dyn HttpGet>,
 }
 
 impl Default for CompileEnv {
@@ -42,6 +45,7 @@ impl Default for CompileEnv {
             secrets: Arc::new(ProcessEnv),
             stores: Arc::new(Stores::default()),
             metrics: Arc::new(PolicyMetrics::default()),
+            http: Arc::new(ReqwestGet::default()),
         }
     }
 }
@@ -251,6 +255,27 @@ impl PolicySet {
     pub fn upstream_of(&self, route: &Route) -> Option<&Arc<Upstream>> {
         self.upstreams.get(route.upstream)
     }
+
+    /// Runs every policy's warm-up (such as fetching an identity provider's keys); the gateway
+    /// awaits it before it reports ready and before it swaps a reloaded set in. Every failure is
+    /// reported, naming its policy.
+    pub async fn warm_up(&self) -> Result<(), ConfigErrors> {
+        let mut errors = Vec::new();
+        for (name, p) in &self.policies {
+            if let Err(message) = p.policy.warm_up().await {
+                errors.push(ConfigError {
+                    file: self.version.file.clone(),
+                    location: None,
+                    message: format!("policy {name:?}: {message}"),
+                });
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
 }
 
 /// Reads and compiles a policy file.
@@ -353,7 +378,7 @@ impl Compiler<'_, '_> {
         let channels = self.channels(&spec);
         let (upstreams, upstream_index) = self.upstreams(&spec);
         let redis = self.redis(&spec);
-        let policies = self.policies(&spec, previous, redis.as_ref());
+        let policies = self.policies(&spec, previous, redis.as_ref(), &channels);
         let limits = Limits {
             max_header_bytes: spec.limits.max_header_bytes.0,
             max_body_bytes: spec.limits.max_body_bytes.0,
@@ -523,6 +548,7 @@ impl Compiler<'_, '_> {
         spec: &PolicyFileSpec,
         previous: Option<&PolicySet>,
         redis: Option<&Arc<RedisStore>>,
+        channels: &Channels,
     ) -> BTreeMap<String, Arc<NamedPolicy>> {
         let mut out = BTreeMap::new();
         for (name, p) in &spec.policies {
@@ -543,6 +569,7 @@ impl Compiler<'_, '_> {
                 previous: prev.map(|p| &p.policy),
                 redis,
                 has_redis_section: spec.redis.is_some(),
+                channels,
                 errors: &mut self.errors,
             };
             if let Some(policy) = p.compile(&mut kcx) {
@@ -748,6 +775,7 @@ mod tests {
             )),
             stores: Arc::new(Stores::default()),
             metrics: Arc::new(PolicyMetrics::default()),
+            http: Arc::new(ReqwestGet::default()),
         }
     }
 

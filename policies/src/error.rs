@@ -90,6 +90,11 @@ impl<'a> ErrorSink<'a> {
         self.errors.is_empty()
     }
 
+    /// How many errors were reported (a compile step compares before and after).
+    pub fn len(&self) -> usize {
+        self.errors.len()
+    }
+
     /// The errors, sorted by position so they read like the file.
     pub fn into_errors(mut self) -> ConfigErrors {
         self.errors.sort_by_key(|e| e.location);

@@ -3,6 +3,8 @@
 //! one file, one variant in each enum, and one arm per match below.
 
 pub mod json_body;
+pub mod jwt;
+pub mod webhook_signature;
 
 use std::sync::Arc;
 
@@ -15,6 +17,8 @@ use crate::error::ErrorSink;
 use crate::pipeline::{Completion, ExchangeState, Flow, Phases, RequestView, ResponseView};
 
 pub use json_body::{JsonBody, JsonBodySpec};
+pub use jwt::{Jwt, JwtSpec};
+pub use webhook_signature::{WebhookSignature, WebhookSignatureSpec};
 
 /// A policy instance in the file: its `kind` and that kind's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -23,6 +27,12 @@ pub enum PolicySpec {
     /// Rejects request bodies that are not well-formed JSON (and, optionally, a wrong
     /// `Content-Type`) before anything is sent upstream.
     JsonBody(JsonBodySpec),
+    /// Requires an OAuth 2.0 bearer token: a JWT signed by a configured key (JWKS file, JWKS
+    /// URL, or HS256 secrets), with the right issuer, audience, lifetime, scopes and channel.
+    Jwt(Box<JwtSpec>),
+    /// Verifies a marketplace webhook: an HMAC-SHA256 of the raw body in a header (Shopify's
+    /// `X-Shopify-Hmac-Sha256` as a preset), against one or two secrets per channel.
+    WebhookSignature(WebhookSignatureSpec),
 }
 
 /// A compiled policy.
@@ -30,6 +40,10 @@ pub enum PolicySpec {
 pub enum Policy {
     /// See [`JsonBody`].
     JsonBody(JsonBody),
+    /// See [`Jwt`].
+    Jwt(Jwt),
+    /// See [`WebhookSignature`].
+    WebhookSignature(WebhookSignature),
 }
 
 /// What a kind's compile step gets.
@@ -49,6 +63,8 @@ pub struct KindContext<'a, 'm> {
     pub redis: Option<&'a std::sync::Arc<crate::store::RedisStore>>,
     /// Whether the file has a `redis` section (it may have failed to compile).
     pub has_redis_section: bool,
+    /// The channels the file declares (policies that name channels resolve them here).
+    pub channels: &'a crate::compile::Channels,
     /// Where errors go.
     pub errors: &'a mut ErrorSink<'m>,
 }
@@ -87,6 +103,10 @@ impl PolicySpec {
     pub fn compile(&self, cx: &mut KindContext<'_, '_>) -> Option<Policy> {
         match self {
             PolicySpec::JsonBody(s) => JsonBody::compile(s, cx).map(Policy::JsonBody),
+            PolicySpec::Jwt(s) => Jwt::compile(s, cx).map(Policy::Jwt),
+            PolicySpec::WebhookSignature(s) => {
+                WebhookSignature::compile(s, cx).map(Policy::WebhookSignature)
+            }
         }
     }
 }
@@ -95,6 +115,8 @@ macro_rules! dispatch {
     ($self:expr, $p:ident => $body:expr) => {
         match $self {
             Policy::JsonBody($p) => $body,
+            Policy::Jwt($p) => $body,
+            Policy::WebhookSignature($p) => $body,
         }
     };
 }
@@ -103,6 +125,11 @@ impl Policy {
     /// Whether this policy has a body phase.
     pub fn needs_body(&self) -> bool {
         dispatch!(self, p => p.needs_body())
+    }
+
+    /// See [`Phases::warm_up`].
+    pub async fn warm_up(&self) -> Result<(), String> {
+        dispatch!(self, p => p.warm_up().await)
     }
 
     /// See [`Phases::on_request`].
