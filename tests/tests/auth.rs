@@ -726,6 +726,61 @@ async fn an_unreachable_jwks_url_keeps_the_gateway_from_starting() {
     assert_eq!(sim.requests_started(), 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_keep_fetched_keys_and_a_reload_whose_keys_cannot_be_fetched_is_refused() {
+    let sim = ErpSim::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let key_a = jwk(&dev_key(), Algorithm::RS256, "key-a");
+    let idp = JwksServer::start(json!({ "keys": [key_a] }).to_string()).await;
+    let gw = Gateway::start(&remote_policy(sim.addr(), idp.addr)).unwrap();
+    let token_a = sign(&dev_key(), Algorithm::RS256, "key-a", &claims("amazon"));
+    assert_eq!(status_with(&gw, &token_a).await, 200);
+
+    // another setting changes, the key source does not: the fetched set is kept
+    let same_keys = remote_policy(sim.addr(), idp.addr)
+        .replace("audience: gateway", "audience: [gateway, billing]");
+    gw.write_config(&same_keys).unwrap();
+    gw.sighup().unwrap();
+    tests::eventually("the reload", Duration::from_secs(10), || {
+        gw.metric("gateway_config_reloads_total{result=\"success\"}")
+            .unwrap()
+            == 1.0
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        idp.hits(),
+        1,
+        "an unchanged key source is not fetched again"
+    );
+    assert_eq!(status_with(&gw, &token_a).await, 200);
+
+    // a new JWKS URL that does not answer: the reload is refused and the serving set stays
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    gw.write_config(&remote_policy(sim.addr(), closed)).unwrap();
+    gw.sighup().unwrap();
+    tests::eventually("the refused reload", Duration::from_secs(10), || {
+        gw.metric("gateway_config_reloads_total{result=\"failure\"}")
+            .unwrap()
+            == 1.0
+    })
+    .await
+    .unwrap();
+    assert_eq!(status_with(&gw, &token_a).await, 200);
+    let doc = gw.config_doc().unwrap();
+    assert_eq!(doc["last_reload"]["ok"], false);
+    assert!(
+        doc["last_reload"]["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("cannot fetch the JWKS"),
+        "{doc}"
+    );
+    assert_eq!(sim.requests_started(), 3);
+}
+
 fn shopify_hmac(secret: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(body);
