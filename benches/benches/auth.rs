@@ -170,6 +170,7 @@ fn bench_jwt(c: &mut Criterion) {
                 };
                 let flow = ready(policy.on_request(&req, &mut state));
                 assert!(matches!(flow, Flow::Continue(())), "{alg} {mode} refused");
+                state
             };
             check();
             group.bench_function(format!("{alg}/{mode}"), |b| b.iter(|| black_box(check())));
