@@ -29,4 +29,30 @@ openssl x509 -req -sha256 -days 3650 -in "$tmp/dev-tls.csr" \
 # The development JWT signing key (RSA, for RS256), which `gateway token` signs with.
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out dev-jwt-signing.key
 openssl pkey -in dev-jwt-signing.key -pubout -out dev-jwt-signing.pub
+
+# Its public half as a JWKS (RFC 7517), which the example policy set's `jwt` policy reads. The
+# `kid` is the key's RFC 7638 thumbprint, so it is stable for a key and changes with it;
+# `gateway token` computes the same thumbprint (rebuild it after regenerating: it embeds
+# dev-jwt-signing.pub to refuse any other key).
+b64url() { base64 | tr -d '\n' | tr '+/' '-_' | tr -d '='; }
+n=$(openssl rsa -pubin -in dev-jwt-signing.pub -noout -modulus | cut -d= -f2 | xxd -r -p | b64url)
+e_hex=$(openssl rsa -pubin -in dev-jwt-signing.pub -noout -text |
+  sed -n 's/^Exponent: [0-9]* (0x\([0-9a-fA-F]*\))$/\1/p')
+if [ $((${#e_hex} % 2)) -eq 1 ]; then e_hex="0$e_hex"; fi
+e=$(printf '%s' "$e_hex" | xxd -r -p | b64url)
+kid=$(printf '{"e":"%s","kty":"RSA","n":"%s"}' "$e" "$n" | openssl dgst -sha256 -binary | b64url)
+cat > dev-jwks.json <<JWKS
+{
+  "keys": [
+    {
+      "kty": "RSA",
+      "use": "sig",
+      "alg": "RS256",
+      "kid": "$kid",
+      "n": "$n",
+      "e": "$e"
+    }
+  ]
+}
+JWKS
 echo "regenerated development CA, certificate and keys in $(pwd)"

@@ -12,4 +12,5 @@ pub mod proxy;
 pub mod respond;
 pub mod server;
 pub mod snapshot;
+pub mod token;
 pub mod upstream;

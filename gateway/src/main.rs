@@ -85,6 +85,29 @@ enum Command {
         /// The input document (default: stdin).
         file: Option<PathBuf>,
     },
+    /// Mint a development access token (RS256, signed with certs/dev-jwt-signing.key, which
+    /// the example policy set trusts through certs/dev-jwks.json); prints only the token.
+    /// Refuses any other key: it never mints production tokens.
+    Token {
+        /// The channel the token is for (claim `channel`).
+        #[arg(long)]
+        channel: String,
+        /// A scope to grant (repeat for several, or separate them with spaces).
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// Lifetime, e.g. 15m, 1h, 7d (at most 30 days).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// The development signing key (the only key accepted).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Issuer (`iss`).
+        #[arg(long, default_value = gateway::token::DEV_ISSUER)]
+        issuer: String,
+        /// Audience (`aud`).
+        #[arg(long, default_value = gateway::token::DEV_AUDIENCE)]
+        audience: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -121,6 +144,34 @@ fn main() -> ExitCode {
         Command::Schema => {
             print!("{}", policies::schema::policy_file_schema_text());
             ExitCode::SUCCESS
+        }
+        Command::Token {
+            channel,
+            scopes,
+            ttl,
+            key,
+            issuer,
+            audience,
+        } => {
+            let opts = gateway::token::TokenOptions {
+                channel,
+                scopes: scopes
+                    .iter()
+                    .flat_map(|s| s.split_ascii_whitespace())
+                    .map(str::to_owned)
+                    .collect(),
+                ttl,
+                key: key.unwrap_or_else(gateway::token::dev_key_path),
+                issuer,
+                audience,
+            };
+            match gateway::token::mint(&opts, std::time::SystemTime::now()) {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => report(Err(e)),
+            }
         }
         Command::Run {
             config,

@@ -67,6 +67,7 @@ fn build(
     previous: Option<&PolicySet>,
 ) -> Result<Snapshot, ConfigErrors> {
     let mut set = compile_file(file, env, previous)?;
+    warm_up(&set)?;
     for (name, endpoints) in &overrides.upstream_endpoints {
         if let Some(u) = set.upstreams.iter_mut().find(|u| &*u.name == name) {
             Arc::make_mut(u).endpoints = endpoints.clone();
@@ -91,6 +92,31 @@ fn build(
         set,
         pools,
         route_metrics,
+    })
+}
+
+/// Runs the set's warm-up (such as fetching identity providers' keys) to completion on a small
+/// runtime of its own thread: `load` runs before Pingora starts and reloads run on the SIGHUP
+/// thread, and neither may block inside a runtime. A failure fails the load or reload like a
+/// compile error, so a set never serves (or replaces the serving one) without its keys.
+fn warm_up(set: &PolicySet) -> Result<(), ConfigErrors> {
+    let fail = |message: String| {
+        ConfigErrors(vec![ConfigError {
+            file: set.version.file.clone(),
+            location: None,
+            message,
+        }])
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| fail(format!("cannot start the warm-up runtime: {e}")))?;
+            rt.block_on(set.warm_up())
+        })
+        .join()
+        .unwrap_or_else(|_| Err(fail("the policy warm-up panicked".into())))
     })
 }
 

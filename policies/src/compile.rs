@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{ConfigError, ConfigErrors, ErrorSink};
+use crate::fetch::{HttpGet, ReqwestGet};
 use crate::kinds::KindContext;
 use crate::metrics::PolicyMetrics;
 use crate::pipeline::{Chain, Channel, NamedPolicy};
@@ -33,6 +34,8 @@ pub struct CompileEnv {
     pub stores: Arc<Stores>,
     /// Metrics policies record.
     pub metrics: Arc<PolicyMetrics>,
+    /// How policies fetch remote documents (an identity provider's JWKS).
+    pub http: Arc<dyn HttpGet>,
 }
 
 impl Default for CompileEnv {
@@ -42,6 +45,7 @@ impl Default for CompileEnv {
             secrets: Arc::new(ProcessEnv),
             stores: Arc::new(Stores::default()),
             metrics: Arc::new(PolicyMetrics::default()),
+            http: Arc::new(ReqwestGet::default()),
         }
     }
 }
@@ -263,6 +267,27 @@ impl PolicySet {
     /// The upstream of a route.
     pub fn upstream_of(&self, route: &Route) -> Option<&Arc<Upstream>> {
         self.upstreams.get(route.upstream)
+    }
+
+    /// Runs every policy's warm-up (such as fetching an identity provider's keys); the gateway
+    /// awaits it before it reports ready and before it swaps a reloaded set in. Every failure is
+    /// reported, naming its policy.
+    pub async fn warm_up(&self) -> Result<(), ConfigErrors> {
+        let mut errors = Vec::new();
+        for (name, p) in &self.policies {
+            if let Err(message) = p.policy.warm_up().await {
+                errors.push(ConfigError {
+                    file: self.version.file.clone(),
+                    location: None,
+                    message: format!("policy {name:?}: {message}"),
+                });
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errors))
+        }
     }
 }
 
@@ -765,6 +790,7 @@ mod tests {
             )),
             stores: Arc::new(Stores::default()),
             metrics: Arc::new(PolicyMetrics::default()),
+            http: Arc::new(ReqwestGet::default()),
         }
     }
 

@@ -2,6 +2,7 @@
 pub mod clock;
 pub mod compile;
 pub mod error;
+pub mod fetch;
 pub mod kinds;
 pub mod metrics;
 pub mod pipeline;

@@ -17,6 +17,9 @@ pub struct PolicyMetrics {
     pub idempotency: IntCounterVec,
     /// `gateway_idempotency_store_errors_total{policy,kind}`.
     pub idempotency_store_errors: IntCounterVec,
+    /// `gateway_jwks_refreshes_total{policy,outcome}`: fetches of an identity provider's key
+    /// set (`success`, `failure`; after a failure the last good set keeps serving).
+    pub jwks_refreshes: IntCounterVec,
 }
 
 impl PolicyMetrics {
@@ -28,6 +31,7 @@ impl PolicyMetrics {
         registry.register(Box::new(m.ratelimit_degraded.clone()))?;
         registry.register(Box::new(m.idempotency.clone()))?;
         registry.register(Box::new(m.idempotency_store_errors.clone()))?;
+        registry.register(Box::new(m.jwks_refreshes.clone()))?;
         Ok(m)
     }
 
@@ -68,6 +72,13 @@ impl PolicyMetrics {
                     "Idempotency store calls that failed, by policy and kind.",
                 ),
                 &["policy", "kind"],
+            )?,
+            jwks_refreshes: IntCounterVec::new(
+                Opts::new(
+                    "gateway_jwks_refreshes_total",
+                    "Fetches of an identity provider's JWKS, by policy and outcome.",
+                ),
+                &["policy", "outcome"],
             )?,
         })
     }

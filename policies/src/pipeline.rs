@@ -128,6 +128,13 @@ pub trait Phases {
         false
     }
 
+    /// Prepares the policy before its set serves (for example fetching an identity provider's
+    /// keys). Runs when a set is loaded or reloaded, before the gateway reports ready or swaps
+    /// the set in; an error fails that load or reload like a compile error.
+    fn warm_up(&self) -> impl Future<Output = Result<(), String>> + Send {
+        async { Ok(()) }
+    }
+
     /// Request headers arrived.
     fn on_request(
         &self,

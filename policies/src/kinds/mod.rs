@@ -6,6 +6,8 @@ pub mod json_body;
 pub mod rate_limit;
 pub mod schema;
 pub mod transform;
+pub mod jwt;
+pub mod webhook_signature;
 
 use std::sync::Arc;
 
@@ -21,6 +23,8 @@ pub use json_body::{JsonBody, JsonBodySpec};
 pub use rate_limit::{RateLimit, RateLimitSpec};
 pub use schema::{Schema, SchemaSpec};
 pub use transform::{Transform, TransformSpec};
+pub use jwt::{Jwt, JwtSpec};
+pub use webhook_signature::{WebhookSignature, WebhookSignatureSpec};
 
 /// A policy instance in the file: its `kind` and that kind's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -38,6 +42,12 @@ pub enum PolicySpec {
     /// parameter (GCRA: a rate with a burst, and quotas), in this process or shared on Redis;
     /// over the limit, 429 with `Retry-After`. List it after authentication.
     RateLimit(RateLimitSpec),
+    /// Requires an OAuth 2.0 bearer token: a JWT signed by a configured key (JWKS file, JWKS
+    /// URL, or HS256 secrets), with the right issuer, audience, lifetime, scopes and channel.
+    Jwt(Box<JwtSpec>),
+    /// Verifies a marketplace webhook: an HMAC-SHA256 of the raw body in a header (Shopify's
+    /// `X-Shopify-Hmac-Sha256` as a preset), against one or two secrets per channel.
+    WebhookSignature(WebhookSignatureSpec),
 }
 
 /// A compiled policy.
@@ -51,6 +61,10 @@ pub enum Policy {
     Transform(Transform),
     /// See [`RateLimit`] (boxed: it is much larger than the other kinds).
     RateLimit(Box<RateLimit>),
+    /// See [`Jwt`].
+    Jwt(Jwt),
+    /// See [`WebhookSignature`].
+    WebhookSignature(WebhookSignature),
 }
 
 /// What a kind's compile step gets.
@@ -117,6 +131,10 @@ impl PolicySpec {
             PolicySpec::RateLimit(s) => {
                 RateLimit::compile(s, cx).map(|p| Policy::RateLimit(Box::new(p)))
             }
+            PolicySpec::Jwt(s) => Jwt::compile(s, cx).map(Policy::Jwt),
+            PolicySpec::WebhookSignature(s) => {
+                WebhookSignature::compile(s, cx).map(Policy::WebhookSignature)
+            }
         }
     }
 }
@@ -128,6 +146,8 @@ macro_rules! dispatch {
             Policy::Schema($p) => $body,
             Policy::Transform($p) => $body,
             Policy::RateLimit($p) => $body,
+            Policy::Jwt($p) => $body,
+            Policy::WebhookSignature($p) => $body,
         }
     };
 }
@@ -136,6 +156,11 @@ impl Policy {
     /// Whether this policy has a body phase.
     pub fn needs_body(&self) -> bool {
         dispatch!(self, p => p.needs_body())
+    }
+
+    /// See [`Phases::warm_up`].
+    pub async fn warm_up(&self) -> Result<(), String> {
+        dispatch!(self, p => p.warm_up().await)
     }
 
     /// See [`Phases::on_request`].
