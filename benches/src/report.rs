@@ -203,6 +203,8 @@ pub struct Method {
     pub peers: Vec<String>,
     /// Whether every system wrote an access-log line per request (to a file).
     pub access_log: bool,
+    /// The nice value every process of the run had, if one was set.
+    pub nice: Option<i32>,
 }
 
 /// A whole run.
@@ -393,6 +395,9 @@ pub fn table(r: &Report) -> String {
             "off"
         }
     );
+    if let Some(n) = r.method.nice {
+        let _ = writeln!(t, "Every process of the run at nice {n}.\n");
+    }
     let _ = writeln!(
         t,
         "| scenario | req/s median [min-max] | x S0 | x nginx | CPU µs/req | req/s per core | SUT busy | peak RSS MiB | errors |"
@@ -477,9 +482,21 @@ pub fn table(r: &Report) -> String {
     for s in r.scenarios.iter().filter(|s| !s.latency.is_empty()) {
         let _ = write!(t, "| {} |", s.id);
         for p in &s.latency {
+            // the generator's own lateness, when it is large enough to matter
+            let lag = p
+                .runs
+                .iter()
+                .map(|r| r.run.send_lag.p99_us)
+                .max()
+                .unwrap_or(0);
+            let lag = if lag > 1000 {
+                format!(" lag {}", ms(lag as f64))
+            } else {
+                String::new()
+            };
             let _ = write!(
                 t,
-                " {} / {} / {} ({:.0}/s) |",
+                " {} / {} / {} ({:.0}/s{lag}) |",
                 ms(p.p50_us.median),
                 ms(p.p99_us.median),
                 ms(p.p999_us.median),

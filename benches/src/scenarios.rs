@@ -57,10 +57,13 @@ pub struct Inputs {
     pub hs256: Vec<String>,
     /// A ~2 KB Amazon order (the example policy set's sample, minified).
     pub order: Bytes,
+    /// The path of the passthrough scenarios (an existing document of the upstream).
+    pub passthrough_path: String,
 }
 
-/// The path every passthrough scenario requests; the upstream serves any path.
-pub const PASSTHROUGH_PATH: &str = "/erp/v1/orders/ORD-000001";
+/// The path every passthrough scenario requests: bench-upstream serves any path; with the ERP
+/// simulator the harness first stores one order and reads it back at its own id.
+pub const PASSTHROUGH_PATH: &str = "/erp/v1/orders/ERP-ORD-000001";
 /// The path of the per-channel GET scenarios (auth, rate limits).
 pub const CHANNEL_GET_PATH: &str = "/channels/amazon/orders/ORD-000001";
 /// The path orders are posted to.
@@ -239,7 +242,7 @@ fn replay_keys() -> anyhow::Result<Generated> {
 
 /// Every scenario, in the order of the report.
 pub fn all(inputs: &Inputs) -> anyhow::Result<Vec<Scenario>> {
-    let pass = || Recipe::get(PASSTHROUGH_PATH);
+    let pass = || Recipe::get(&inputs.passthrough_path);
     let order = || Recipe::post_json(ORDERS_PATH, inputs.order.clone());
     let sc = |id, title, system, snippet, recipe| Scenario {
         id,
@@ -406,6 +409,7 @@ mod tests {
             rs256: vec!["a.b.c".into()],
             hs256: vec!["a.b.c".into()],
             order: Bytes::from_static(b"{}"),
+            passthrough_path: PASSTHROUGH_PATH.into(),
         };
         let all = all(&inputs).expect("matrix");
         let mut ids: Vec<_> = all.iter().map(|s| s.id).collect();

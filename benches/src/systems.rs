@@ -55,15 +55,41 @@ pub fn installed(program: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// `program args` pinned to `core` (unpinned when taskset is missing).
-pub fn pinned(core: &str, program: &Path) -> Command {
-    if installed("taskset") {
-        let mut c = Command::new("taskset");
-        c.arg("-c").arg(core).arg(program);
-        c
-    } else {
-        Command::new(program)
+static NICE: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+
+/// Every process started from now on runs at nice value `n` (see `--nice`).
+pub fn set_nice(n: i32) {
+    let _ = NICE.set(n);
+}
+
+/// Sets this process's nice value (threads created from now on inherit it).
+pub fn renice_self(n: i32) -> anyhow::Result<()> {
+    let status = Command::new("renice")
+        .args(["-n", &n.to_string(), "-p", &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .context("running renice")?;
+    if !status.success() {
+        bail!("renice -n {n} failed (negative values need root)");
     }
+    Ok(())
+}
+
+/// `program args` pinned to `core` (unpinned when taskset is missing), at the nice value of
+/// [`set_nice`] if one was set. `nice` and `taskset` exec the program, so the child's pid is
+/// the program's.
+pub fn pinned(core: &str, program: &Path) -> Command {
+    let mut argv: Vec<std::ffi::OsString> = Vec::new();
+    if let Some(n) = NICE.get() {
+        argv.extend(["nice".into(), "-n".into(), n.to_string().into()]);
+    }
+    if installed("taskset") {
+        argv.extend(["taskset".into(), "-c".into(), core.into()]);
+    }
+    argv.push(program.as_os_str().to_owned());
+    let mut c = Command::new(&argv[0]);
+    c.args(&argv[1..]);
+    c
 }
 
 /// Pins this process (every thread created from now on inherits it) to `core`.
@@ -198,6 +224,31 @@ pub fn http_status(addr: SocketAddr, path: &str) -> anyhow::Result<u16> {
     text.get(9..12)
         .and_then(|c| c.parse().ok())
         .context("not an HTTP answer")
+}
+
+/// `POST path` with a JSON body on a fresh connection: the status and the body (read to EOF).
+pub fn http_post_json(addr: SocketAddr, path: &str, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    s.write_all(body)?;
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer)?;
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .context("not an HTTP answer")?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.as_bytes().to_vec())
+        .unwrap_or_default();
+    Ok((status, body))
 }
 
 /// nginx as a keep-alive reverse proxy to `upstream`, one worker, access log to a file (or

@@ -64,6 +64,10 @@ struct Args {
     /// file: the gateway's JSON log, nginx's access_log, haproxy's httplog).
     #[arg(long)]
     no_access_log: bool,
+    /// Run the systems under test, the generator and the upstream at this nice value (e.g.
+    /// -10, as root) so that other work on a shared machine disturbs the figures less.
+    #[arg(long, allow_hyphen_values = true)]
+    nice: Option<i32>,
     /// Do not build; use the binaries next to this one.
     #[arg(long)]
     no_build: bool,
@@ -478,6 +482,7 @@ fn main() -> anyhow::Result<()> {
         rs256: vec!["x".into()],
         hs256: vec!["x".into()],
         order: serde_json::to_vec(&order)?.into(),
+        passthrough_path: scenarios::PASSTHROUGH_PATH.into(),
     };
     if args.list {
         for s in scenarios::all(&placeholder_inputs)? {
@@ -519,6 +524,12 @@ fn main() -> anyhow::Result<()> {
         .parent()
         .map(Path::to_path_buf)
         .context("no binary folder")?;
+    // before pinning, which makes this process see one core
+    let machine = machine();
+    if let Some(n) = args.nice {
+        systems::renice_self(n)?;
+        systems::set_nice(n);
+    }
     if installed("taskset") {
         systems::pin_self(LOAD_CORE)?;
     } else {
@@ -532,10 +543,25 @@ fn main() -> anyhow::Result<()> {
     let public_pem = root.join("certs/dev-jwt-signing.pub");
     let jwks = scratch.path().join("jwks.json");
     std::fs::write(&jwks, tokens::jwks(&public_pem)?)?;
+    let upstream = start_upstream(&args.upstream, &bin, scratch.path())?;
+    let passthrough_path = if args.upstream == "erp-sim" {
+        // the simulator answers 404 to unknown documents: store one to read back
+        let (status, body) =
+            systems::http_post_json(upstream.addr, "/erp/v1/orders", &placeholder_inputs.order)?;
+        let ack: serde_json::Value = serde_json::from_slice(&body)
+            .with_context(|| format!("the simulator answered {status}"))?;
+        let id = ack["documentId"]
+            .as_str()
+            .context("no documentId in the simulator's answer")?;
+        format!("/erp/v1/orders/{id}")
+    } else {
+        scenarios::PASSTHROUGH_PATH.into()
+    };
     let inputs = Inputs {
         rs256: tokens::rs256(&root.join("certs/dev-jwt-signing.key"), 64)?,
         hs256: tokens::hs256(64)?,
         order: placeholder_inputs.order.clone(),
+        passthrough_path,
     };
     let all = scenarios::all(&inputs)?;
     let wanted: Vec<&Scenario> = if args.scenarios.is_empty() {
@@ -551,7 +577,6 @@ fn main() -> anyhow::Result<()> {
         v
     };
 
-    let upstream = start_upstream(&args.upstream, &bin, scratch.path())?;
     let env = Env {
         bin: &bin,
         upstream_pid: upstream.pid(),
@@ -733,7 +758,7 @@ fn main() -> anyhow::Result<()> {
         .collect();
     let rep = Report {
         date,
-        machine: machine(),
+        machine,
         loadavg_start,
         loadavg_end: loadavg(),
         wall_s: started.elapsed().as_secs_f64(),
@@ -753,6 +778,7 @@ fn main() -> anyhow::Result<()> {
             pinning: format!("{SUT_CORE} (generator and upstream on core {LOAD_CORE})"),
             peers,
             access_log: !args.no_access_log,
+            nice: args.nice,
         },
         scenarios,
         targets,
