@@ -8,8 +8,9 @@
 //!   from the slot's *intended* time, so time spent waiting for a connection held by a slow
 //!   answer — or for the generator itself — counts against the result (corrected for
 //!   coordinated omission). The pacer is an OS thread because tokio's timer ticks in whole
-//!   milliseconds, which at 10k requests/s would release slots in bursts of ten; how late the
-//!   generator actually sent is reported as `send_lag`, a health figure of the run.
+//!   milliseconds, which at 10k requests/s would release slots in bursts of ten; how late a
+//!   free connection actually sent its slot is reported as `send_lag`, the generator's own
+//!   health figure.
 //!
 //! Run both on a current-thread runtime pinned to one core (the harness does).
 
@@ -73,7 +74,8 @@ pub struct RunResult {
     /// Latency of the successful answers: corrected (from the intended send time) in an open
     /// loop; plain request-to-answer time in a closed loop.
     pub latency: Percentiles,
-    /// Open loop: how late the generator sent, from the intended time (its own health).
+    /// Open loop: how late a connection that was free when its slot fell due actually sent it
+    /// — the generator's own lateness (pacer, scheduling), a health figure of the run.
     pub send_lag: Percentiles,
 }
 
@@ -310,6 +312,7 @@ pub async fn open_loop(
         tasks.spawn(async move {
             let mut t = Tally::new();
             loop {
+                let free_since = Instant::now();
                 let next = { queue.lock().await.recv().await };
                 let Some(intended) = next else { break };
                 let sent = Instant::now();
@@ -317,7 +320,12 @@ pub async fn open_loop(
                     t.dropped += 1;
                     continue;
                 }
-                if let Some(h) = t.lag.as_mut() {
+                // Only a connection that was already free when the slot fell due measures the
+                // generator's own lateness; a slot that was overdue before any connection came
+                // free waited for the system (and that wait is in its corrected latency).
+                if free_since <= intended
+                    && let Some(h) = t.lag.as_mut()
+                {
                     record(h, sent.saturating_duration_since(intended));
                 }
                 let left = hard_deadline.saturating_duration_since(sent) + Duration::from_secs(1);

@@ -273,8 +273,8 @@ fn check_policy(bin: &Path, file: &Path, env: &[(String, String)]) -> Result<(),
     }
 }
 
-fn start_scenario<'a>(sc: &'a Scenario, env: &Env<'_>) -> Result<Ready<'a>, ScenarioReport> {
-    let fail = |status: Status| ScenarioReport::new(sc.id, sc.title, status);
+fn start_scenario<'a>(sc: &'a Scenario, env: &Env<'_>) -> Result<Ready<'a>, Box<ScenarioReport>> {
+    let fail = |status: Status| Box::new(ScenarioReport::new(sc.id, sc.title, status));
     let failed = |e: anyhow::Error| fail(Status::Failed(format!("{e:#}")));
     let dir = Scratch::new(sc.id).map_err(failed)?;
     let mut procs = Vec::new();
@@ -617,7 +617,7 @@ fn main() -> anyhow::Result<()> {
             },
             Err(rep) => {
                 eprintln!("{:?}", rep.status);
-                done.insert(sc.id.to_owned(), rep);
+                done.insert(sc.id.to_owned(), *rep);
             }
         }
     }
