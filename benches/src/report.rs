@@ -577,7 +577,11 @@ pub fn svg(r: &Report) -> String {
             r#"<text x="{}" y="{}" font-size="12" font-weight="bold">{}</text>"#,
             l,
             oy + 15.0,
-            xml(&format!("{} — {}", sc.id, sc.title))
+            // a panel is ~50 characters wide at this size
+            xml(&format!("{} — {}", sc.id, sc.title)
+                .chars()
+                .take(50)
+                .collect::<String>())
         );
         let _ = writeln!(
             s,

@@ -342,7 +342,8 @@ fn start_scenario<'a>(sc: &'a Scenario, env: &Env<'_>) -> Result<Ready<'a>, Box<
                 .args(["--grace-period", "0", "--shutdown-timeout", "1"])
                 .envs(sc.env.iter().map(|(k, v)| (k, v)));
             if !env.access_log {
-                cmd.env("GATEWAY_LOG", "warn");
+                // the access log is the `access` target; keep `listening` (info) for the harness
+                cmd.env("GATEWAY_LOG", "info,access=off");
             }
             let placeholder = "127.0.0.1:0"
                 .parse()
