@@ -1,0 +1,808 @@
+//! `loadbench`: the bundled load test. Builds the release binaries, starts the upstream and each
+//! scenario's system under test on its own core, measures throughput (closed loop) and latency
+//! at fixed offered rates (open loop, corrected for coordinated omission), and writes the table,
+//! `bench-results/<date>.json` and `bench-results/<date>.svg`.
+//!
+//! `cargo run --release -p benches --bin loadbench -- [--quick] [--scenarios S0,P0,S1,...]`
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, bail};
+use benches::loadgen::{self, Edge, Load};
+use benches::procstat;
+use benches::report::{
+    self, LatencyPoint, LatencyRun, Machine, Method, Report, ScenarioReport, Stat, Status,
+    ThroughputRun,
+};
+use benches::scenarios::{self, Inputs, Scenario, System};
+use benches::systems::{
+    self, HaproxyMode, LOAD_CORE, Proc, SUT_CORE, Scratch, free_addr, installed, pinned,
+};
+use benches::tokens;
+use clap::Parser;
+
+/// The bundled load test of the gateway (see the README's performance section).
+#[derive(Debug, Parser)]
+#[command(name = "loadbench")]
+struct Args {
+    /// A short smoke run (seconds, not minutes).
+    #[arg(long)]
+    quick: bool,
+    /// Scenarios to run, comma separated (default: all; `--list` shows them).
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Vec<String>,
+    /// List the scenarios and exit.
+    #[arg(long)]
+    list: bool,
+    /// Keep-alive connections of the generator.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Closed-loop seconds per repetition (default 8, quick 2).
+    #[arg(long)]
+    throughput_secs: Option<f64>,
+    /// Open-loop seconds per repetition and rate (default 5, quick 2).
+    #[arg(long)]
+    latency_secs: Option<f64>,
+    /// Interleaved repetitions (default 3, quick 1).
+    #[arg(long)]
+    reps: Option<usize>,
+    /// Offered rates as fractions of capacity (default 0.25,0.5,0.75,0.9; quick 0.5).
+    #[arg(long, value_delimiter = ',')]
+    rates: Vec<f64>,
+    /// The upstream: `fast` (benches' bench-upstream) or `erp-sim` (the ERP simulator binary).
+    #[arg(long, default_value = "fast")]
+    upstream: String,
+    /// Where the JSON and SVG go (relative to the workspace root).
+    #[arg(long, default_value = "bench-results")]
+    out: PathBuf,
+    /// Turn access logs off in every system (by default each writes one line per request to a
+    /// file: the gateway's JSON log, nginx's access_log, haproxy's httplog).
+    #[arg(long)]
+    no_access_log: bool,
+    /// Run the systems under test, the generator and the upstream at this nice value (e.g.
+    /// -10, as root) so that other work on a shared machine disturbs the figures less.
+    #[arg(long, allow_hyphen_values = true)]
+    nice: Option<i32>,
+    /// Do not build; use the binaries next to this one.
+    #[arg(long)]
+    no_build: bool,
+}
+
+struct Plan {
+    mode: &'static str,
+    warmup: Duration,
+    throughput: Duration,
+    latency: Duration,
+    reps: usize,
+    rates: Vec<f64>,
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn loadavg() -> [f64; 3] {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut it = text.split_whitespace().map(|v| v.parse().unwrap_or(0.0));
+    [
+        it.next().unwrap_or(0.0),
+        it.next().unwrap_or(0.0),
+        it.next().unwrap_or(0.0),
+    ]
+}
+
+fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let kernel = Command::new("uname")
+        .arg("-sr")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let os = std::fs::read_to_string("/etc/os-release")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_owned())
+        .unwrap_or_default();
+    let memory_mib = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |k| k / 1024);
+    Machine {
+        cpu,
+        cores,
+        kernel,
+        os,
+        memory_mib,
+    }
+}
+
+fn utc_now() -> (String, String) {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // civil date from days since the epoch (Howard Hinnant's algorithm)
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (hh, mm, ss) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    (
+        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z"),
+        format!("{y:04}-{m:02}-{d:02}T{hh:02}{mm:02}{ss:02}Z"),
+    )
+}
+
+fn version_of(cmd: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(cmd).args(args).output().ok()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines().next().map(|l| l.trim().to_owned())
+}
+
+fn build(root: &Path, upstream: &str) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root).args([
+        "build",
+        "--release",
+        "-p",
+        "gateway",
+        "--bin",
+        "gateway",
+        "-p",
+        "benches",
+        "--bins",
+    ]);
+    if upstream == "erp-sim" {
+        cmd.args(["-p", "erp-sim", "--bin", "erp-sim"]);
+    }
+    eprintln!("building release binaries: {cmd:?}");
+    let status = cmd.status().context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build failed");
+    }
+    Ok(())
+}
+
+/// A scenario that is up and answering.
+struct Ready<'a> {
+    scenario: &'a Scenario,
+    addr: SocketAddr,
+    /// The process whose CPU and memory are the system under test's.
+    pid: u32,
+    recipe: Arc<benches::recipe::Recipe>,
+    report: ScenarioReport,
+    _procs: Vec<Proc>,
+    _dir: Option<Scratch>,
+}
+
+struct Env<'a> {
+    bin: &'a Path,
+    upstream: &'a Proc,
+    upstream_pid: u32,
+    jwks: PathBuf,
+    public_pem: PathBuf,
+    access_log: bool,
+}
+
+fn wait_gateway_listening(
+    p: &mut Proc,
+    within: Duration,
+) -> anyhow::Result<(SocketAddr, SocketAddr)> {
+    let until = Instant::now() + within;
+    loop {
+        for line in p.output().lines() {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
+                && v["message"] == "listening"
+            {
+                let addr = |k: &str| -> anyhow::Result<SocketAddr> {
+                    v[k].as_str()
+                        .and_then(|s| s.parse().ok())
+                        .with_context(|| format!("no {k} address in {line}"))
+                };
+                return Ok((addr("http")?, addr("admin")?));
+            }
+        }
+        if let Some(status) = p.exited() {
+            bail!("the gateway exited ({status}):\n{}", p.output());
+        }
+        if Instant::now() > until {
+            bail!("the gateway did not log \"listening\":\n{}", p.output());
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// `gateway check` on the scenario's file: Ok, or the status to report.
+fn check_policy(bin: &Path, file: &Path, env: &[(String, String)]) -> Result<(), Status> {
+    let out = Command::new(bin.join("gateway"))
+        .arg("check")
+        .arg("-c")
+        .arg(file)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .map_err(|e| Status::Failed(format!("gateway check: {e}")))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.contains("error(s)"))
+        .map(|l| l.rsplit_once(".yaml:").map_or(l, |(_, rest)| rest))
+        .collect();
+    let summary = errors.join("; ");
+    if summary.contains("unknown variant") || summary.contains("kind") {
+        Err(Status::Pending(format!("not built yet: {summary}")))
+    } else {
+        Err(Status::Failed(format!(
+            "policy file does not compile: {summary}"
+        )))
+    }
+}
+
+fn start_scenario<'a>(sc: &'a Scenario, env: &Env<'_>) -> Result<Ready<'a>, Box<ScenarioReport>> {
+    let fail = |status: Status| Box::new(ScenarioReport::new(sc.id, sc.title, status));
+    let failed = |e: anyhow::Error| fail(Status::Failed(format!("{e:#}")));
+    let dir = Scratch::new(sc.id).map_err(failed)?;
+    let mut procs = Vec::new();
+    let mut policy_text = None;
+    let (addr, pid) = match sc.system {
+        System::Upstream => (env.upstream.addr, env.upstream_pid),
+        System::P0 => {
+            let addr = free_addr().map_err(failed)?;
+            let mut cmd = pinned(SUT_CORE, &env.bin.join("p0-passthrough"));
+            cmd.args(["--listen", &addr.to_string()])
+                .args(["--upstream", &env.upstream.addr.to_string()])
+                .args(["--threads", "1"]);
+            let mut p = Proc::spawn("p0-passthrough", addr, cmd, dir.path().join("p0.log"))
+                .map_err(failed)?;
+            p.wait_listening(addr, Duration::from_secs(20))
+                .map_err(failed)?;
+            let pid = p.pid();
+            procs.push(p);
+            (addr, pid)
+        }
+        System::Gateway => {
+            let redis_addr = if sc.needs_redis {
+                Some(free_addr().map_err(failed)?)
+            } else {
+                None
+            };
+            let text = scenarios::policy_file(env.upstream.addr, sc.snippet, &env.jwks, redis_addr);
+            let file = dir.path().join("policy.yaml");
+            std::fs::write(&file, &text).map_err(|e| failed(e.into()))?;
+            policy_text = Some(text);
+            if let Err(status) = check_policy(env.bin, &file, &sc.env) {
+                let mut r = fail(status);
+                r.policy_file = policy_text;
+                return Err(r);
+            }
+            if let Some(raddr) = redis_addr {
+                if !installed("redis-server") {
+                    return Err(fail(Status::Skipped(
+                        "redis-server not installed (scripts/system-deps.sh installs it)".into(),
+                    )));
+                }
+                let mut cmd = pinned(LOAD_CORE, Path::new("redis-server"));
+                cmd.args(["--bind", "127.0.0.1", "--port", &raddr.port().to_string()])
+                    .args(["--save", "", "--appendonly", "no"])
+                    .arg("--dir")
+                    .arg(dir.path());
+                let mut p = Proc::spawn("redis-server", raddr, cmd, dir.path().join("redis.log"))
+                    .map_err(failed)?;
+                p.wait_listening(raddr, Duration::from_secs(10))
+                    .map_err(failed)?;
+                procs.push(p);
+            }
+            let mut cmd = pinned(SUT_CORE, &env.bin.join("gateway"));
+            cmd.arg("run")
+                .arg("-c")
+                .arg(&file)
+                .args([
+                    "--http",
+                    "127.0.0.1:0",
+                    "--admin",
+                    "127.0.0.1:0",
+                    "--threads",
+                    "1",
+                ])
+                .args(["--grace-period", "0", "--shutdown-timeout", "1"])
+                .envs(sc.env.iter().map(|(k, v)| (k, v)));
+            if !env.access_log {
+                // the access log is the `access` target; keep `listening` (info) for the harness
+                cmd.env("GATEWAY_LOG", "info,access=off");
+            }
+            let placeholder = "127.0.0.1:0"
+                .parse()
+                .map_err(|e: std::net::AddrParseError| failed(e.into()))?;
+            let mut p = Proc::spawn("gateway", placeholder, cmd, dir.path().join("gateway.log"))
+                .map_err(failed)?;
+            let (http, admin) =
+                wait_gateway_listening(&mut p, Duration::from_secs(30)).map_err(failed)?;
+            p.wait_http_200(admin, "/readyz", Duration::from_secs(30))
+                .map_err(failed)?;
+            p.wait_listening(http, Duration::from_secs(10))
+                .map_err(failed)?;
+            let pid = p.pid();
+            procs.push(p);
+            (http, pid)
+        }
+        System::Nginx => {
+            if !installed("nginx") {
+                return Err(fail(Status::Skipped(
+                    "nginx not installed (scripts/bench.sh installs it)".into(),
+                )));
+            }
+            let addr = free_addr().map_err(failed)?;
+            let conf = dir.path().join("nginx.conf");
+            std::fs::write(
+                &conf,
+                systems::nginx_config(dir.path(), addr, env.upstream.addr, env.access_log),
+            )
+            .map_err(|e| failed(e.into()))?;
+            let mut cmd = pinned(SUT_CORE, Path::new("nginx"));
+            cmd.arg("-p")
+                .arg(dir.path())
+                .arg("-c")
+                .arg(&conf)
+                .arg("-e")
+                .arg(dir.path().join("nginx-error.log"));
+            let mut p =
+                Proc::spawn("nginx", addr, cmd, dir.path().join("nginx.out")).map_err(failed)?;
+            p.wait_listening(addr, Duration::from_secs(20))
+                .map_err(failed)?;
+            let pid = p.pid();
+            procs.push(p);
+            (addr, pid)
+        }
+        System::Haproxy(mode) => {
+            if !installed("haproxy") {
+                return Err(fail(Status::Skipped(
+                    "haproxy not installed (scripts/bench.sh installs it)".into(),
+                )));
+            }
+            let addr = free_addr().map_err(failed)?;
+            let conf = dir.path().join("haproxy.cfg");
+            std::fs::write(
+                &conf,
+                systems::haproxy_config(
+                    addr,
+                    env.upstream.addr,
+                    mode,
+                    &env.public_pem,
+                    env.access_log,
+                ),
+            )
+            .map_err(|e| failed(e.into()))?;
+            let check = Command::new("haproxy")
+                .arg("-c")
+                .arg("-f")
+                .arg(&conf)
+                .output()
+                .map_err(|e| failed(e.into()))?;
+            if !check.status.success() {
+                let why = String::from_utf8_lossy(&check.stderr).into_owned()
+                    + &String::from_utf8_lossy(&check.stdout);
+                return Err(fail(Status::Failed(format!(
+                    "haproxy -c refused the config ({}): {why}",
+                    if mode == HaproxyMode::JwtRateLimit {
+                        "jwt_verify needs haproxy >= 2.5"
+                    } else {
+                        "passthrough"
+                    }
+                ))));
+            }
+            let mut cmd = pinned(SUT_CORE, Path::new("haproxy"));
+            cmd.arg("-db").arg("-f").arg(&conf);
+            let mut p = Proc::spawn("haproxy", addr, cmd, dir.path().join("haproxy.log"))
+                .map_err(failed)?;
+            p.wait_listening(addr, Duration::from_secs(20))
+                .map_err(failed)?;
+            let pid = p.pid();
+            procs.push(p);
+            (addr, pid)
+        }
+    };
+    let mut report = ScenarioReport::new(sc.id, sc.title, Status::Measured);
+    report.policy_file = policy_text;
+    Ok(Ready {
+        scenario: sc,
+        addr,
+        pid,
+        recipe: Arc::new(sc.recipe.clone()),
+        report,
+        _procs: procs,
+        _dir: Some(dir),
+    })
+}
+
+fn start_upstream(kind: &str, bin: &Path, dir: &Path) -> anyhow::Result<Proc> {
+    let addr = free_addr()?;
+    let mut cmd;
+    match kind {
+        "fast" => {
+            cmd = pinned(LOAD_CORE, &bin.join("bench-upstream"));
+            cmd.args(["--listen", &addr.to_string()]);
+        }
+        "erp-sim" => {
+            cmd = pinned(LOAD_CORE, &bin.join("erp-sim"));
+            cmd.args(["--listen", &addr.to_string()]).args([
+                "--record-limit",
+                "0",
+                "--document-limit",
+                "1",
+            ]);
+        }
+        other => bail!("unknown upstream {other:?} (fast or erp-sim)"),
+    }
+    let mut p = Proc::spawn(kind, addr, cmd, dir.join("upstream.log"))?;
+    p.wait_listening(addr, Duration::from_secs(20))?;
+    Ok(p)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let root = workspace_root();
+    let order_raw = std::fs::read(root.join("policies/files/samples/amazon-order.json"))
+        .context("reading the sample Amazon order")?;
+    let order: serde_json::Value = serde_json::from_slice(&order_raw)?;
+    let placeholder_inputs = Inputs {
+        rs256: vec!["x".into()],
+        hs256: vec!["x".into()],
+        order: serde_json::to_vec(&order)?.into(),
+        passthrough_path: scenarios::PASSTHROUGH_PATH.into(),
+    };
+    if args.list {
+        for s in scenarios::all(&placeholder_inputs)? {
+            println!("{:<16} {}", s.id, s.title);
+        }
+        return Ok(());
+    }
+    let plan = if args.quick {
+        Plan {
+            mode: "quick",
+            warmup: Duration::from_secs(1),
+            throughput: Duration::from_secs_f64(args.throughput_secs.unwrap_or(2.0)),
+            latency: Duration::from_secs_f64(args.latency_secs.unwrap_or(2.0)),
+            reps: args.reps.unwrap_or(1),
+            rates: if args.rates.is_empty() {
+                vec![0.5]
+            } else {
+                args.rates.clone()
+            },
+        }
+    } else {
+        Plan {
+            mode: "full",
+            warmup: Duration::from_secs(3),
+            throughput: Duration::from_secs_f64(args.throughput_secs.unwrap_or(8.0)),
+            latency: Duration::from_secs_f64(args.latency_secs.unwrap_or(5.0)),
+            reps: args.reps.unwrap_or(3),
+            rates: if args.rates.is_empty() {
+                vec![0.25, 0.5, 0.75, 0.9]
+            } else {
+                args.rates.clone()
+            },
+        }
+    };
+    if !args.no_build {
+        build(&root, &args.upstream)?;
+    }
+    let bin = std::env::current_exe()?
+        .parent()
+        .map(Path::to_path_buf)
+        .context("no binary folder")?;
+    // before pinning, which makes this process see one core
+    let machine = machine();
+    if let Some(n) = args.nice {
+        systems::renice_self(n)?;
+        systems::set_nice(n);
+    }
+    if installed("taskset") {
+        systems::pin_self(LOAD_CORE)?;
+    } else {
+        eprintln!("taskset not installed: nothing is pinned (util-linux provides it)");
+    }
+
+    let started = Instant::now();
+    let (date, file_date) = utc_now();
+    let loadavg_start = loadavg();
+    let scratch = Scratch::new("run")?;
+    let public_pem = root.join("certs/dev-jwt-signing.pub");
+    let jwks = scratch.path().join("jwks.json");
+    std::fs::write(&jwks, tokens::jwks(&public_pem)?)?;
+    let upstream = start_upstream(&args.upstream, &bin, scratch.path())?;
+    let passthrough_path = if args.upstream == "erp-sim" {
+        // the simulator answers 404 to unknown documents: store one to read back
+        let (status, body) =
+            systems::http_post_json(upstream.addr, "/erp/v1/orders", &placeholder_inputs.order)?;
+        let ack: serde_json::Value = serde_json::from_slice(&body)
+            .with_context(|| format!("the simulator answered {status}"))?;
+        let id = ack["documentId"]
+            .as_str()
+            .context("no documentId in the simulator's answer")?;
+        format!("/erp/v1/orders/{id}")
+    } else {
+        scenarios::PASSTHROUGH_PATH.into()
+    };
+    let inputs = Inputs {
+        rs256: tokens::rs256(&root.join("certs/dev-jwt-signing.key"), 64)?,
+        hs256: tokens::hs256(64)?,
+        order: placeholder_inputs.order.clone(),
+        passthrough_path,
+    };
+    let all = scenarios::all(&inputs)?;
+    let wanted: Vec<&Scenario> = if args.scenarios.is_empty() {
+        all.iter().collect()
+    } else {
+        let mut v = Vec::new();
+        for id in &args.scenarios {
+            match all.iter().find(|s| s.id.eq_ignore_ascii_case(id)) {
+                Some(s) => v.push(s),
+                None => bail!("no scenario {id:?} (--list shows them)"),
+            }
+        }
+        v
+    };
+
+    let env = Env {
+        bin: &bin,
+        upstream_pid: upstream.pid(),
+        upstream: &upstream,
+        jwks,
+        public_pem,
+        access_log: !args.no_access_log,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+
+    // set up every scenario; the ones that cannot run are reported with the reason
+    let mut order_ids: Vec<&str> = Vec::new();
+    let mut ready: Vec<Ready> = Vec::new();
+    let mut done: HashMap<String, ScenarioReport> = HashMap::new();
+    for sc in &wanted {
+        order_ids.push(sc.id);
+        eprint!("setting up {:<15} ", sc.id);
+        match start_scenario(sc, &env) {
+            Ok(r) => match rt.block_on(loadgen::probe(r.addr, &r.recipe)) {
+                Ok(s) if r.recipe.ok(s) => {
+                    eprintln!("ready on {} (pid {})", r.addr, r.pid);
+                    ready.push(r);
+                }
+                Ok(s) => {
+                    let mut rep = r.report;
+                    rep.status = Status::Failed(format!("answered {s} to the probe request"));
+                    eprintln!("FAILED: answered {s}");
+                    done.insert(sc.id.to_owned(), rep);
+                }
+                Err(e) => {
+                    let mut rep = r.report;
+                    rep.status = Status::Failed(format!("probe: {e:#}"));
+                    eprintln!("FAILED: {e:#}");
+                    done.insert(sc.id.to_owned(), rep);
+                }
+            },
+            Err(rep) => {
+                eprintln!("{:?}", rep.status);
+                done.insert(sc.id.to_owned(), *rep);
+            }
+        }
+    }
+
+    let load = |addr| Load {
+        addr,
+        connections: args.connections,
+        timeout: Duration::from_secs(10),
+    };
+    // warm-up
+    for r in &ready {
+        rt.block_on(loadgen::closed_loop(
+            &load(r.addr),
+            r.recipe.clone(),
+            plan.warmup,
+            &mut |_| {},
+        ))?;
+    }
+    // throughput: interleaved repetitions
+    for rep in 0..plan.reps {
+        for r in &mut ready {
+            let pid = r.pid;
+            let mut cpu = [0.0f64; 2];
+            let run = rt.block_on(loadgen::closed_loop(
+                &load(r.addr),
+                r.recipe.clone(),
+                plan.throughput,
+                &mut |e| match e {
+                    Edge::Start => cpu[0] = procstat::cpu_seconds(pid),
+                    Edge::End => cpu[1] = procstat::cpu_seconds(pid),
+                },
+            ))?;
+            let sut_cpu_s = cpu[1] - cpu[0];
+            let t = ThroughputRun {
+                cpu_us_per_req: if run.ok > 0 {
+                    sut_cpu_s * 1e6 / run.ok as f64
+                } else {
+                    f64::NAN
+                },
+                sut_util: sut_cpu_s / run.window_s.max(1e-9),
+                sut_cpu_s,
+                loadavg: loadavg(),
+                run,
+            };
+            eprintln!(
+                "throughput {}/{} {:<15} {:>8.0} req/s  cpu {:>6.1} µs/req  busy {:>3.0}%  errors {}",
+                rep + 1,
+                plan.reps,
+                r.scenario.id,
+                t.run.rps,
+                t.cpu_us_per_req,
+                t.sut_util * 100.0,
+                t.run.errors + t.run.bad_status
+            );
+            r.report.throughput.push(t);
+        }
+    }
+    for r in &mut ready {
+        r.report.summarise();
+    }
+    // latency: open loop at fractions of each scenario's capacity, interleaved
+    for &fraction in &plan.rates {
+        let mut runs: Vec<Vec<LatencyRun>> = ready.iter().map(|_| Vec::new()).collect();
+        for _ in 0..plan.reps {
+            for (i, r) in ready.iter().enumerate() {
+                let capacity = r.report.rps.map_or(0.0, |s| s.median);
+                if capacity <= 0.0 {
+                    continue;
+                }
+                let rate = capacity * fraction;
+                let pid = r.pid;
+                let mut cpu = [0.0f64; 2];
+                let run = rt.block_on(loadgen::open_loop(
+                    &load(r.addr),
+                    r.recipe.clone(),
+                    rate,
+                    plan.latency,
+                    Duration::from_secs(2),
+                    &mut |e| match e {
+                        Edge::Start => cpu[0] = procstat::cpu_seconds(pid),
+                        Edge::End => cpu[1] = procstat::cpu_seconds(pid),
+                    },
+                ))?;
+                eprintln!(
+                    "latency {:>3.0}% {:<15} {:>8.0}/s offered  p50 {:>7} µs  p99 {:>7} µs  p99.9 {:>7} µs  send lag p99 {} µs  errors {} dropped {}",
+                    fraction * 100.0,
+                    r.scenario.id,
+                    rate,
+                    run.latency.p50_us,
+                    run.latency.p99_us,
+                    run.latency.p999_us,
+                    run.send_lag.p99_us,
+                    run.errors + run.bad_status,
+                    run.dropped
+                );
+                runs[i].push(LatencyRun {
+                    cpu_us_per_req: if run.ok > 0 {
+                        (cpu[1] - cpu[0]) * 1e6 / run.ok as f64
+                    } else {
+                        f64::NAN
+                    },
+                    run,
+                });
+            }
+        }
+        for (r, runs) in ready.iter_mut().zip(runs) {
+            if runs.is_empty() {
+                continue;
+            }
+            let stat = |f: &dyn Fn(&LatencyRun) -> u64| {
+                Stat::of(&runs.iter().map(|x| f(x) as f64).collect::<Vec<_>>()).unwrap_or_default()
+            };
+            r.report.latency.push(LatencyPoint {
+                fraction,
+                offered_rps: runs[0].run.offered_rps.unwrap_or(0.0),
+                p50_us: stat(&|x| x.run.latency.p50_us),
+                p99_us: stat(&|x| x.run.latency.p99_us),
+                p999_us: stat(&|x| x.run.latency.p999_us),
+                runs,
+            });
+        }
+    }
+    for r in &mut ready {
+        r.report.peak_rss_kib = Some(procstat::peak_rss_kib(r.pid));
+    }
+    for r in ready {
+        done.insert(r.scenario.id.to_owned(), r.report);
+    }
+    drop(upstream);
+
+    let mut scenarios: Vec<ScenarioReport> =
+        order_ids.iter().filter_map(|id| done.remove(*id)).collect();
+    report::fill_ratios(&mut scenarios);
+    let targets = report::targets(&scenarios);
+    let peers = [version_of("nginx", &["-v"]), version_of("haproxy", &["-v"])]
+        .into_iter()
+        .flatten()
+        .collect();
+    let rep = Report {
+        date,
+        machine,
+        loadavg_start,
+        loadavg_end: loadavg(),
+        wall_s: started.elapsed().as_secs_f64(),
+        method: Method {
+            mode: plan.mode.into(),
+            connections: args.connections,
+            warmup_s: plan.warmup.as_secs_f64(),
+            throughput_s: plan.throughput.as_secs_f64(),
+            throughput_reps: plan.reps,
+            latency_s: plan.latency.as_secs_f64(),
+            latency_reps: plan.reps,
+            rate_fractions: plan.rates.clone(),
+            upstream: match args.upstream.as_str() {
+                "fast" => "bench-upstream (hyper, 1 thread, fixed 199-byte JSON ack)".into(),
+                other => other.to_owned(),
+            },
+            pinning: format!("{SUT_CORE} (generator and upstream on core {LOAD_CORE})"),
+            peers,
+            access_log: !args.no_access_log,
+            nice: args.nice,
+        },
+        scenarios,
+        targets,
+    };
+    let out_dir = if args.out.is_absolute() {
+        args.out.clone()
+    } else {
+        root.join(&args.out)
+    };
+    std::fs::create_dir_all(&out_dir)?;
+    let json_path = out_dir.join(format!("{file_date}.json"));
+    let svg_path = out_dir.join(format!("{file_date}.svg"));
+    let md_path = out_dir.join(format!("{file_date}.md"));
+    std::fs::write(&json_path, serde_json::to_string_pretty(&rep)?)?;
+    std::fs::write(&svg_path, report::svg(&rep))?;
+    let table = report::table(&rep);
+    std::fs::write(&md_path, &table)?;
+    println!("\n{table}");
+    println!(
+        "wrote {}, {} and {}",
+        json_path.display(),
+        md_path.display(),
+        svg_path.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! Request recipes: what the load generator sends (method, path, headers, body), optionally
+//! with one header generated per request (a fresh `Idempotency-Key`, or the next of a pool of
+//! pre-minted tokens), and which statuses count as success.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HOST};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
+use http_body_util::Full;
+
+/// A header value made per request.
+#[derive(Debug, Clone)]
+pub enum Generated {
+    /// A fresh UUID v4 each time (new idempotency keys).
+    Uuid,
+    /// The values in turn, round robin over every connection (pre-minted tokens, a small set of
+    /// keys that are replayed).
+    Cycle(Vec<HeaderValue>),
+}
+
+/// One request, sent over and over.
+#[derive(Debug)]
+pub struct Recipe {
+    /// Method.
+    pub method: Method,
+    /// Path and query.
+    pub uri: Uri,
+    /// Fixed headers (Host is added by the generator).
+    pub headers: HeaderMap,
+    /// Body (empty for none).
+    pub body: Bytes,
+    /// Headers generated per request.
+    pub generated: Vec<(HeaderName, Generated)>,
+    /// Statuses that count as success: `lo..=hi`.
+    pub expect: (u16, u16),
+    seq: AtomicU64,
+}
+
+impl Clone for Recipe {
+    fn clone(&self) -> Self {
+        Recipe {
+            method: self.method.clone(),
+            uri: self.uri.clone(),
+            headers: self.headers.clone(),
+            body: self.body.clone(),
+            generated: self.generated.clone(),
+            expect: self.expect,
+            seq: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Recipe {
+    /// `GET path`, expecting 2xx.
+    pub fn get(path: &str) -> anyhow::Result<Recipe> {
+        Ok(Recipe {
+            method: Method::GET,
+            uri: path.parse()?,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            generated: Vec::new(),
+            expect: (200, 299),
+            seq: AtomicU64::new(0),
+        })
+    }
+
+    /// `POST path` with a JSON body, expecting 2xx.
+    pub fn post_json(path: &str, body: impl Into<Bytes>) -> anyhow::Result<Recipe> {
+        let mut r = Recipe::get(path)?;
+        r.method = Method::POST;
+        r.body = body.into();
+        r.headers
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Ok(r)
+    }
+
+    /// Adds a fixed header.
+    pub fn header(mut self, name: &str, value: &str) -> anyhow::Result<Recipe> {
+        self.headers
+            .append(HeaderName::try_from(name)?, HeaderValue::try_from(value)?);
+        Ok(self)
+    }
+
+    /// Generates `name` per request (with `Cycle`, round robin over one counter per recipe,
+    /// shared by every generated header that cycles).
+    pub fn generate(mut self, name: &str, how: Generated) -> anyhow::Result<Recipe> {
+        if let Generated::Cycle(v) = &how {
+            anyhow::ensure!(!v.is_empty(), "an empty cycle of {name} values");
+        }
+        self.generated.push((HeaderName::try_from(name)?, how));
+        Ok(self)
+    }
+
+    /// Whether a status counts as success.
+    pub fn ok(&self, status: u16) -> bool {
+        (self.expect.0..=self.expect.1).contains(&status)
+    }
+
+    /// The next value of generated header `k`, if there is one.
+    pub fn next_generated(&self, k: usize) -> Option<(HeaderName, HeaderValue)> {
+        let (name, how) = self.generated.get(k)?;
+        let value = match how {
+            Generated::Uuid => {
+                let id = uuid::Uuid::new_v4();
+                let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+                // a hyphenated UUID is ASCII: always a valid header value
+                HeaderValue::from_bytes(id.hyphenated().encode_lower(&mut buf).as_bytes()).ok()?
+            }
+            Generated::Cycle(values) => {
+                let i = self.seq.fetch_add(1, Ordering::Relaxed) as usize;
+                values[i % values.len()].clone()
+            }
+        };
+        Some((name.clone(), value))
+    }
+
+    /// The request to send to `host`.
+    pub fn build(&self, host: &HeaderValue) -> Request<Full<Bytes>> {
+        let mut req = Request::new(Full::new(self.body.clone()));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        let headers = req.headers_mut();
+        headers.clone_from(&self.headers);
+        headers.insert(HOST, host.clone());
+        for k in 0..self.generated.len() {
+            if let Some((name, value)) = self.next_generated(k) {
+                headers.insert(name, value);
+            }
+        }
+        req
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_with_host_and_generated_headers() {
+        let r = Recipe::post_json("/a?b=1", "{}")
+            .and_then(|r| r.header("authorization", "Bearer x"))
+            .and_then(|r| r.generate("idempotency-key", Generated::Uuid))
+            .expect("recipe");
+        let host = HeaderValue::from_static("127.0.0.1:1");
+        let a = r.build(&host);
+        let b = r.build(&host);
+        assert_eq!(a.method(), Method::POST);
+        assert_eq!(a.uri(), "/a?b=1");
+        assert_eq!(a.headers()["host"], "127.0.0.1:1");
+        assert_eq!(a.headers()["authorization"], "Bearer x");
+        assert_eq!(a.headers()["content-type"], "application/json");
+        assert_eq!(a.headers()["idempotency-key"].len(), 36);
+        assert_ne!(
+            a.headers()["idempotency-key"],
+            b.headers()["idempotency-key"]
+        );
+    }
+
+    #[test]
+    fn cycles_through_a_pool() {
+        let pool = vec![
+            HeaderValue::from_static("t1"),
+            HeaderValue::from_static("t2"),
+        ];
+        let r = Recipe::get("/")
+            .and_then(|r| r.generate("authorization", Generated::Cycle(pool)))
+            .expect("recipe");
+        let got: Vec<_> = (0..4)
+            .filter_map(|_| r.next_generated(0).map(|(_, v)| v))
+            .collect();
+        assert_eq!(got, ["t1", "t2", "t1", "t2"]);
+        assert!(r.ok(204) && !r.ok(404));
+    }
+}

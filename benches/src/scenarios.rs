@@ -1,0 +1,433 @@
+//! The scenario matrix. A scenario is a system under test, for the gateway a policy-file
+//! snippet (its `policies:` and `routes:`, and `redis:` when it needs one), and a request
+//! recipe. Policy scenarios whose kinds the gateway does not have yet are found out by
+//! `gateway check` on their file and reported as pending, never approximated.
+//!
+//! Snippets may use `{jwks}` (path of a JWKS with the development RS256 key) and `{redis}`
+//! (`host:port` of a redis-server the harness starts when `needs_redis`).
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use bytes::Bytes;
+use http::HeaderValue;
+
+use crate::recipe::{Generated, Recipe};
+use crate::systems::HaproxyMode;
+
+/// What answers the load generator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum System {
+    /// The upstream itself (S0, the ceiling).
+    Upstream,
+    /// The minimal Pingora passthrough.
+    P0,
+    /// Our gateway with the scenario's policy file.
+    Gateway,
+    /// nginx passthrough.
+    Nginx,
+    /// haproxy.
+    Haproxy(HaproxyMode),
+}
+
+/// One cell of the matrix.
+#[derive(Debug)]
+pub struct Scenario {
+    /// Short id used on the command line and in the table.
+    pub id: &'static str,
+    /// What it measures.
+    pub title: &'static str,
+    /// The system under test.
+    pub system: System,
+    /// Gateway only: `policies:` / `routes:` / `redis:` of its policy file.
+    pub snippet: &'static str,
+    /// Gateway only: environment for secrets the snippet references.
+    pub env: Vec<(String, String)>,
+    /// Starts a redis-server (next to the upstream) for the scenario.
+    pub needs_redis: bool,
+    /// The request sent over and over.
+    pub recipe: Recipe,
+}
+
+/// Material the recipes need, made once per run.
+pub struct Inputs {
+    /// Pre-minted RS256 tokens.
+    pub rs256: Vec<String>,
+    /// Pre-minted HS256 tokens.
+    pub hs256: Vec<String>,
+    /// A ~2 KB Amazon order (the example policy set's sample, minified).
+    pub order: Bytes,
+    /// The path of the passthrough scenarios (an existing document of the upstream).
+    pub passthrough_path: String,
+}
+
+/// The path every passthrough scenario requests: bench-upstream serves any path; with the ERP
+/// simulator the harness first stores one order and reads it back at its own id.
+pub const PASSTHROUGH_PATH: &str = "/erp/v1/orders/ERP-ORD-000001";
+/// The path of the per-channel GET scenarios (auth, rate limits).
+pub const CHANNEL_GET_PATH: &str = "/channels/amazon/orders/ORD-000001";
+/// The path orders are posted to.
+pub const ORDERS_PATH: &str = "/channels/amazon/orders";
+
+const S1: &str = r#"routes:
+  - name: passthrough
+    methods: [GET]
+    path: /erp/v1/{collection}/{id}
+    upstream: erp
+    upstream_path: /erp/v1/{collection}/{id}
+"#;
+
+/// The GET route the auth and rate-limit scenarios put their policies on.
+macro_rules! channel_get_route {
+    ($policies:literal) => {
+        concat!(
+            r#"routes:
+  - name: orders-read
+    methods: [GET]
+    path: /channels/{channel}/orders/{id}
+    upstream: erp
+    upstream_path: /erp/v1/orders/{id}?channel={channel}
+    policies: "#,
+            $policies,
+            "\n"
+        )
+    };
+}
+
+/// The POST route of the body scenarios.
+macro_rules! orders_post_route {
+    ($policies:literal) => {
+        concat!(
+            r#"routes:
+  - name: channel-orders
+    methods: [POST]
+    path: /channels/{channel}/orders
+    upstream: erp
+    upstream_path: /erp/v1/orders?channel={channel}
+    policies: "#,
+            $policies,
+            "\n    max_body_bytes: 5MiB\n"
+        )
+    };
+}
+
+// Pending snippets follow the policy kinds as their branches define them; each is checked by
+// `gateway check` before it runs, so a name that changes on merge shows up as an error in the
+// report rather than as a wrong number.
+
+/// RS256 verification on every request: the token cache is off, because the peer we compare
+/// with (haproxy `jwt_verify`) has none.
+const JWT_RS256: &str = r#"policies:
+  auth:
+    kind: jwt
+    issuer: https://idp.bench.invalid/
+    audience: retail-gateway
+    keys: {jwks_file: "{jwks}"}
+    algorithms: [RS256]
+    cache_entries: 0
+"#;
+
+const JWT_HS256: &str = r#"policies:
+  auth:
+    kind: jwt
+    issuer: https://idp.bench.invalid/
+    audience: retail-gateway
+    keys:
+      hs256: {bench-hs256: "${BENCH_HS256_SECRET}"}
+    algorithms: [HS256]
+    cache_entries: 0
+"#;
+
+/// A per-channel limit far above any rate a run reaches: the decision is measured, not refusals.
+const RL_LOCAL: &str = r#"policies:
+  limit:
+    kind: rate_limit
+    key: [channel]
+    limits: [{name: per_second, rate: 100000000, per: 1s}]
+"#;
+
+const RL_REDIS: &str = r#"redis:
+  url: redis://{redis}
+policies:
+  limit:
+    kind: rate_limit
+    key: [channel]
+    store: redis
+    limits: [{name: per_second, rate: 100000000, per: 1s}]
+"#;
+
+const JWT_RL: &str = r#"policies:
+  auth:
+    kind: jwt
+    issuer: https://idp.bench.invalid/
+    audience: retail-gateway
+    keys: {jwks_file: "{jwks}"}
+    algorithms: [RS256]
+    cache_entries: 0
+  limit:
+    kind: rate_limit
+    key: [channel]
+    limits: [{name: per_second, rate: 100000000, per: 1s}]
+"#;
+
+const SCHEMA: &str = r#"policies:
+  json:
+    kind: json_body
+    max_depth: 32
+  validate:
+    kind: schema
+    schema: amazon/order
+"#;
+
+const TRANSFORM: &str = r#"policies:
+  json:
+    kind: json_body
+    max_depth: 32
+  transform:
+    kind: transform
+    mapping: amazon/order
+"#;
+
+const IDEMPOTENCY: &str = r#"policies:
+  json:
+    kind: json_body
+    max_depth: 32
+  idempotency:
+    kind: idempotency
+    ttl: 24h
+"#;
+
+/// The chain an Amazon order takes in the example policy set once every kind has landed.
+const ALL: &str = r#"policies:
+  auth:
+    kind: jwt
+    issuer: https://idp.bench.invalid/
+    audience: retail-gateway
+    keys: {jwks_file: "{jwks}"}
+    algorithms: [RS256]
+    channel: {claim: channel}
+  limit:
+    kind: rate_limit
+    key: [channel]
+    limits: [{name: per_second, rate: 100000000, per: 1s}]
+  json:
+    kind: json_body
+    max_depth: 32
+  validate:
+    kind: schema
+    schema: amazon/order
+  idempotency:
+    kind: idempotency
+    ttl: 24h
+  transform:
+    kind: transform
+    mapping: amazon/order
+"#;
+
+fn bearer_pool(tokens: &[String]) -> anyhow::Result<Generated> {
+    let values = tokens
+        .iter()
+        .map(|t| HeaderValue::try_from(format!("Bearer {t}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Generated::Cycle(values))
+}
+
+/// A small set of keys: after its first round every request is a replay.
+fn replay_keys() -> anyhow::Result<Generated> {
+    let values = (0..16)
+        .map(|i| HeaderValue::try_from(format!("bench-replay-{i:04}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Generated::Cycle(values))
+}
+
+/// Every scenario, in the order of the report.
+pub fn all(inputs: &Inputs) -> anyhow::Result<Vec<Scenario>> {
+    let pass = || Recipe::get(&inputs.passthrough_path);
+    let order = || Recipe::post_json(ORDERS_PATH, inputs.order.clone());
+    let sc = |id, title, system, snippet, recipe| Scenario {
+        id,
+        title,
+        system,
+        snippet,
+        env: Vec::new(),
+        needs_redis: false,
+        recipe,
+    };
+    let mut v = vec![
+        sc(
+            "S0",
+            "direct to the upstream (the ceiling)",
+            System::Upstream,
+            "",
+            pass()?,
+        ),
+        sc("P0", "minimal Pingora passthrough", System::P0, "", pass()?),
+        sc(
+            "S1",
+            "gateway passthrough (route, no policies)",
+            System::Gateway,
+            S1,
+            pass()?,
+        ),
+        sc("nginx", "nginx passthrough", System::Nginx, "", pass()?),
+        sc(
+            "haproxy",
+            "haproxy passthrough",
+            System::Haproxy(HaproxyMode::Passthrough),
+            "",
+            pass()?,
+        ),
+        sc(
+            "haproxy-jwt-rl",
+            "haproxy jwt_verify RS256 + stick-table rate limit",
+            System::Haproxy(HaproxyMode::JwtRateLimit),
+            "",
+            Recipe::get(CHANNEL_GET_PATH)?
+                .generate("authorization", bearer_pool(&inputs.rs256)?)?,
+        ),
+        sc(
+            "jwt-rs256",
+            "gateway JWT RS256 (no token cache)",
+            System::Gateway,
+            concat_static(JWT_RS256, channel_get_route!("[auth]")),
+            Recipe::get(CHANNEL_GET_PATH)?
+                .generate("authorization", bearer_pool(&inputs.rs256)?)?,
+        ),
+        sc(
+            "jwt-hs256",
+            "gateway JWT HS256 (no token cache)",
+            System::Gateway,
+            concat_static(JWT_HS256, channel_get_route!("[auth]")),
+            Recipe::get(CHANNEL_GET_PATH)?
+                .generate("authorization", bearer_pool(&inputs.hs256)?)?,
+        ),
+        sc(
+            "rl-local",
+            "gateway rate limit, in-process",
+            System::Gateway,
+            concat_static(RL_LOCAL, channel_get_route!("[limit]")),
+            Recipe::get(CHANNEL_GET_PATH)?,
+        ),
+        sc(
+            "rl-redis",
+            "gateway rate limit on Redis",
+            System::Gateway,
+            concat_static(RL_REDIS, channel_get_route!("[limit]")),
+            Recipe::get(CHANNEL_GET_PATH)?,
+        ),
+        sc(
+            "jwt-rl",
+            "gateway JWT RS256 + rate limit (haproxy-jwt-rl's work)",
+            System::Gateway,
+            concat_static(JWT_RL, channel_get_route!("[auth, limit]")),
+            Recipe::get(CHANNEL_GET_PATH)?
+                .generate("authorization", bearer_pool(&inputs.rs256)?)?,
+        ),
+        sc(
+            "schema",
+            "gateway schema validation, 2 KB order",
+            System::Gateway,
+            concat_static(SCHEMA, orders_post_route!("[json, validate]")),
+            order()?,
+        ),
+        sc(
+            "transform",
+            "gateway transform, 2 KB order",
+            System::Gateway,
+            concat_static(TRANSFORM, orders_post_route!("[json, transform]")),
+            order()?,
+        ),
+        sc(
+            "idem-new",
+            "gateway idempotency, new keys",
+            System::Gateway,
+            concat_static(IDEMPOTENCY, orders_post_route!("[json, idempotency]")),
+            order()?.generate("idempotency-key", Generated::Uuid)?,
+        ),
+        sc(
+            "idem-replay",
+            "gateway idempotency, replays",
+            System::Gateway,
+            concat_static(IDEMPOTENCY, orders_post_route!("[json, idempotency]")),
+            order()?.generate("idempotency-key", replay_keys()?)?,
+        ),
+        sc(
+            "ALL",
+            "gateway full Amazon order chain",
+            System::Gateway,
+            concat_static(
+                ALL,
+                orders_post_route!("[auth, limit, json, validate, idempotency, transform]"),
+            ),
+            order()?
+                .generate("authorization", bearer_pool(&inputs.rs256)?)?
+                .generate("idempotency-key", Generated::Uuid)?,
+        ),
+    ];
+    for s in &mut v {
+        if s.id == "jwt-hs256" {
+            s.env
+                .push(("BENCH_HS256_SECRET".into(), crate::tokens::HS_SECRET.into()));
+        }
+        if s.id == "rl-redis" {
+            s.needs_redis = true;
+        }
+    }
+    Ok(v)
+}
+
+/// Joins two snippets once for the life of the program (the matrix is built once per run).
+fn concat_static(a: &str, b: &str) -> &'static str {
+    Box::leak(format!("{a}{b}").into_boxed_str())
+}
+
+/// A whole policy file for a gateway scenario.
+pub fn policy_file(
+    upstream: SocketAddr,
+    snippet: &str,
+    jwks: &Path,
+    redis: Option<SocketAddr>,
+) -> String {
+    let body = snippet
+        .replace("{jwks}", &jwks.display().to_string())
+        .replace("{redis}", &redis.map(|r| r.to_string()).unwrap_or_default());
+    format!(
+        "# written by loadbench\nversion: 1\n\
+         listeners:\n  http: 127.0.0.1:0\n  admin: 127.0.0.1:0\n\
+         channels:\n  amazon: {{}}\n  walmart: {{}}\n  ebay: {{}}\n  shopify: {{}}\n\
+         upstreams:\n  erp:\n    endpoints: [\"{upstream}\"]\n{body}"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_gateway_scenario_has_a_route_and_ids_are_unique() {
+        let inputs = Inputs {
+            rs256: vec!["a.b.c".into()],
+            hs256: vec!["a.b.c".into()],
+            order: Bytes::from_static(b"{}"),
+            passthrough_path: PASSTHROUGH_PATH.into(),
+        };
+        let all = all(&inputs).expect("matrix");
+        let mut ids: Vec<_> = all.iter().map(|s| s.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), all.len());
+        for s in all.iter().filter(|s| s.system == System::Gateway) {
+            assert!(s.snippet.contains("routes:"), "{}", s.id);
+            let file = policy_file(
+                "127.0.0.1:1".parse().expect("addr"),
+                s.snippet,
+                Path::new("/x/jwks.json"),
+                Some("127.0.0.1:2".parse().expect("addr")),
+            );
+            assert!(
+                !file.contains("{jwks}") && !file.contains("{redis}"),
+                "{file}"
+            );
+        }
+    }
+}
