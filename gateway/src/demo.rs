@@ -162,17 +162,35 @@ fn print_banner(l: &Listening, erp: SocketAddr, sample: &Path) {
     out.push_str(&format!(
         "ERP sim   http://{erp}/_sim/requests  http://{erp}/_sim/stats\n"
     ));
-    out.push_str("\nPost an Amazon order through the gateway to the ERP:\n\n");
-    out.push_str(&demo_curl(http, sample));
+    // A day is long enough for a demo session and short enough not to be a credential.
+    let opts = crate::token::TokenOptions::dev(
+        "amazon",
+        &["orders:write"],
+        Duration::from_secs(24 * 3600),
+    );
+    let token = match crate::token::mint(&opts, std::time::SystemTime::now()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("gateway demo: cannot mint the development token: {e:#}");
+            return;
+        }
+    };
+    let key = uuid::Uuid::new_v4();
+    out.push_str(
+        "\nPost an Amazon order through the gateway to the ERP (development token for channel \
+         amazon, scope orders:write, valid 24h; `gateway token --help` mints others):\n\n",
+    );
+    out.push_str(&demo_curl(http, sample, &token, &key.to_string()));
     out.push_str("\n\n");
     print!("{out}");
     let _ = std::io::stdout().flush();
 }
 
-/// The request the demo prints: one line, ready to paste.
-pub fn demo_curl(http: SocketAddr, sample: &Path) -> String {
+/// The request the demo prints: one line, ready to paste. It carries everything the example
+/// chain asks of an Amazon order: a bearer token and an idempotency key.
+pub fn demo_curl(http: SocketAddr, sample: &Path, token: &str, idempotency_key: &str) -> String {
     format!(
-        "curl -sS -i -X POST http://{http}/channels/amazon/orders -H 'Content-Type: application/json' --data-binary @{}",
+        "curl -sS -i -X POST http://{http}/channels/amazon/orders -H 'Content-Type: application/json' -H 'Authorization: Bearer {token}' -H 'Idempotency-Key: \"{idempotency_key}\"' --data-binary @{}",
         sample.display()
     )
 }

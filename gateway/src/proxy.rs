@@ -165,6 +165,9 @@ impl Gateway {
             req.insert_header("x-forwarded-for", xff)?;
         }
         req.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+        for name in &ctx.state.upstream_removed_headers {
+            req.remove_header(name);
+        }
         if let Some(upstream) = self.upstream_of(ctx) {
             for (name, value) in &upstream.request_headers {
                 req.insert_header(name.clone(), value.clone())?;

@@ -73,6 +73,9 @@ pub struct ExchangeState {
     pub route: Option<Arc<str>>,
     /// Headers to set on the request sent upstream.
     pub upstream_headers: HeaderMap,
+    /// Client headers not to send upstream (credentials the edge consumed), removed before
+    /// `upstream_headers` are set.
+    pub upstream_removed_headers: Vec<http::HeaderName>,
     /// Headers to set on the response sent to the client, whatever its status.
     pub response_headers: HeaderMap,
     /// Typed data a policy keeps between its own phases (one slot per type).

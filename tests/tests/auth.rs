@@ -141,6 +141,13 @@ policies:
       hs256: {{hs1: \"${{TEST_HS_SECRET}}\"}}
     scopes: [orders:write]
     channel: {{claim: channel}}
+  auth-forwarding:
+    kind: jwt
+    issuer: {ISS}
+    audience: gateway
+    keys:
+      jwks_file: {}
+    forward_token: true
 routes:
   - name: orders
     methods: [GET, POST]
@@ -154,7 +161,14 @@ routes:
     upstream: erp
     upstream_path: /echo/orders
     policies: [auth]
+  - name: forwarded-orders
+    methods: [GET]
+    path: /forwarded/orders
+    upstream: erp
+    upstream_path: /echo/orders
+    policies: [auth-forwarding]
 ",
+            keys_file.display(),
             keys_file.display()
         ),
     )
@@ -524,6 +538,25 @@ async fn valid_tokens_pass_and_name_the_channel() {
         .unwrap();
     assert_eq!(line["channel"], "shopify");
     assert_eq!(sim.requests_started(), 6);
+    // the token is the edge's business: the ERP does not get it...
+    assert!(
+        sim.requests()
+            .iter()
+            .all(|r| r.header("authorization").is_none())
+    );
+    // ...unless the policy says to forward it
+    let resp = client
+        .get(gw.url("/forwarded/orders"))
+        .header("authorization", format!("Bearer {amazon}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let forwarded = sim.requests().pop().unwrap();
+    assert_eq!(
+        forwarded.header("authorization"),
+        Some(format!("Bearer {amazon}").as_str())
+    );
     assert!(
         !gw.output().contains(&amazon),
         "a token appears in the logs"

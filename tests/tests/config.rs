@@ -139,7 +139,10 @@ fn check_passes_the_shipped_example_and_a_syntax_error_is_located() {
         String::from_utf8_lossy(&out.stdout)
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(": ok: 5 routes, 1 upstreams"), "{text}");
+    assert!(
+        text.contains(": ok: 6 routes, 1 upstreams, 15 policies"),
+        "{text}"
+    );
 
     let (code, out) = check("version: 1\nroutes:\n  - name: [unclosed\n", &[]);
     assert_eq!(code, 1);

@@ -5,9 +5,23 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tests::{gateway_binary, workspace_root};
+
+/// Runs `sh -c line` and returns (stdout, success).
+fn shell(line: &str) -> (String, bool) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(line)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        out.status.success(),
+    )
+}
 
 #[test]
 fn the_printed_request_goes_through_and_succeeds() {
@@ -31,32 +45,68 @@ fn the_printed_request_goes_through_and_succeeds() {
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let mut sim = None;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("ERP sim") {
+                sim = rest.split_whitespace().next().map(str::to_owned);
+            }
             if line.starts_with("curl ") {
-                let _ = tx.send(line);
+                let _ = tx.send((line, sim.clone()));
             }
         }
     });
-    let curl = rx.recv_timeout(Duration::from_secs(60));
-    let result = curl.map(|line| {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(&line)
-            .current_dir(std::env::temp_dir())
-            .output()
-            .unwrap();
-        (
-            line,
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            out.status.success(),
-        )
+    let printed = rx.recv_timeout(Duration::from_secs(60));
+    let result = printed.map(|(line, sim)| {
+        let (out, ok) = shell(&line);
+        // The same request without its token must be refused at the edge.
+        let without_token = line
+            .split(" -H 'Authorization: ")
+            .enumerate()
+            .map(|(i, part)| {
+                if i == 0 {
+                    part.to_owned()
+                } else {
+                    part.split_once("' ")
+                        .map_or(String::new(), |(_, r)| format!(" {r}"))
+                }
+            })
+            .collect::<String>();
+        let (refused, _) = shell(&without_token);
+        let seen = sim.map(|url| shell(&format!("curl -sS {url}")).0);
+        (line, out, ok, without_token, refused, seen)
     });
     let _ = child.kill();
     let _ = child.wait();
-    let (line, out, ok) = result.expect("the demo printed no curl command");
+    let (line, out, ok, without_token, refused, seen) =
+        result.expect("the demo printed no curl command");
     assert!(ok, "{line}\n{out}");
     let status_line = out.lines().next().unwrap_or_default();
     assert!(status_line.starts_with("HTTP/1.1 201"), "{line}\n{out}");
-    assert!(out.contains("\"documentId\":\"ERP-ORD-000001\""), "{out}");
-    let _ = Instant::now();
+    // the ERP's answer, mapped back to the canonical acknowledgement
+    assert!(
+        out.contains("\"erp_document_id\":\"ERP-ORD-000001\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("\"reference\":\"amazon:902-1845936-5435065\""),
+        "{out}"
+    );
+    assert!(out.to_ascii_lowercase().contains("\nratelimit: "), "{out}");
+
+    assert!(!without_token.contains("Bearer"), "{without_token}");
+    assert!(
+        refused.starts_with("HTTP/1.1 401"),
+        "{without_token}\n{refused}"
+    );
+
+    // exactly one request reached the ERP, and it was the canonical order
+    let seen: serde_json::Value =
+        serde_json::from_str(&seen.expect("the demo printed no ERP simulator URL")).unwrap();
+    let seen = seen.as_array().unwrap();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let order: serde_json::Value =
+        serde_json::from_str(seen[0]["body_utf8"].as_str().unwrap()).unwrap();
+    assert_eq!(order["document_type"], "order");
+    assert_eq!(order["channel"], "amazon");
+    assert_eq!(order["id"], "amazon:902-1845936-5435065");
 }

@@ -3,10 +3,10 @@
 //! one file, one variant in each enum, and one arm per match below.
 
 pub mod json_body;
+pub mod jwt;
 pub mod rate_limit;
 pub mod schema;
 pub mod transform;
-pub mod jwt;
 pub mod webhook_signature;
 
 use std::sync::Arc;
@@ -20,10 +20,10 @@ use crate::error::ErrorSink;
 use crate::pipeline::{Completion, ExchangeState, Flow, Phases, RequestView, ResponseView};
 
 pub use json_body::{JsonBody, JsonBodySpec};
+pub use jwt::{Jwt, JwtSpec};
 pub use rate_limit::{RateLimit, RateLimitSpec};
 pub use schema::{Schema, SchemaSpec};
 pub use transform::{Transform, TransformSpec};
-pub use jwt::{Jwt, JwtSpec};
 pub use webhook_signature::{WebhookSignature, WebhookSignatureSpec};
 
 /// A policy instance in the file: its `kind` and that kind's settings.

@@ -127,6 +127,10 @@ pub struct JwtSpec {
     /// The `realm` of the `WWW-Authenticate` challenge.
     #[serde(default = "default_realm")]
     pub realm: String,
+    /// Send the client's `Authorization` header on to the upstream. Off by default: the token
+    /// is the edge's business, and an upstream that logs headers would keep a live credential.
+    #[serde(default)]
+    pub forward_token: bool,
 }
 
 /// Where a `jwt` policy's keys come from.
@@ -399,6 +403,7 @@ pub struct Jwt {
     /// Per failure (indexed like `Failure::ALL`): its counter and its challenge.
     failures: Vec<IntCounter>,
     challenges: Vec<HeaderValue>,
+    forward_token: bool,
 }
 
 impl std::fmt::Debug for Jwt {
@@ -654,6 +659,7 @@ impl Jwt {
             })
             .collect();
         Some(Jwt {
+            forward_token: spec.forward_token,
             issuers,
             audiences,
             validations,
@@ -947,7 +953,14 @@ impl Phases for Jwt {
 
     async fn on_request(&self, req: &RequestView<'_>, state: &mut ExchangeState) -> Flow {
         match self.check(req, state).await {
-            Ok(()) => Flow::Continue(()),
+            Ok(()) => {
+                if !self.forward_token {
+                    state
+                        .upstream_removed_headers
+                        .push(http::header::AUTHORIZATION);
+                }
+                Flow::Continue(())
+            }
             Err(failure) => self.reject(failure),
         }
     }

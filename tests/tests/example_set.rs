@@ -1,0 +1,196 @@
+//! The shipped example policy set (policies/files/gateway.yaml) served by the real binary in
+//! front of the ERP simulator: each route asks for what it says (scopes per document, the
+//! token's channel, Shopify's signature), and what passes reaches the ERP in canonical form.
+
+#![allow(clippy::unwrap_used)] // test helpers panic on setup failures by design
+
+use std::process::Command;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use erp_sim::ErpSim;
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+use tests::{Gateway, Start, gateway_binary, workspace_root};
+
+/// The example file, pointed at `sim` and with its relative paths made absolute (the harness
+/// writes the file into a temporary folder).
+fn example_file(sim: &ErpSim) -> String {
+    let root = workspace_root();
+    let text = std::fs::read_to_string(root.join("policies/files/gateway.yaml")).unwrap();
+    let files = root.join("policies/files");
+    let replaced = text
+        .replace("\"127.0.0.1:9400\"", &format!("\"{}\"", sim.addr()))
+        .replace("../../", &format!("{}/", root.display()))
+        .replace(" schemas/", &format!(" {}/schemas/", files.display()));
+    assert_ne!(replaced, text);
+    replaced
+}
+
+async fn start() -> (ErpSim, Gateway) {
+    let sim = ErpSim::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let gw = Gateway::start_with(
+        &example_file(&sim),
+        Start {
+            https: true,
+            ..Start::default()
+        },
+    )
+    .unwrap();
+    (sim, gw)
+}
+
+/// A development token from `gateway token`.
+fn token(channel: &str, scope: &str) -> String {
+    let out = Command::new(gateway_binary().unwrap())
+        .current_dir(workspace_root())
+        .args(["token", "--channel", channel, "--scope", scope])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn case(path: &str) -> Vec<u8> {
+    std::fs::read(workspace_root().join("transforms/mappings").join(path)).unwrap()
+}
+
+async fn post(gw: &Gateway, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .post(gw.url(path))
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.body(body).send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_document_route_requires_its_own_scope_and_the_tokens_channel() {
+    let (sim, gw) = start().await;
+    let inventory = case("amazon/cases/inventory_adjustment/fba-summaries-with-details.input.json");
+    let orders_token = format!("Bearer {}", token("amazon", "orders:write"));
+    let inventory_token = format!("Bearer {}", token("amazon", "inventory:write"));
+
+    // the inventory route inherits the order route's settings but not its scope
+    let (status, problem) = post(
+        &gw,
+        "/channels/amazon/inventory",
+        &[("authorization", &orders_token)],
+        inventory.clone(),
+    )
+    .await;
+    assert_eq!(status, 403, "{problem}");
+    assert_eq!(problem["type"], "urn:gateway:problem:insufficient-scope");
+
+    // an amazon token cannot post as walmart
+    let (status, problem) = post(
+        &gw,
+        "/channels/walmart/inventory",
+        &[("authorization", &inventory_token)],
+        inventory.clone(),
+    )
+    .await;
+    assert_eq!(status, 403, "{problem}");
+    assert_eq!(problem["type"], "urn:gateway:problem:channel-forbidden");
+    assert_eq!(sim.requests_started(), 0);
+
+    let (status, ack) = post(
+        &gw,
+        "/channels/amazon/inventory",
+        &[("authorization", &inventory_token)],
+        inventory,
+    )
+    .await;
+    assert!((200..300).contains(&status), "{status} {ack}");
+    let got = sim.requests();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].path, "/erp/v1/inventory-adjustments");
+    let doc: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(doc["document_type"], "inventory_adjustment");
+    assert_eq!(doc["channel"], "amazon");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_shopify_webhook_creates_a_canonical_order_and_a_forged_one_never_arrives() {
+    let (sim, gw) = start().await;
+    let body = case("shopify/cases/order/admin-rest-2026-07-example-1001.input.json");
+    let secret =
+        std::fs::read_to_string(workspace_root().join("certs/dev-shopify-webhook.secret")).unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.trim_end().as_bytes()).unwrap();
+    mac.update(&body);
+    let signature = STANDARD.encode(mac.finalize().into_bytes());
+    let shop = [("x-shopify-shop-domain", "example.myshopify.com")];
+
+    let forged = STANDARD.encode([7u8; 32]);
+    let (status, problem) = post(
+        &gw,
+        "/webhooks/shopify/orders",
+        &[shop[0], ("x-shopify-hmac-sha256", &forged)],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(status, 401, "{problem}");
+    assert_eq!(problem["type"], "urn:gateway:problem:invalid-signature");
+    assert_eq!(sim.requests_started(), 0);
+
+    let (status, ack) = post(
+        &gw,
+        "/webhooks/shopify/orders",
+        &[shop[0], ("x-shopify-hmac-sha256", &signature)],
+        body,
+    )
+    .await;
+    assert_eq!(status, 201, "{ack}");
+    assert_eq!(ack["document_type"], "order");
+    let got = sim.requests();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].query.as_deref(), Some("channel=shopify"));
+    let doc: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(doc["channel"], "shopify");
+    assert_eq!(doc["document_type"], "order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erp_documents_are_read_back_only_with_the_read_scope() {
+    let (sim, gw) = start().await;
+    let order =
+        std::fs::read(workspace_root().join("policies/files/samples/amazon-order.json")).unwrap();
+    let writer = format!("Bearer {}", token("amazon", "orders:write"));
+    let (status, ack) = post(
+        &gw,
+        "/channels/amazon/orders",
+        &[("authorization", &writer)],
+        order,
+    )
+    .await;
+    assert_eq!(status, 201, "{ack}");
+    let id = ack["erp_document_id"].as_str().unwrap().to_owned();
+
+    let client = reqwest::Client::new();
+    let url = gw.url(&format!("/erp/orders/{id}"));
+    let anonymous = client.get(&url).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let wrong_scope = client
+        .get(&url)
+        .header("authorization", &writer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_scope.status(), 403);
+    assert_eq!(sim.requests().len(), 1);
+
+    let reader = format!("Bearer {}", token("amazon", "erp:read"));
+    let read = client
+        .get(&url)
+        .header("authorization", &reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    let doc: Value = read.json().await.unwrap();
+    assert_eq!(doc["id"], "amazon:902-1845936-5435065", "{doc}");
+}
