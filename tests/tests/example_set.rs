@@ -194,3 +194,285 @@ async fn erp_documents_are_read_back_only_with_the_read_scope() {
     let doc: Value = read.json().await.unwrap();
     assert_eq!(doc["id"], "amazon:902-1845936-5435065", "{doc}");
 }
+
+/// The documents besides orders that a channel has a mapping for: (channel, document, route,
+/// token scope, ERP path). Each has a channel input schema on its route.
+const DOCUMENTS: [(&str, &str, &str, &str, &str); 6] = [
+    (
+        "amazon",
+        "inventory_adjustment",
+        "inventory",
+        "inventory:write",
+        "/erp/v1/inventory-adjustments",
+    ),
+    (
+        "amazon",
+        "shipment",
+        "shipments",
+        "shipments:write",
+        "/erp/v1/shipments",
+    ),
+    (
+        "shopify",
+        "inventory_adjustment",
+        "inventory",
+        "inventory:write",
+        "/erp/v1/inventory-adjustments",
+    ),
+    (
+        "shopify",
+        "shipment",
+        "shipments",
+        "shipments:write",
+        "/erp/v1/shipments",
+    ),
+    (
+        "shopify",
+        "return",
+        "returns",
+        "returns:write",
+        "/erp/v1/returns",
+    ),
+    (
+        "walmart",
+        "return",
+        "returns",
+        "returns:write",
+        "/erp/v1/returns",
+    ),
+];
+
+const SHOP: (&str, &str) = ("x-shopify-shop-domain", "example.myshopify.com");
+
+/// The golden inputs of a mapping, by file name (`<channel>/cases/<document>/*.input.json`).
+fn golden_inputs(channel: &str, document: &str) -> Vec<String> {
+    let dir = workspace_root()
+        .join("transforms/mappings")
+        .join(channel)
+        .join("cases")
+        .join(document);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".input.json"))
+        .collect();
+    names.sort();
+    assert!(!names.is_empty(), "no golden input in {}", dir.display());
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_golden_input_passes_its_channel_schema_and_reaches_the_erp_canonical() {
+    let (sim, gw) = start().await;
+    let mut posted = 0;
+    for (channel, document, route, scope, erp_path) in DOCUMENTS {
+        let auth = format!("Bearer {}", token(channel, scope));
+        for name in golden_inputs(channel, document) {
+            let dir = format!("{channel}/cases/{document}");
+            let body = case(&format!("{dir}/{name}"));
+            let expected: Value = serde_json::from_slice(&case(&format!(
+                "{dir}/{}",
+                name.replace(".input.json", ".expected.json")
+            )))
+            .unwrap();
+            let (status, ack) = post(
+                &gw,
+                &format!("/channels/{channel}/{route}"),
+                &[("authorization", &auth), SHOP],
+                body,
+            )
+            .await;
+            assert!((200..300).contains(&status), "{dir}/{name}: {status} {ack}");
+            posted += 1;
+            let got = sim.requests();
+            assert_eq!(got.len(), posted, "{dir}/{name}");
+            let last = &got[posted - 1];
+            assert_eq!(last.path, erp_path, "{dir}/{name}");
+            assert_eq!(
+                last.query.as_deref(),
+                Some(format!("channel={channel}").as_str())
+            );
+            let doc: Value = serde_json::from_slice(&last.body).unwrap();
+            assert_eq!(doc["document_type"], document, "{dir}/{name}: {doc}");
+            assert_eq!(doc, expected, "{dir}/{name}");
+        }
+    }
+    // every golden case of the six documents went through (shopify's stay under its burst)
+    assert_eq!(posted, 8);
+}
+
+/// How a broken variant is made from a golden input.
+enum Break {
+    /// Remove the member at this pointer.
+    Remove(&'static str),
+    /// Replace the value at this pointer.
+    Set(&'static str, Value),
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_breaking_its_channel_schema_is_refused_with_the_field_and_never_reaches_the_erp()
+ {
+    use serde_json::json;
+    // (channel, route, scope, golden input, how it is broken, expected pointer, keyword)
+    let variants = [
+        (
+            "amazon",
+            "inventory",
+            "inventory:write",
+            "amazon/cases/inventory_adjustment/fba-summaries-with-details.input.json",
+            Break::Set(
+                "/payload/inventorySummaries/0/inventoryDetails/fulfillableQuantity",
+                json!("42"),
+            ),
+            "/payload/inventorySummaries/0/inventoryDetails/fulfillableQuantity",
+            "type",
+        ),
+        (
+            "amazon",
+            "inventory",
+            "inventory:write",
+            "amazon/cases/inventory_adjustment/fba-summaries-with-details.input.json",
+            Break::Remove("/payload/inventorySummaries/1/sellerSku"),
+            "/payload/inventorySummaries/1",
+            "required",
+        ),
+        (
+            "amazon",
+            "shipments",
+            "shipments:write",
+            "amazon/cases/shipment/sandbox-confirm-shipment.input.json",
+            Break::Set("/packageDetail/shipDate", json!("2022-02-11 01:00")),
+            "/packageDetail/shipDate",
+            "pattern",
+        ),
+        (
+            "amazon",
+            "shipments",
+            "shipments:write",
+            "amazon/cases/shipment/sandbox-confirm-shipment.input.json",
+            Break::Remove("/packageDetail/orderItems/0/quantity"),
+            "/packageDetail/orderItems/0",
+            "required",
+        ),
+        (
+            "shopify",
+            "inventory",
+            "inventory:write",
+            "shopify/cases/inventory_adjustment/available-adjustment-delta.input.json",
+            Break::Set("/available_adjustment", json!("-3")),
+            "/available_adjustment",
+            "type",
+        ),
+        (
+            "shopify",
+            "inventory",
+            "inventory:write",
+            "shopify/cases/inventory_adjustment/admin-rest-2026-07-inventory-level-set.input.json",
+            Break::Remove("/inventory_level/inventory_item_id"),
+            "/inventory_level",
+            "required",
+        ),
+        (
+            "shopify",
+            "shipments",
+            "shipments:write",
+            "shopify/cases/shipment/success-in-transit-two-parcels.input.json",
+            Break::Set("/fulfillment/line_items/0/quantity", json!("3")),
+            "/fulfillment/line_items/0/quantity",
+            "type",
+        ),
+        (
+            "shopify",
+            "shipments",
+            "shipments:write",
+            "shopify/cases/shipment/admin-rest-2026-07-fulfillment-failure.input.json",
+            Break::Remove("/fulfillment/order_id"),
+            "/fulfillment",
+            "required",
+        ),
+        (
+            "shopify",
+            "returns",
+            "returns:write",
+            "shopify/cases/return/admin-rest-2026-07-refund.input.json",
+            Break::Set(
+                "/refund/refund_line_items/0/subtotal_set/shop_money/amount",
+                json!(195.66),
+            ),
+            "/refund/refund_line_items/0/subtotal_set/shop_money/amount",
+            "type",
+        ),
+        (
+            "shopify",
+            "returns",
+            "returns:write",
+            "shopify/cases/return/admin-rest-2026-07-refund.input.json",
+            Break::Remove("/refund/refund_line_items/1/line_item_id"),
+            "/refund/refund_line_items/1",
+            "required",
+        ),
+        (
+            "walmart",
+            "returns",
+            "returns:write",
+            "walmart/cases/return/refund-completed.input.json",
+            Break::Set("/returnOrderLines/0/quantity/measurementValue", json!("1")),
+            "/returnOrderLines/0/quantity/measurementValue",
+            "type",
+        ),
+        (
+            "walmart",
+            "returns",
+            "returns:write",
+            "walmart/cases/return/refund-completed.input.json",
+            Break::Remove("/returnOrderDate"),
+            "",
+            "required",
+        ),
+    ];
+    let (sim, gw) = start().await;
+    let mut tokens = std::collections::HashMap::new();
+    for (channel, route, scope, input, broken, pointer, keyword) in variants {
+        let mut body: Value = serde_json::from_slice(&case(input)).unwrap();
+        let field = match &broken {
+            Break::Remove(at) => {
+                let (parent, key) = at.rsplit_once('/').unwrap();
+                let removed = body
+                    .pointer_mut(parent)
+                    .and_then(Value::as_object_mut)
+                    .and_then(|o| o.remove(key));
+                assert!(removed.is_some(), "{input}: nothing at {at}");
+                key
+            }
+            Break::Set(at, value) => {
+                let slot = body.pointer_mut(at).unwrap();
+                assert_ne!(slot, value, "{input}: {at} is already {value}");
+                *slot = value.clone();
+                at.rsplit_once('/').unwrap().1
+            }
+        };
+        let auth = tokens
+            .entry((channel, scope))
+            .or_insert_with(|| format!("Bearer {}", token(channel, scope)));
+        let (status, problem) = post(
+            &gw,
+            &format!("/channels/{channel}/{route}"),
+            &[("authorization", auth), SHOP],
+            serde_json::to_vec(&body).unwrap(),
+        )
+        .await;
+        assert_eq!(status, 422, "{input} {pointer}: {problem}");
+        assert_eq!(
+            problem["type"], "urn:gateway:problem:schema-violation",
+            "{problem}"
+        );
+        let violations = problem["violations"].as_array().unwrap();
+        assert!(
+            violations.iter().any(|v| v["pointer"] == pointer
+                && v["keyword"] == keyword
+                && (keyword != "required" || v["message"].as_str().unwrap().contains(field))),
+            "{input}: no {keyword} violation of {field} at {pointer:?}: {problem}"
+        );
+    }
+    assert_eq!(sim.requests_started(), 0);
+}
