@@ -111,7 +111,7 @@ impl LocalStore {
     }
 
     /// Stores the response of the claim holding `token`, kept until `now_ms + ttl_ms`. False
-    /// when the claim is no longer this one's (its lease ran out and the key moved on).
+    /// when the claim is no longer this one's, or its lease ran out.
     pub fn complete(
         &self,
         key: &str,
@@ -122,7 +122,7 @@ impl LocalStore {
     ) -> bool {
         let mut shard = self.shard(key);
         match shard.entries.get_mut(key) {
-            Some(e) if e.record.is_none() && e.token == token => {
+            Some(e) if e.record.is_none() && e.token == token && e.expires_ms > now_ms => {
                 e.record = Some(record);
                 e.token = 0;
                 e.expires_ms = now_ms.saturating_add(ttl_ms);
@@ -133,12 +133,13 @@ impl LocalStore {
     }
 
     /// Gives up the claim holding `token`, so the next request with the key goes through.
-    pub fn release(&self, key: &str, token: u64) -> bool {
+    /// False when the claim is no longer this one's, or its lease ran out (it is free anyway).
+    pub fn release(&self, key: &str, token: u64, now_ms: u64) -> bool {
         let mut shard = self.shard(key);
         let ours = shard
             .entries
             .get(key)
-            .is_some_and(|e| e.record.is_none() && e.token == token);
+            .is_some_and(|e| e.record.is_none() && e.token == token && e.expires_ms > now_ms);
         if ours {
             shard.entries.remove(key);
         }
@@ -233,8 +234,10 @@ mod tests {
         assert_eq!(s.claim("k", &FP, 3, 30_000, 30_000), Ok(Claim::Claimed));
         // the first holder comes back late: its answer is not stored over the new claim
         assert!(!s.complete("k", 1, record("late"), 31_000, 60_000));
-        assert!(!s.release("k", 1));
-        assert!(s.release("k", 3));
+        assert!(!s.release("k", 1, 31_000));
+        // nor is an answer that comes after its own lease
+        assert!(!s.complete("k", 3, record("late"), 60_000, 60_000));
+        assert!(s.release("k", 3, 59_999));
         assert!(s.is_empty());
     }
 

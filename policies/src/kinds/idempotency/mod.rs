@@ -535,10 +535,11 @@ impl Idempotency {
             }
             _ => None,
         };
+        let now = self.now_ms();
         let Some((status, body)) = keep else {
             let released = match &self.backend {
-                Backend::Local(s) => Ok(s.release(&held.scoped, held.token)),
-                Backend::Redis(r, _) => r.release(&held.scoped, held.token).await,
+                Backend::Local(s) => Ok(s.release(&held.scoped, held.token, now)),
+                Backend::Redis(r, _) => r.release(&held.scoped, held.token, now).await,
             };
             match released {
                 Ok(_) => self.outcomes.released.inc(),
@@ -560,7 +561,6 @@ impl Idempotency {
             headers,
             body: body.clone(),
         };
-        let now = self.now_ms();
         let stored = match &self.backend {
             Backend::Local(s) => {
                 Ok(s.complete(&held.scoped, held.token, Arc::new(record), now, self.ttl_ms))

@@ -36,9 +36,10 @@ return {'claimed'}
 ";
 
 /// KEYS[1]: the record. ARGV: token, now (unix ms), TTL (ms), status, headers, body.
-/// Returns 1 when stored, 0 when the claim is not this token's any more.
+/// Returns 1 when stored, 0 when the claim is not this token's any more or its lease ran out.
 const COMPLETE: &str = r"
-if redis.call('HGET', KEYS[1], 'tok') ~= ARGV[1] then return 0 end
+local held = redis.call('HMGET', KEYS[1], 'tok', 'exp')
+if held[1] ~= ARGV[1] or (tonumber(held[2]) or 0) <= tonumber(ARGV[2]) then return 0 end
 local ttl = tonumber(ARGV[3])
 redis.call('HSET', KEYS[1], 'exp', string.format('%d', tonumber(ARGV[2]) + ttl), 'st', ARGV[4], 'hd', ARGV[5], 'bd', ARGV[6])
 redis.call('HDEL', KEYS[1], 'tok')
@@ -46,9 +47,11 @@ redis.call('PEXPIRE', KEYS[1], ttl)
 return 1
 ";
 
-/// KEYS[1]: the record. ARGV: token. Deletes the claim if it is still this token's.
+/// KEYS[1]: the record. ARGV: token, now (unix ms). Deletes the claim if it is still this
+/// token's and its lease has not run out.
 const RELEASE: &str = r"
-if redis.call('HGET', KEYS[1], 'tok') ~= ARGV[1] then return 0 end
+local held = redis.call('HMGET', KEYS[1], 'tok', 'exp')
+if held[1] ~= ARGV[1] or (tonumber(held[2]) or 0) <= tonumber(ARGV[2]) then return 0 end
 redis.call('DEL', KEYS[1])
 return 1
 ";
@@ -129,9 +132,9 @@ impl RedisRecords {
     }
 
     /// See [`LocalStore::release`](super::LocalStore::release); one script call.
-    pub async fn release(&self, scoped: &str, token: u64) -> Result<bool, StoreError> {
+    pub async fn release(&self, scoped: &str, token: u64, now_ms: u64) -> Result<bool, StoreError> {
         let mut inv = RELEASE_SCRIPT.prepare_invoke();
-        inv.key(self.key(scoped)).arg(token);
+        inv.key(self.key(scoped)).arg(token).arg(now_ms);
         let released: i64 = self
             .store
             .call(|mut conn| async move { inv.invoke_async(&mut conn).await })
