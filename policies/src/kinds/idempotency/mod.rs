@@ -531,7 +531,7 @@ impl Idempotency {
             (true, status @ 100.., Some(body)) => {
                 let failed = status >= 500;
                 (!failed || self.on_upstream_error == OnUpstreamError::Store)
-                    .then(|| (status, body))
+                    .then_some((status, body))
             }
             _ => None,
         };
