@@ -164,7 +164,7 @@ pub(crate) async fn buffered(
     let id = HeaderValue::from_str(&ctx.state.request_id)
         .or_err(ErrorType::InternalError, "request id")?;
     headers.insert(REQUEST_ID, id);
-    respond::write(
+    let written = respond::write(
         session,
         status,
         &headers,
@@ -172,8 +172,12 @@ pub(crate) async fn buffered(
         resp_body.clone(),
         false,
     )
-    .await?;
+    .await;
+    // kept even when the client is gone: the upstream did the work, so an idempotency record
+    // of it must still be stored
     ctx.buffered_response = Some((headers, resp_body));
+    ctx.buffered_status = Some(status.as_u16());
+    written?;
     Ok(true)
 }
 

@@ -85,6 +85,8 @@ pub struct RequestCtx {
     pub(crate) upstream_status: Option<u16>,
     pub(crate) forwarded: bool,
     pub(crate) buffered_response: Option<(HeaderMap, Bytes)>,
+    /// The status of `buffered_response` (the client may have gone before it was written).
+    pub(crate) buffered_status: Option<u16>,
     pub(crate) bytes_in: usize,
 }
 
@@ -252,6 +254,18 @@ impl Gateway {
         ctx.outcome = Outcome::Upstream(kind);
         let status = upstream_error_status(kind);
         let problem = upstream_problem(status, &upstream, detail);
+        if ctx.forwarded {
+            // the request may have reached the upstream: the answer is what an idempotency
+            // record of this exchange holds
+            let body = problem.to_json(session.req_header().uri.path(), &ctx.state.request_id);
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static(policies::problem::PROBLEM_CONTENT_TYPE),
+            );
+            ctx.buffered_response = Some((headers, body));
+            ctx.buffered_status = Some(status.as_u16());
+        }
         respond::problem(
             session,
             &problem,
@@ -354,6 +368,7 @@ impl ProxyHttp for Gateway {
             upstream_status: None,
             forwarded: false,
             buffered_response: None,
+            buffered_status: None,
             bytes_in: 0,
         }
     }
@@ -682,7 +697,11 @@ impl ProxyHttp for Gateway {
                 None => (None, None),
             };
             let done = Completion {
-                status,
+                status: if status == 0 {
+                    ctx.buffered_status.unwrap_or(0)
+                } else {
+                    status
+                },
                 forwarded: ctx.forwarded,
                 headers,
                 body,

@@ -80,10 +80,14 @@ pub fn load_store(
             std::process::exit(1);
         }
     };
-    let env = CompileEnv {
+    let mut env = CompileEnv {
         metrics: policy_metrics,
         ..CompileEnv::default()
     };
+    // end-to-end tests move the gateway's time through a file instead of sleeping
+    if let Some(file) = std::env::var_os(policies::clock::TEST_CLOCK_OFFSET_ENV) {
+        env.clock = Arc::new(policies::clock::TestOffsetClock::new(file));
+    }
     match ConfigStore::load(config, env, overrides, metrics) {
         Ok(store) => Arc::new(store),
         Err(errors) => {

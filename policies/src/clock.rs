@@ -76,6 +76,46 @@ impl Clock for ManualClock {
     }
 }
 
+/// The system clock shifted by a number of seconds read from a file on every call. For
+/// end-to-end tests only: the gateway uses it when started with the environment variable
+/// [`TEST_CLOCK_OFFSET_ENV`], so a test can move the time of a running binary (expire records)
+/// by writing a new offset instead of sleeping. A missing or unreadable file means no offset.
+#[derive(Debug)]
+pub struct TestOffsetClock {
+    system: SystemClock,
+    file: std::path::PathBuf,
+}
+
+/// The environment variable naming the offset file of [`TestOffsetClock`] (tests only).
+pub const TEST_CLOCK_OFFSET_ENV: &str = "GATEWAY_TEST_CLOCK_OFFSET_FILE";
+
+impl TestOffsetClock {
+    /// A clock shifted by the seconds written in `file` (an integer, may be absent).
+    pub fn new(file: impl Into<std::path::PathBuf>) -> Self {
+        TestOffsetClock {
+            system: SystemClock::new(),
+            file: file.into(),
+        }
+    }
+
+    fn offset(&self) -> Duration {
+        std::fs::read_to_string(&self.file)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .map_or(Duration::ZERO, Duration::from_secs)
+    }
+}
+
+impl Clock for TestOffsetClock {
+    fn unix_time(&self) -> Duration {
+        self.system.unix_time() + self.offset()
+    }
+
+    fn monotonic(&self) -> Duration {
+        self.system.monotonic() + self.offset()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

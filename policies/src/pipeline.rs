@@ -52,7 +52,8 @@ pub struct ResponseView<'a> {
 /// How a request ended, for `on_complete`.
 #[derive(Debug, Clone, Copy)]
 pub struct Completion<'a> {
-    /// The status sent to the client (0 if none could be sent).
+    /// The status sent to the client (0 if none could be sent). For a buffered exchange
+    /// whose client went away before the answer was written, the status it had.
     pub status: u16,
     /// Whether the request was forwarded upstream.
     pub forwarded: bool,

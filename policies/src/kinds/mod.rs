@@ -2,6 +2,7 @@
 //! and the one `match` that compiles a spec and the ones that dispatch phases. Adding a kind is
 //! one file, one variant in each enum, and one arm per match below.
 
+pub mod idempotency;
 pub mod json_body;
 pub mod jwt;
 pub mod rate_limit;
@@ -19,6 +20,7 @@ use crate::compile::CompileEnv;
 use crate::error::ErrorSink;
 use crate::pipeline::{Completion, ExchangeState, Flow, Phases, RequestView, ResponseView};
 
+pub use idempotency::{Idempotency, IdempotencySpec};
 pub use json_body::{JsonBody, JsonBodySpec};
 pub use jwt::{Jwt, JwtSpec};
 pub use rate_limit::{RateLimit, RateLimitSpec};
@@ -48,6 +50,11 @@ pub enum PolicySpec {
     /// Verifies a marketplace webhook: an HMAC-SHA256 of the raw body in a header (Shopify's
     /// `X-Shopify-Hmac-Sha256` as a preset), against one or two secrets per channel.
     WebhookSignature(WebhookSignatureSpec),
+    /// Makes a request with the same idempotency key (the `Idempotency-Key` header, another
+    /// header such as `X-Shopify-Webhook-Id`, or values from the body) reach the upstream once:
+    /// repeats get the stored answer replayed, 409 while the first is in flight, 422 with a
+    /// different body. Records live in this process or on Redis. List it before a `transform`.
+    Idempotency(IdempotencySpec),
 }
 
 /// A compiled policy.
@@ -65,6 +72,8 @@ pub enum Policy {
     Jwt(Jwt),
     /// See [`WebhookSignature`].
     WebhookSignature(WebhookSignature),
+    /// See [`Idempotency`].
+    Idempotency(Idempotency),
 }
 
 /// What a kind's compile step gets.
@@ -135,6 +144,7 @@ impl PolicySpec {
             PolicySpec::WebhookSignature(s) => {
                 WebhookSignature::compile(s, cx).map(Policy::WebhookSignature)
             }
+            PolicySpec::Idempotency(s) => Idempotency::compile(s, cx).map(Policy::Idempotency),
         }
     }
 }
@@ -148,6 +158,7 @@ macro_rules! dispatch {
             Policy::RateLimit($p) => $body,
             Policy::Jwt($p) => $body,
             Policy::WebhookSignature($p) => $body,
+            Policy::Idempotency($p) => $body,
         }
     };
 }

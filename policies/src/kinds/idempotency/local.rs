@@ -1,0 +1,270 @@
+//! The in-process idempotency store: claims and stored responses per key, in a map split into
+//! shards with a lock each (never held across an await). Bounded: past `max_entries` a shard
+//! first drops what has expired, then the completed record closest to its expiry; in-flight
+//! claims are never evicted (a full store of in-flight claims refuses new ones).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex};
+
+use super::{Claim, Fingerprint, Record};
+
+/// Shards of the map (a power of two well above the core counts the gateway runs on).
+const SHARDS: usize = 64;
+
+/// How often (ms) a shard drops expired entries even when it is not full.
+const SWEEP_INTERVAL_MS: u64 = 10_000;
+
+#[derive(Debug)]
+struct Entry {
+    fingerprint: Fingerprint,
+    /// Unix ms after which the entry is gone (the lease of a claim, the TTL of a record).
+    expires_ms: u64,
+    /// The claim's token while in flight.
+    token: u64,
+    record: Option<Arc<Record>>,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    entries: HashMap<Box<str>, Entry>,
+    next_sweep: u64,
+}
+
+/// The store is full of in-flight claims: nothing could be evicted for a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the idempotency store is full of in-flight requests")]
+pub struct Full;
+
+/// Idempotency records kept in this process.
+#[derive(Debug)]
+pub struct LocalStore {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+    max_entries: usize,
+    per_shard: usize,
+}
+
+impl LocalStore {
+    /// An empty store holding at most about `max_entries` keys.
+    pub fn new(max_entries: usize) -> LocalStore {
+        LocalStore {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
+            max_entries,
+            per_shard: max_entries.div_ceil(SHARDS).max(1),
+        }
+    }
+
+    /// The bound it was made with.
+    pub fn max_entries(&self) -> usize {
+        self.max_entries
+    }
+
+    fn shard(&self, key: &str) -> std::sync::MutexGuard<'_, Shard> {
+        let shard = &self.shards[self.hasher.hash_one(key) as usize % SHARDS];
+        shard.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Claims `key` for a request with this fingerprint at unix ms `now_ms`, for `lease_ms`;
+    /// or reports the claim in flight, or the stored record.
+    pub fn claim(
+        &self,
+        key: &str,
+        fingerprint: &Fingerprint,
+        token: u64,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Result<Claim, Full> {
+        let mut shard = self.shard(key);
+        if now_ms >= shard.next_sweep {
+            shard.entries.retain(|_, e| e.expires_ms > now_ms);
+            shard.next_sweep = now_ms + SWEEP_INTERVAL_MS;
+        }
+        if let Some(e) = shard.entries.get(key)
+            && e.expires_ms > now_ms
+        {
+            return Ok(match &e.record {
+                Some(record) => Claim::Done {
+                    fingerprint: e.fingerprint,
+                    record: record.clone(),
+                },
+                None => Claim::InFlight {
+                    fingerprint: e.fingerprint,
+                    remaining_ms: e.expires_ms - now_ms,
+                },
+            });
+        }
+        if shard.entries.len() >= self.per_shard && !shard.entries.contains_key(key) {
+            make_room(&mut shard, now_ms)?;
+        }
+        shard.entries.insert(
+            key.into(),
+            Entry {
+                fingerprint: *fingerprint,
+                expires_ms: now_ms.saturating_add(lease_ms),
+                token,
+                record: None,
+            },
+        );
+        Ok(Claim::Claimed)
+    }
+
+    /// Stores the response of the claim holding `token`, kept until `now_ms + ttl_ms`. False
+    /// when the claim is no longer this one's, or its lease ran out.
+    pub fn complete(
+        &self,
+        key: &str,
+        token: u64,
+        record: Arc<Record>,
+        now_ms: u64,
+        ttl_ms: u64,
+    ) -> bool {
+        let mut shard = self.shard(key);
+        match shard.entries.get_mut(key) {
+            Some(e) if e.record.is_none() && e.token == token && e.expires_ms > now_ms => {
+                e.record = Some(record);
+                e.token = 0;
+                e.expires_ms = now_ms.saturating_add(ttl_ms);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Gives up the claim holding `token`, so the next request with the key goes through.
+    /// False when the claim is no longer this one's, or its lease ran out (it is free anyway).
+    pub fn release(&self, key: &str, token: u64, now_ms: u64) -> bool {
+        let mut shard = self.shard(key);
+        let ours = shard
+            .entries
+            .get(key)
+            .is_some_and(|e| e.record.is_none() && e.token == token && e.expires_ms > now_ms);
+        if ours {
+            shard.entries.remove(key);
+        }
+        ours
+    }
+
+    /// Keys currently held, expired or not (tests, diagnostics).
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).entries.len())
+            .sum()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Frees one slot in a full shard: expired entries first, else the record nearest its expiry.
+fn make_room(shard: &mut Shard, now_ms: u64) -> Result<(), Full> {
+    let before = shard.entries.len();
+    shard.entries.retain(|_, e| e.expires_ms > now_ms);
+    if shard.entries.len() < before {
+        return Ok(());
+    }
+    let victim = shard
+        .entries
+        .iter()
+        .filter(|(_, e)| e.record.is_some())
+        .min_by_key(|(_, e)| e.expires_ms)
+        .map(|(k, _)| k.clone());
+    match victim {
+        Some(k) => {
+            shard.entries.remove(&k);
+            Ok(())
+        }
+        None => Err(Full),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn record(body: &'static str) -> Arc<Record> {
+        Arc::new(Record {
+            status: 201,
+            headers: Vec::new(),
+            body: Bytes::from_static(body.as_bytes()),
+        })
+    }
+
+    const FP: Fingerprint = [7; 32];
+
+    #[test]
+    fn a_key_is_claimed_once_then_replayed_until_its_ttl() {
+        let s = LocalStore::new(1000);
+        assert_eq!(s.claim("k", &FP, 1, 0, 30_000), Ok(Claim::Claimed));
+        assert_eq!(
+            s.claim("k", &[8; 32], 2, 1_000, 30_000),
+            Ok(Claim::InFlight {
+                fingerprint: FP,
+                remaining_ms: 29_000
+            })
+        );
+        // only the holder of the claim completes it
+        assert!(!s.complete("k", 2, record("no"), 2_000, 60_000));
+        assert!(s.complete("k", 1, record("yes"), 2_000, 60_000));
+        assert!(!s.complete("k", 1, record("again"), 2_000, 60_000));
+        assert_eq!(
+            s.claim("k", &FP, 3, 61_999, 30_000),
+            Ok(Claim::Done {
+                fingerprint: FP,
+                record: record("yes")
+            })
+        );
+        assert_eq!(s.claim("k", &FP, 4, 62_000, 30_000), Ok(Claim::Claimed));
+    }
+
+    #[test]
+    fn a_lease_runs_out_so_a_crashed_holder_frees_the_key() {
+        let s = LocalStore::new(1000);
+        assert_eq!(s.claim("k", &FP, 1, 0, 30_000), Ok(Claim::Claimed));
+        assert!(matches!(
+            s.claim("k", &FP, 2, 29_999, 30_000),
+            Ok(Claim::InFlight { .. })
+        ));
+        assert_eq!(s.claim("k", &FP, 3, 30_000, 30_000), Ok(Claim::Claimed));
+        // the first holder comes back late: its answer is not stored over the new claim
+        assert!(!s.complete("k", 1, record("late"), 31_000, 60_000));
+        assert!(!s.release("k", 1, 31_000));
+        // nor is an answer that comes after its own lease
+        assert!(!s.complete("k", 3, record("late"), 60_000, 60_000));
+        assert!(s.release("k", 3, 59_999));
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn a_full_store_evicts_expired_then_oldest_records_never_claims() {
+        // one entry per shard
+        let s = LocalStore::new(1);
+        assert_eq!(s.claim("a", &FP, 1, 0, 1_000), Ok(Claim::Claimed));
+        // "a" is in flight and its shard is full: claims of other keys hashing there fail
+        let same_shard: Vec<String> = (0..10_000)
+            .map(|i| format!("k{i}"))
+            .filter(|k| {
+                s.hasher.hash_one(k.as_str()) as usize % SHARDS
+                    == s.hasher.hash_one("a") as usize % SHARDS
+            })
+            .take(2)
+            .collect();
+        assert_eq!(s.claim(&same_shard[0], &FP, 2, 10, 1_000), Err(Full));
+        assert!(s.complete("a", 1, record("a"), 10, 100_000));
+        // a record is evicted for a new claim
+        assert_eq!(
+            s.claim(&same_shard[0], &FP, 3, 20, 1_000),
+            Ok(Claim::Claimed)
+        );
+        assert_eq!(s.claim("a", &FP, 4, 30, 1_000), Err(Full));
+        // once the lease ran out, the expired claim makes room
+        assert_eq!(s.claim("a", &FP, 5, 2_000, 1_000), Ok(Claim::Claimed));
+        assert_eq!(s.len(), 1);
+    }
+}
