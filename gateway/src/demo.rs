@@ -181,7 +181,10 @@ fn print_banner(l: &Listening, erp: SocketAddr, sample: &Path) {
          amazon, scope orders:write, valid 24h; `gateway token --help` mints others):\n\n",
     );
     out.push_str(&demo_curl(http, sample, &token, &key.to_string()));
-    out.push_str("\n\n");
+    out.push_str(
+        "\n\nPaste it again: same Idempotency-Key, so the ERP is not called twice and the \
+         stored answer comes back with `Idempotent-Replayed: true`.\n\n",
+    );
     print!("{out}");
     let _ = std::io::stdout().flush();
 }

@@ -58,6 +58,8 @@ fn the_printed_request_goes_through_and_succeeds() {
     let printed = rx.recv_timeout(Duration::from_secs(60));
     let result = printed.map(|(line, sim)| {
         let (out, ok) = shell(&line);
+        // pasted again: the same idempotency key, so the stored answer comes back
+        let (again, _) = shell(&line);
         // The same request without its token must be refused at the edge.
         let without_token = line
             .split(" -H 'Authorization: ")
@@ -73,11 +75,11 @@ fn the_printed_request_goes_through_and_succeeds() {
             .collect::<String>();
         let (refused, _) = shell(&without_token);
         let seen = sim.map(|url| shell(&format!("curl -sS {url}")).0);
-        (line, out, ok, without_token, refused, seen)
+        (line, out, again, ok, without_token, refused, seen)
     });
     let _ = child.kill();
     let _ = child.wait();
-    let (line, out, ok, without_token, refused, seen) =
+    let (line, out, again, ok, without_token, refused, seen) =
         result.expect("the demo printed no curl command");
     assert!(ok, "{line}\n{out}");
     let status_line = out.lines().next().unwrap_or_default();
@@ -93,6 +95,15 @@ fn the_printed_request_goes_through_and_succeeds() {
     );
     assert!(out.to_ascii_lowercase().contains("\nratelimit: "), "{out}");
 
+    assert!(again.starts_with("HTTP/1.1 201"), "{again}");
+    assert!(
+        again
+            .to_ascii_lowercase()
+            .contains("\nidempotent-replayed: true"),
+        "{again}"
+    );
+    let body = |r: &str| r.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    assert_eq!(body(&again), body(&out));
     assert!(!without_token.contains("Bearer"), "{without_token}");
     assert!(
         refused.starts_with("HTTP/1.1 401"),
