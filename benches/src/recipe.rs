@@ -12,7 +12,8 @@ use http_body_util::Full;
 /// A header value made per request.
 #[derive(Debug, Clone)]
 pub enum Generated {
-    /// A fresh UUID v4 each time (new idempotency keys).
+    /// A fresh UUID v4 each time, as an RFC 8941 string (`"..."`, the `Idempotency-Key`
+    /// syntax): new idempotency keys.
     Uuid,
     /// The values in turn, round robin over every connection (pre-minted tokens, a small set of
     /// keys that are replayed).
@@ -103,9 +104,11 @@ impl Recipe {
         let value = match how {
             Generated::Uuid => {
                 let id = uuid::Uuid::new_v4();
-                let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-                // a hyphenated UUID is ASCII: always a valid header value
-                HeaderValue::from_bytes(id.hyphenated().encode_lower(&mut buf).as_bytes()).ok()?
+                let mut buf = [b'"'; uuid::fmt::Hyphenated::LENGTH + 2];
+                id.hyphenated()
+                    .encode_lower(&mut buf[1..=uuid::fmt::Hyphenated::LENGTH]);
+                // a quoted hyphenated UUID is ASCII: always a valid header value
+                HeaderValue::from_bytes(&buf).ok()?
             }
             Generated::Cycle(values) => {
                 let i = self.seq.fetch_add(1, Ordering::Relaxed) as usize;
@@ -150,7 +153,8 @@ mod tests {
         assert_eq!(a.headers()["host"], "127.0.0.1:1");
         assert_eq!(a.headers()["authorization"], "Bearer x");
         assert_eq!(a.headers()["content-type"], "application/json");
-        assert_eq!(a.headers()["idempotency-key"].len(), 36);
+        assert_eq!(a.headers()["idempotency-key"].len(), 38);
+        assert!(a.headers()["idempotency-key"].as_bytes().starts_with(b"\""));
         assert_ne!(
             a.headers()["idempotency-key"],
             b.headers()["idempotency-key"]

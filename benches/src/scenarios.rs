@@ -3,11 +3,12 @@
 //! recipe. Policy scenarios whose kinds the gateway does not have yet are found out by
 //! `gateway check` on their file and reported as pending, never approximated.
 //!
-//! Snippets may use `{jwks}` (path of a JWKS with the development RS256 key) and `{redis}`
-//! (`host:port` of a redis-server the harness starts when `needs_redis`).
+//! Snippets may use `{jwks}` (path of a JWKS with the development RS256 key), `{schemas}` and
+//! `{mappings}` (the example set's schemas and the mapping catalog, absolute paths) and
+//! `{redis}` (`host:port` of a redis-server the harness starts when `needs_redis`).
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use http::HeaderValue;
@@ -47,6 +48,25 @@ pub struct Scenario {
     pub needs_redis: bool,
     /// The request sent over and over.
     pub recipe: Recipe,
+    /// Gateway only: run this gateway binary instead of the one built (`--compare`).
+    pub gateway_bin: Option<PathBuf>,
+}
+
+impl Scenario {
+    /// The same scenario on another gateway binary, as `<id>@<tag>` (A/B runs of two builds,
+    /// interleaved in one run).
+    pub fn on_binary(&self, tag: &str, bin: PathBuf) -> Scenario {
+        Scenario {
+            id: Box::leak(format!("{}@{tag}", self.id).into_boxed_str()),
+            title: Box::leak(format!("{} [{tag}: {}]", self.title, bin.display()).into_boxed_str()),
+            system: self.system,
+            snippet: self.snippet,
+            env: self.env.clone(),
+            needs_redis: self.needs_redis,
+            recipe: self.recipe.clone(),
+            gateway_bin: Some(bin),
+        }
+    }
 }
 
 /// Material the recipes need, made once per run.
@@ -143,7 +163,7 @@ const RL_LOCAL: &str = r#"policies:
   limit:
     kind: rate_limit
     key: [channel]
-    limits: [{name: per_second, rate: 100000000, per: 1s}]
+    limits: [{name: per_second, rate: 1000000, per: 1s}]
 "#;
 
 const RL_REDIS: &str = r#"redis:
@@ -153,7 +173,7 @@ policies:
     kind: rate_limit
     key: [channel]
     store: redis
-    limits: [{name: per_second, rate: 100000000, per: 1s}]
+    limits: [{name: per_second, rate: 1000000, per: 1s}]
 "#;
 
 const JWT_RL: &str = r#"policies:
@@ -167,62 +187,113 @@ const JWT_RL: &str = r#"policies:
   limit:
     kind: rate_limit
     key: [channel]
-    limits: [{name: per_second, rate: 100000000, per: 1s}]
+    limits: [{name: per_second, rate: 1000000, per: 1s}]
 "#;
 
+/// The example set's `order-schema`: each marketplace's own order schema.
 const SCHEMA: &str = r#"policies:
-  json:
-    kind: json_body
-    max_depth: 32
-  validate:
+  order-schema:
     kind: schema
-    schema: amazon/order
+    max_errors: 20
+    channels:
+      amazon: "{schemas}/amazon/order.schema.json"
+      shopify: "{schemas}/shopify/order.schema.json"
+      walmart: "{schemas}/walmart/order.schema.json"
+      ebay: "{schemas}/ebay/order.schema.json"
 "#;
 
+/// The example set's `order-transform`: the channel's order into the canonical model, the
+/// ERP's acknowledgement back (bench-upstream answers the ERP's canonical ack, see
+/// `bench-upstream.rs`, so `erp/ack` runs on every answer).
 const TRANSFORM: &str = r#"policies:
-  json:
-    kind: json_body
-    max_depth: 32
-  transform:
+  order-transform:
     kind: transform
-    mapping: amazon/order
+    mappings: "{mappings}"
+    document: order
+    answer: erp/ack
+    error: erp/error
 "#;
 
+/// Idempotency keys from the `Idempotency-Key` header (an RFC 8941 string), kept 24 h.
 const IDEMPOTENCY: &str = r#"policies:
-  json:
-    kind: json_body
-    max_depth: 32
   idempotency:
     kind: idempotency
+    key: {header: Idempotency-Key}
     ttl: 24h
 "#;
 
-/// The chain an Amazon order takes in the example policy set once every kind has landed.
-const ALL: &str = r#"policies:
-  auth:
+/// The chain an Amazon order takes in the example policy set (policies/files/gateway.yaml,
+/// route `channel-orders`): `orders-auth` (RFC 9068 access tokens bound to the route's
+/// channel), one rate limit per marketplace (only the request's channel's applies; rates far
+/// above what a run reaches), `order-schema`, idempotency, `order-transform`. Schemas and
+/// mappings are absolute paths filled in by the harness, so the file can live anywhere.
+macro_rules! all_chain {
+    ($idempotency:literal) => {
+        concat!(
+            r#"policies:
+  orders-auth:
     kind: jwt
     issuer: https://idp.bench.invalid/
     audience: retail-gateway
     keys: {jwks_file: "{jwks}"}
-    algorithms: [RS256]
+    algorithms: [RS256, ES256]
+    require_at_jwt: true
+    scopes: [orders:write]
     channel: {claim: channel}
-  limit:
+    leeway: 30s
+  amazon-limit:
     kind: rate_limit
+    channels: [amazon]
+    key: [channel, subject]
+    limits: [{name: per_second, rate: 1000000, per: 1s}]
+  shopify-limit:
+    kind: rate_limit
+    channels: [shopify]
+    key: [channel, {header: X-Shopify-Shop-Domain}]
+    limits: [{name: per_second, rate: 1000000, per: 1s}]
+  walmart-limit:
+    kind: rate_limit
+    channels: [walmart]
     key: [channel]
-    limits: [{name: per_second, rate: 100000000, per: 1s}]
-  json:
-    kind: json_body
-    max_depth: 32
-  validate:
+    limits: [{name: per_minute, rate: 1000000, per: 1m}]
+  ebay-limit:
+    kind: rate_limit
+    channels: [ebay]
+    key: [channel, client_id]
+    limits:
+      - {name: per_second, rate: 1000000, per: 1s}
+      - {name: daily, rate: 1000000000, per: 1d}
+  order-schema:
     kind: schema
-    schema: amazon/order
-  idempotency:
-    kind: idempotency
-    ttl: 24h
-  transform:
+    max_errors: 20
+    channels:
+      amazon: "{schemas}/amazon/order.schema.json"
+      shopify: "{schemas}/shopify/order.schema.json"
+      walmart: "{schemas}/walmart/order.schema.json"
+      ebay: "{schemas}/ebay/order.schema.json"
+"#,
+            $idempotency,
+            r#"  order-transform:
     kind: transform
-    mapping: amazon/order
-"#;
+    mappings: "{mappings}"
+    document: order
+    answer: erp/ack
+    error: erp/error
+"#
+        )
+    };
+}
+
+const ALL: &str = all_chain!(
+    r#"  idempotency:
+    kind: idempotency
+    key: {header: Idempotency-Key}
+    ttl: 24h
+"#
+);
+
+/// [`ALL`] without idempotency, measured while that kind is pending.
+const ALL_NO_IDEM: &str = all_chain!("");
 
 fn bearer_pool(tokens: &[String]) -> anyhow::Result<Generated> {
     let values = tokens
@@ -235,7 +306,7 @@ fn bearer_pool(tokens: &[String]) -> anyhow::Result<Generated> {
 /// A small set of keys: after its first round every request is a replay.
 fn replay_keys() -> anyhow::Result<Generated> {
     let values = (0..16)
-        .map(|i| HeaderValue::try_from(format!("bench-replay-{i:04}")))
+        .map(|i| HeaderValue::try_from(format!("\"bench-replay-{i:04}\"")))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Generated::Cycle(values))
 }
@@ -252,6 +323,7 @@ pub fn all(inputs: &Inputs) -> anyhow::Result<Vec<Scenario>> {
         env: Vec::new(),
         needs_redis: false,
         recipe,
+        gateway_bin: None,
     };
     let mut v = vec![
         sc(
@@ -327,28 +399,28 @@ pub fn all(inputs: &Inputs) -> anyhow::Result<Vec<Scenario>> {
             "schema",
             "gateway schema validation, 2 KB order",
             System::Gateway,
-            concat_static(SCHEMA, orders_post_route!("[json, validate]")),
+            concat_static(SCHEMA, orders_post_route!("[order-schema]")),
             order()?,
         ),
         sc(
             "transform",
             "gateway transform, 2 KB order",
             System::Gateway,
-            concat_static(TRANSFORM, orders_post_route!("[json, transform]")),
+            concat_static(TRANSFORM, orders_post_route!("[order-transform]")),
             order()?,
         ),
         sc(
             "idem-new",
             "gateway idempotency, new keys",
             System::Gateway,
-            concat_static(IDEMPOTENCY, orders_post_route!("[json, idempotency]")),
+            concat_static(IDEMPOTENCY, orders_post_route!("[idempotency]")),
             order()?.generate("idempotency-key", Generated::Uuid)?,
         ),
         sc(
             "idem-replay",
             "gateway idempotency, replays",
             System::Gateway,
-            concat_static(IDEMPOTENCY, orders_post_route!("[json, idempotency]")),
+            concat_static(IDEMPOTENCY, orders_post_route!("[idempotency]")),
             order()?.generate("idempotency-key", replay_keys()?)?,
         ),
         sc(
@@ -357,11 +429,25 @@ pub fn all(inputs: &Inputs) -> anyhow::Result<Vec<Scenario>> {
             System::Gateway,
             concat_static(
                 ALL,
-                orders_post_route!("[auth, limit, json, validate, idempotency, transform]"),
+                orders_post_route!(
+                    "[orders-auth, amazon-limit, shopify-limit, walmart-limit, ebay-limit, order-schema, idempotency, order-transform]"
+                ),
             ),
             order()?
                 .generate("authorization", bearer_pool(&inputs.rs256)?)?
                 .generate("idempotency-key", Generated::Uuid)?,
+        ),
+        sc(
+            "ALL-noidem",
+            "gateway full Amazon order chain without idempotency (pending kind)",
+            System::Gateway,
+            concat_static(
+                ALL_NO_IDEM,
+                orders_post_route!(
+                    "[orders-auth, amazon-limit, shopify-limit, walmart-limit, ebay-limit, order-schema, order-transform]"
+                ),
+            ),
+            order()?.generate("authorization", bearer_pool(&inputs.rs256)?)?,
         ),
     ];
     for s in &mut v {
@@ -381,15 +467,39 @@ fn concat_static(a: &str, b: &str) -> &'static str {
     Box::leak(format!("{a}{b}").into_boxed_str())
 }
 
+/// The files a snippet's placeholders name.
+#[derive(Debug, Clone)]
+pub struct Files {
+    /// `{jwks}`: a JWKS file with the development RS256 public key.
+    pub jwks: PathBuf,
+    /// `{schemas}`: the example set's channel schemas (`policies/files/schemas`).
+    pub schemas: PathBuf,
+    /// `{mappings}`: the mapping catalog (`transforms/mappings`).
+    pub mappings: PathBuf,
+}
+
+impl Files {
+    /// The example set's schemas and mappings under the workspace `root`, and `jwks`.
+    pub fn new(root: &Path, jwks: PathBuf) -> Files {
+        Files {
+            jwks,
+            schemas: root.join("policies/files/schemas"),
+            mappings: root.join("transforms/mappings"),
+        }
+    }
+}
+
 /// A whole policy file for a gateway scenario.
 pub fn policy_file(
     upstream: SocketAddr,
     snippet: &str,
-    jwks: &Path,
+    files: &Files,
     redis: Option<SocketAddr>,
 ) -> String {
     let body = snippet
-        .replace("{jwks}", &jwks.display().to_string())
+        .replace("{jwks}", &files.jwks.display().to_string())
+        .replace("{schemas}", &files.schemas.display().to_string())
+        .replace("{mappings}", &files.mappings.display().to_string())
         .replace("{redis}", &redis.map(|r| r.to_string()).unwrap_or_default());
     format!(
         "# written by loadbench\nversion: 1\n\
@@ -421,11 +531,13 @@ mod tests {
             let file = policy_file(
                 "127.0.0.1:1".parse().expect("addr"),
                 s.snippet,
-                Path::new("/x/jwks.json"),
+                &Files::new(Path::new("/w"), "/x/jwks.json".into()),
                 Some("127.0.0.1:2".parse().expect("addr")),
             );
             assert!(
-                !file.contains("{jwks}") && !file.contains("{redis}"),
+                !["{jwks}", "{redis}", "{schemas}", "{mappings}"]
+                    .iter()
+                    .any(|p| file.contains(p)),
                 "{file}"
             );
         }

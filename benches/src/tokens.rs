@@ -63,7 +63,8 @@ fn claims(i: usize) -> serde_json::Value {
 }
 
 fn signing_input(alg: &str, kid: &str, i: usize) -> String {
-    let header = json!({"alg": alg, "typ": "JWT", "kid": kid});
+    // RFC 9068 access tokens: the example set's `orders-auth` requires `typ: at+jwt`
+    let header = json!({"alg": alg, "typ": "at+jwt", "kid": kid});
     format!(
         "{}.{}",
         B64.encode(header.to_string()),

@@ -211,10 +211,10 @@ async fn exchange(
     };
     let mut last = fail("connect_error", "the upstream has no endpoints");
     for attempt in 0..pool.len() {
-        let Some(peer) = pool.pick(&mut ctx.pool_start, attempt) else {
+        let Some((peer, label)) = pool.pick_labelled(&mut ctx.pool_start, attempt) else {
             break;
         };
-        ctx.peer = Some(peer.address().to_string());
+        ctx.peer = Some(label.clone());
         ctx.attempts += 1;
         let mut up = match gw.connector.get_http_session(peer).await {
             Ok((up, _reused)) => up,

@@ -1,8 +1,6 @@
 //! Request ids (`X-Request-Id`, accepted when well formed, else generated) and W3C Trace Context
 //! (`traceparent` propagated with a new span id for our hop, or created).
 
-use std::fmt::Write as _;
-
 use http::HeaderValue;
 
 /// The longest client request id accepted.
@@ -20,7 +18,11 @@ pub fn is_valid_request_id(value: &[u8]) -> bool {
 
 /// A fresh request id (a UUID v7: unique, and sorting by time in logs).
 pub fn new_request_id() -> String {
-    uuid::Uuid::now_v7().to_string()
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    uuid::Uuid::now_v7()
+        .hyphenated()
+        .encode_lower(&mut buf)
+        .to_owned()
 }
 
 /// The trace context of one request.
@@ -102,26 +104,33 @@ impl TraceContext {
 
     /// The trace id as 32 hex digits.
     pub fn trace_id_hex(&self) -> String {
-        hex(&self.trace_id)
+        let mut buf = [0u8; 32];
+        let n = hex_into(&self.trace_id, &mut buf);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
     }
 
     /// The `traceparent` to send upstream: our span is the parent of the upstream's.
-    pub fn upstream_traceparent(&self) -> String {
-        format!(
-            "00-{}-{}-{:02x}",
-            hex(&self.trace_id),
-            hex(&self.span_id),
-            self.flags
-        )
+    pub fn upstream_traceparent(&self) -> HeaderValue {
+        // built on the stack: this runs on every forwarded request
+        let mut buf = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        hex_into(&self.trace_id, &mut buf[3..35]);
+        hex_into(&self.span_id, &mut buf[36..52]);
+        hex_into(&[self.flags], &mut buf[53..55]);
+        // lowercase hex and dashes: always a valid header value
+        HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
+/// Writes `bytes` as lowercase hex into `out` (as far as it fits); returns the digits written.
+pub fn hex_into(bytes: &[u8], out: &mut [u8]) -> usize {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut n = 0;
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0x0f)];
+        n += 2;
     }
-    s
+    n
 }
 
 #[cfg(test)]
@@ -151,6 +160,7 @@ mod tests {
         assert_ne!(ctx.span_id, ctx.parent_id);
         assert_eq!(ctx.tracestate, Some(state));
         let up = ctx.upstream_traceparent();
+        let up = up.to_str().unwrap();
         assert!(
             up.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
             "{up}"

@@ -2,6 +2,7 @@
 //! only one that touches Pingora: listeners, the proxy, upstream pools, admin endpoints,
 //! reload and the command line.
 
+pub mod access_log;
 pub mod admin;
 pub mod demo;
 pub mod exchange;

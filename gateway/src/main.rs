@@ -10,6 +10,12 @@ use gateway::server::{self, RunOptions};
 use gateway::snapshot::Overrides;
 use policies::compile::{CompileEnv, compile_file};
 
+/// mimalloc: measured faster than the system allocator on the proxy path and on the jq
+/// transforms (benches/README.md, "Allocator").
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A retail API gateway on Pingora, driven by policy files.
 #[derive(Parser)]
 #[command(name = "gateway", version, about)]

@@ -30,6 +30,9 @@ pub struct Metrics {
     pub config_loaded_at: IntGauge,
     /// `gateway_inflight_requests`.
     pub inflight: IntGauge,
+    /// `gateway_access_log_dropped_total`: access-log lines lost because stdout fell too far
+    /// behind or failed.
+    pub access_log_dropped: IntCounter,
 }
 
 /// The route label of requests no route took.
@@ -102,6 +105,10 @@ impl Metrics {
             "When the serving policy set was loaded (Unix seconds).",
         )?;
         let inflight = IntGauge::new("gateway_inflight_requests", "Requests being handled now.")?;
+        let access_log_dropped = IntCounter::new(
+            "gateway_access_log_dropped_total",
+            "Access-log lines dropped because stdout fell too far behind or failed.",
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
@@ -110,6 +117,7 @@ impl Metrics {
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(config_loaded_at.clone()))?;
         registry.register(Box::new(inflight.clone()))?;
+        registry.register(Box::new(access_log_dropped.clone()))?;
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
@@ -123,6 +131,7 @@ impl Metrics {
             config_reloads,
             config_loaded_at,
             inflight,
+            access_log_dropped,
         })
     }
 

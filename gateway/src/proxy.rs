@@ -4,23 +4,24 @@
 //! request rewrite, the error mapping, the access log and the metrics, which live in `logging`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::upstreams::peer::{HttpPeer, Peer};
+use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
 use policies::compile::{Resolved, Route, Upstream};
 use policies::pipeline::{Completion, ExchangeState, Flow, RequestView, ResponseView};
 use policies::problem::{Problem, Reply};
 use policies::route::PathParams;
 
+use crate::access_log::{AccessLine, AccessLog, Hex, Ip, Timestamp};
 use crate::framing::{self, EdgeRejection};
 use crate::ids::{self, TraceContext};
 use crate::metrics::Metrics;
@@ -35,12 +36,15 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// Upstream connections of buffered exchanges (pooled per peer).
     pub(crate) connector: Connector,
+    /// Where access-log lines go.
+    pub access_log: AccessLog,
 }
 
 impl Gateway {
     /// A gateway serving from `store`.
     pub fn new(store: Arc<ConfigStore>, metrics: Arc<Metrics>) -> Self {
         Gateway {
+            access_log: AccessLog::new(metrics.access_log_dropped.clone()),
             store,
             metrics,
             connector: Connector::new(None),
@@ -79,7 +83,7 @@ pub struct RequestCtx {
     pub(crate) state: ExchangeState,
     pub(crate) pool_start: Option<usize>,
     pub(crate) attempts: usize,
-    pub(crate) peer: Option<String>,
+    pub(crate) peer: Option<Arc<str>>,
     pub(crate) deadline: Option<Instant>,
     pub(crate) outcome: Outcome,
     pub(crate) upstream_status: Option<u16>,
@@ -91,15 +95,19 @@ pub struct RequestCtx {
 }
 
 /// Hop-by-hop request headers a proxy must not forward (RFC 9110 7.6.1).
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
+static HOP_BY_HOP: [HeaderName; 7] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::PROXY_AUTHORIZATION,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::UPGRADE,
 ];
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 impl Gateway {
     pub(crate) fn upstream_of<'a>(&self, ctx: &'a RequestCtx) -> Option<&'a Upstream> {
@@ -136,37 +144,45 @@ impl Gateway {
             .map(|s| s.trim().to_ascii_lowercase())
             .filter(|s| !s.is_empty())
             .collect();
-        for h in HOP_BY_HOP
-            .iter()
-            .copied()
-            .chain(named.iter().map(String::as_str))
-        {
-            req.remove_header(h);
+        // most requests carry none of them: look before removing (a removal also edits
+        // Pingora's header-case map)
+        for h in &HOP_BY_HOP {
+            if req.headers.contains_key(h) {
+                req.remove_header(h);
+            }
+        }
+        for h in &named {
+            req.remove_header(h.as_str());
         }
         let id = HeaderValue::from_str(&ctx.state.request_id)
             .or_err(ErrorType::InternalError, "request id")?;
         req.insert_header(REQUEST_ID, id)?;
         if let Some(trace) = &ctx.trace {
-            req.insert_header("traceparent", trace.upstream_traceparent())?;
+            req.insert_header(&TRACEPARENT, trace.upstream_traceparent())?;
             match &trace.tracestate {
-                Some(ts) => req.insert_header("tracestate", ts.clone())?,
+                Some(ts) => req.insert_header(&TRACESTATE, ts.clone())?,
                 None => {
-                    req.remove_header("tracestate");
+                    if req.headers.contains_key(&TRACESTATE) {
+                        req.remove_header(&TRACESTATE);
+                    }
                 }
             }
         }
         if let Some(ip) = client_ip {
             let xff = match req
                 .headers
-                .get("x-forwarded-for")
+                .get(&X_FORWARDED_FOR)
                 .and_then(|v| v.to_str().ok())
             {
                 Some(prev) => format!("{prev}, {ip}"),
                 None => ip,
             };
-            req.insert_header("x-forwarded-for", xff)?;
+            req.insert_header(&X_FORWARDED_FOR, xff)?;
         }
-        req.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+        req.insert_header(
+            &X_FORWARDED_PROTO,
+            HeaderValue::from_static(if tls { "https" } else { "http" }),
+        )?;
         for name in &ctx.state.upstream_removed_headers {
             req.remove_header(name);
         }
@@ -328,11 +344,15 @@ fn upstream_problem(status: StatusCode, upstream: &str, detail: String) -> Probl
         .with_extension("upstream", upstream)
 }
 
-fn client_ip(session: &Session) -> Option<String> {
+fn client_addr(session: &Session) -> Option<std::net::IpAddr> {
     session
         .client_addr()
         .and_then(|a| a.as_inet())
-        .map(|a| a.ip().to_string())
+        .map(|a| a.ip())
+}
+
+fn client_ip(session: &Session) -> Option<String> {
+    client_addr(session).map(|ip| ip.to_string())
 }
 
 fn is_tls(session: &Session) -> bool {
@@ -510,9 +530,10 @@ impl ProxyHttp for Gateway {
         };
         let attempt = ctx.attempts;
         ctx.attempts += 1;
-        let Some(peer) = pool.pick(&mut ctx.pool_start, attempt) else {
+        let Some((peer, label)) = pool.pick_labelled(&mut ctx.pool_start, attempt) else {
             return Error::e_explain(ErrorType::ConnectNoRoute, "upstream has no endpoints");
         };
+        ctx.peer = Some(label.clone());
         let mut peer = Box::new(peer.clone());
         if let Some(deadline) = ctx.deadline {
             // the whole exchange must fit the total budget: no single wait may outlast it
@@ -524,7 +545,6 @@ impl ProxyHttp for Gateway {
             o.write_timeout = o.write_timeout.map(|t| t.min(left));
             o.total_connection_timeout = o.total_connection_timeout.map(|t| t.min(left));
         }
-        ctx.peer = Some(peer.address().to_string());
         Ok(peer)
     }
 
@@ -724,27 +744,31 @@ impl ProxyHttp for Gateway {
             Outcome::Policy { policy, reason } => ("policy", policy.as_deref(), *reason),
             Outcome::Upstream(k) => ("upstream_error", None, *k),
         };
-        tracing::info!(
-            target: "access",
-            request_id = %ctx.state.request_id,
-            trace_id = %ctx.trace.as_ref().map(TraceContext::trace_id_hex).unwrap_or_default(),
-            client = %client_ip(session).unwrap_or_default(),
-            method = %req.method,
-            path = %req.uri.path(),
-            route = ctx.route.as_ref().map_or("-", |r| &*r.name),
-            channel = ctx.state.channel.as_ref().map_or("-", |c| &*c.name),
-            status,
-            upstream = ctx.peer.as_deref().unwrap_or("-"),
-            upstream_status = ctx.upstream_status.unwrap_or(0),
-            latency_ms = elapsed.as_secs_f64() * 1000.0,
-            bytes_in = ctx.bytes_in.max(session.body_bytes_read()),
-            bytes_out = session.body_bytes_sent(),
-            outcome,
-            policy = policy.unwrap_or("-"),
-            reason,
-            error = e.map(|e| e.etype().as_str()).unwrap_or(""),
-            "request"
-        );
+        if AccessLog::enabled() {
+            self.access_log.write(&AccessLine {
+                timestamp: Timestamp(SystemTime::now()),
+                level: "INFO",
+                target: "access",
+                message: "request",
+                request_id: &ctx.state.request_id,
+                trace_id: Hex(ctx.trace.as_ref().map_or(&[][..], |t| &t.trace_id[..])),
+                client: Ip(client_addr(session)),
+                method: req.method.as_str(),
+                path: req.uri.path(),
+                route: ctx.route.as_ref().map_or("-", |r| &*r.name),
+                channel: ctx.state.channel.as_ref().map_or("-", |c| &*c.name),
+                status,
+                upstream: ctx.peer.as_deref().unwrap_or("-"),
+                upstream_status: ctx.upstream_status.unwrap_or(0),
+                latency_ms: elapsed.as_secs_f64() * 1000.0,
+                bytes_in: ctx.bytes_in.max(session.body_bytes_read()),
+                bytes_out: session.body_bytes_sent(),
+                outcome,
+                policy: policy.unwrap_or("-"),
+                reason,
+                error: e.map(|e| e.etype().as_str()).unwrap_or(""),
+            });
+        }
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {

@@ -161,6 +161,7 @@ pub fn run(
     server.bootstrap();
 
     let gateway = Gateway::new(store.clone(), metrics.clone());
+    let access_log = gateway.access_log.clone();
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "gateway");
     if let Some(a) = listening.http {
@@ -201,7 +202,10 @@ pub fn run(
         "listening"
     );
     on_listening(&listening);
-    server.run_forever();
+    server.run(pingora::server::RunArgs::default());
+    // the access log is written in batches: the last ones go out before the process ends
+    access_log.flush();
+    std::process::exit(0)
 }
 
 /// SIGHUP recompiles the policy file; the handler is installed before the server starts, as

@@ -5,7 +5,7 @@ use std::net::ToSocketAddrs;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use pingora::upstreams::peer::HttpPeer;
+use pingora::upstreams::peer::{HttpPeer, Peer};
 use policies::compile::Upstream;
 
 /// One upstream cluster, ready to pick peers from.
@@ -14,6 +14,8 @@ pub struct UpstreamPool {
     /// The compiled upstream.
     pub upstream: Arc<Upstream>,
     peers: Vec<HttpPeer>,
+    /// Each peer's address as logged, made once rather than per request.
+    labels: Vec<Arc<str>>,
     next: AtomicUsize,
 }
 
@@ -60,9 +62,14 @@ impl UpstreamPool {
                 });
             }
         }
+        let labels = peers
+            .iter()
+            .map(|p| Arc::from(p.address().to_string()))
+            .collect();
         Ok(UpstreamPool {
             upstream,
             peers,
+            labels,
             next: AtomicUsize::new(0),
         })
     }
@@ -70,12 +77,21 @@ impl UpstreamPool {
     /// The peer for a request's `attempt`-th try (0 first): round robin across requests, and
     /// the next endpoint on each retry of the same request.
     pub fn pick(&self, start: &mut Option<usize>, attempt: usize) -> Option<&HttpPeer> {
+        self.pick_labelled(start, attempt).map(|(peer, _)| peer)
+    }
+
+    /// [`pick`](Self::pick), with the peer's address as logged.
+    pub fn pick_labelled(
+        &self,
+        start: &mut Option<usize>,
+        attempt: usize,
+    ) -> Option<(&HttpPeer, &Arc<str>)> {
         if self.peers.is_empty() {
             return None;
         }
         let first = *start.get_or_insert_with(|| self.next.fetch_add(1, Ordering::Relaxed));
-        self.peers
-            .get(first.wrapping_add(attempt) % self.peers.len())
+        let i = first.wrapping_add(attempt) % self.peers.len();
+        Some((self.peers.get(i)?, self.labels.get(i)?))
     }
 
     /// How many peers the pool has (the most attempts worth making).

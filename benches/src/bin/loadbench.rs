@@ -71,6 +71,11 @@ struct Args {
     /// Do not build; use the binaries next to this one.
     #[arg(long)]
     no_build: bool,
+    /// A/B: also run every selected gateway scenario on these other gateway binaries (e.g. a
+    /// copy of the previous build), as `<id>@B`, `<id>@C`, ..., each right after its
+    /// scenario in every repetition of the same run. Comma separated.
+    #[arg(long, value_delimiter = ',')]
+    compare: Vec<PathBuf>,
 }
 
 struct Plan {
@@ -208,7 +213,7 @@ struct Env<'a> {
     bin: &'a Path,
     upstream: &'a Proc,
     upstream_pid: u32,
-    jwks: PathBuf,
+    files: scenarios::Files,
     public_pem: PathBuf,
     access_log: bool,
 }
@@ -301,7 +306,8 @@ fn start_scenario<'a>(sc: &'a Scenario, env: &Env<'_>) -> Result<Ready<'a>, Box<
             } else {
                 None
             };
-            let text = scenarios::policy_file(env.upstream.addr, sc.snippet, &env.jwks, redis_addr);
+            let text =
+                scenarios::policy_file(env.upstream.addr, sc.snippet, &env.files, redis_addr);
             let file = dir.path().join("policy.yaml");
             std::fs::write(&file, &text).map_err(|e| failed(e.into()))?;
             policy_text = Some(text);
@@ -327,7 +333,11 @@ fn start_scenario<'a>(sc: &'a Scenario, env: &Env<'_>) -> Result<Ready<'a>, Box<
                     .map_err(failed)?;
                 procs.push(p);
             }
-            let mut cmd = pinned(SUT_CORE, &env.bin.join("gateway"));
+            let gateway = sc
+                .gateway_bin
+                .clone()
+                .unwrap_or_else(|| env.bin.join("gateway"));
+            let mut cmd = pinned(SUT_CORE, &gateway);
             cmd.arg("run")
                 .arg("-c")
                 .arg(&file)
@@ -565,7 +575,7 @@ fn main() -> anyhow::Result<()> {
         passthrough_path,
     };
     let all = scenarios::all(&inputs)?;
-    let wanted: Vec<&Scenario> = if args.scenarios.is_empty() {
+    let mut wanted: Vec<&Scenario> = if args.scenarios.is_empty() {
         all.iter().collect()
     } else {
         let mut v = Vec::new();
@@ -577,12 +587,31 @@ fn main() -> anyhow::Result<()> {
         }
         v
     };
+    let mut twins: Vec<(&str, Scenario)> = Vec::new();
+    for (i, b) in args.compare.iter().enumerate() {
+        let b = std::fs::canonicalize(b).with_context(|| format!("--compare {}", b.display()))?;
+        let tag = ["B", "C", "D", "E", "F", "G"]
+            .get(i)
+            .context("at most 6 --compare binaries")?;
+        for s in wanted.iter().filter(|s| s.system == System::Gateway) {
+            twins.push((s.id, s.on_binary(tag, b.clone())));
+        }
+    }
+    if !twins.is_empty() {
+        // each twin right after its scenario, so A and B alternate within every repetition
+        let mut v = Vec::new();
+        for s in wanted {
+            v.push(s);
+            v.extend(twins.iter().filter(|(of, _)| *of == s.id).map(|(_, t)| t));
+        }
+        wanted = v;
+    }
 
     let env = Env {
         bin: &bin,
         upstream_pid: upstream.pid(),
         upstream: &upstream,
-        jwks,
+        files: scenarios::Files::new(&root, jwks),
         public_pem,
         access_log: !args.no_access_log,
     };
