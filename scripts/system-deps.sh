@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs the system packages the build, the demo and the tests need on Debian/Ubuntu, if they
-# are missing: cmake (Pingora's build), redis-server (cluster-wide state tests), curl (the demo
+# are missing: a C compiler (mimalloc, Pingora), cmake (Pingora's build), redis-server (cluster-wide state tests), curl (the demo
 # test runs the printed command), openssl (certs/generate.sh).
 set -euo pipefail
 missing=()
-for pair in cmake:cmake redis-server:redis-server curl:curl openssl:openssl; do
+for pair in cc:build-essential cmake:cmake redis-server:redis-server curl:curl openssl:openssl; do
   cmd=${pair%%:*}; pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
 done
