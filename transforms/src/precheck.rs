@@ -86,6 +86,15 @@ fn scan(bytes: &[u8], limits: &PrecheckLimits) -> Result<(), PrecheckError> {
 
 /// Counts open brackets outside strings; the syntax itself is left to the parser.
 fn check_depth(bytes: &[u8], limit: usize) -> Result<(), PrecheckError> {
+    match first_bracket_past_depth(bytes, limit) {
+        Some(offset) => Err(PrecheckError::TooDeep { limit, offset }),
+        None => Ok(()),
+    }
+}
+
+/// The byte offset of the first bracket that nests deeper than `limit` in a JSON text, scanning
+/// bytes outside strings without building a tree (the syntax is left to the parser).
+pub fn first_bracket_past_depth(bytes: &[u8], limit: usize) -> Option<usize> {
     let mut depth = 0usize;
     let mut in_string = false;
     let mut escaped = false;
@@ -105,14 +114,14 @@ fn check_depth(bytes: &[u8], limit: usize) -> Result<(), PrecheckError> {
             b'[' | b'{' => {
                 depth += 1;
                 if depth > limit {
-                    return Err(PrecheckError::TooDeep { limit, offset });
+                    return Some(offset);
                 }
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
     }
-    Ok(())
+    None
 }
 
 fn not_json(err: serde_json::Error) -> PrecheckError {

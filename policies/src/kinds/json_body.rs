@@ -72,36 +72,9 @@ pub fn is_json_media_type(value: &[u8]) -> bool {
         || (sub.len() > 5 && sub[sub.len() - 5..].eq_ignore_ascii_case(b"+json"))
 }
 
-/// The nesting depth of a JSON text, scanning bytes without building a tree; stops counting
-/// once `limit` is exceeded.
+/// Whether a JSON text nests deeper than `limit` (a byte scan, no tree is built).
 pub fn nesting_depth_exceeds(body: &[u8], limit: u32) -> bool {
-    let mut depth: u32 = 0;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in body {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > limit {
-                    return true;
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    false
+    transforms::precheck::first_bracket_past_depth(body, limit as usize).is_some()
 }
 
 fn reject(
