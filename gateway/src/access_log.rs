@@ -54,6 +54,8 @@ pub struct AccessLine<'a> {
     pub upstream: &'a str,
     /// The upstream's status (0 when none).
     pub upstream_status: u16,
+    /// Upstream attempts made (failed connections and retries included).
+    pub attempts: u32,
     /// Time from request head to the end of the response, in milliseconds.
     pub latency_ms: f64,
     /// Request body bytes read.
@@ -337,6 +339,7 @@ mod tests {
             status: 200,
             upstream: "127.0.0.1:9",
             upstream_status: 201,
+            attempts: 1,
             latency_ms: 0.25,
             bytes_in: 3,
             bytes_out: 4,

@@ -1,6 +1,7 @@
 //! The admin listener: `/healthz` (the process is up), `/readyz` (a policy set is compiled, its
 //! upstream pools exist, and the server is not shutting down), `/metrics` (Prometheus text) and
-//! `/config` (which policy set serves: content hash, load time, routes, last reload).
+//! `/config` (which policy set serves: content hash, load time, routes, last reload) and
+//! `/upstreams` (each endpoint's health, ejection, circuit and in-flight requests).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,8 +16,10 @@ use pingora::services::background::BackgroundService;
 use policies::problem::{PROBLEM_CONTENT_TYPE, Problem};
 use serde_json::json;
 
+use crate::forward::pool::now;
 use crate::metrics::Metrics;
 use crate::snapshot::ConfigStore;
+use policies::resilience::breaker::BreakerState;
 
 /// Whether the gateway should receive traffic.
 #[derive(Debug, Default)]
@@ -108,7 +111,8 @@ impl AdminApp {
                 json!({
                     "name": &*u.name,
                     "endpoints": u.endpoints.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                    "tls": u.tls,
+                    "tls": u.transport.tls,
+                    "http2": u.transport.http2,
                 })
             })
             .collect();
@@ -129,6 +133,61 @@ impl AdminApp {
             "policies": set.policies.keys().collect::<Vec<_>>(),
             "last_reload": last_reload,
         })
+    }
+}
+
+impl AdminApp {
+    /// Each upstream's endpoints with their health, ejection and circuit state, and the
+    /// upstream's slots and retry budget.
+    fn upstreams(&self) -> serde_json::Value {
+        let snap = self.store.current();
+        let now = now();
+        let list: Vec<_> = snap
+            .pools
+            .iter()
+            .map(|pool| {
+                let r = &pool.upstream.resilience;
+                let endpoints: Vec<_> = pool
+                    .endpoints()
+                    .iter()
+                    .map(|ep| {
+                        let breaker = ep.breaker_state(now);
+                        json!({
+                            "address": &*ep.label,
+                            "healthy": ep.health.is_healthy(),
+                            "ejected": ep.ejection.is_ejected(now),
+                            "ejected_for_ms": ep.ejection.ejected_for(now).map(|d| d.as_millis() as u64),
+                            "ejections": ep.ejection.times(),
+                            "circuit": breaker.name(),
+                            "circuit_retry_after_ms": match breaker {
+                                BreakerState::Open { retry_after } => Some(retry_after.as_millis() as u64),
+                                _ => None,
+                            },
+                            "in_flight": ep.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+                            "attempts": ep.metrics.attempts.get(),
+                        })
+                    })
+                    .collect();
+                let budget = pool.budget().map(|b| {
+                    let (used, left) = b.usage(now);
+                    json!({ "retries_in_window": used, "retries_left": left })
+                });
+                let slots = pool
+                    .slots_in_use()
+                    .map(|(used, limit)| json!({ "in_use": used, "limit": limit, "waiting": pool.metrics.queued.get() }));
+                json!({
+                    "name": &*pool.upstream.name,
+                    "in_flight": pool.metrics.in_flight.get(),
+                    "max_in_flight": slots,
+                    "health_check": r.health_check.is_some(),
+                    "outlier_detection": r.outlier_detection.enabled,
+                    "circuit_breaker": r.circuit_breaker.is_some(),
+                    "retry_budget": budget,
+                    "endpoints": endpoints,
+                })
+            })
+            .collect();
+        json!({ "upstreams": list })
     }
 }
 
@@ -162,13 +221,17 @@ impl ServeHttp for AdminApp {
                 "text/plain; version=0.0.4",
                 self.metrics.render(),
             ),
+            "/upstreams" => {
+                let body = serde_json::to_vec_pretty(&self.upstreams()).unwrap_or_default();
+                respond(StatusCode::OK, "application/json", body)
+            }
             "/config" => {
                 let body = serde_json::to_vec_pretty(&self.config()).unwrap_or_default();
                 respond(StatusCode::OK, "application/json", body)
             }
             _ => problem(
                 StatusCode::NOT_FOUND,
-                "admin endpoints: /healthz /readyz /metrics /config",
+                "admin endpoints: /healthz /readyz /metrics /config /upstreams",
                 &path,
             ),
         }

@@ -1,7 +1,10 @@
 //! Request ids (`X-Request-Id`, accepted when well formed, else generated) and W3C Trace Context
 //! (`traceparent` propagated with a new span id for our hop, or created).
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
+
+/// The header carrying the request id, to the upstream and back to the client.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The longest client request id accepted.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
@@ -14,6 +17,19 @@ pub fn is_valid_request_id(value: &[u8]) -> bool {
         && value
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// A fresh upstream idempotency key: a UUID v7 as an RFC 8941 sf-string, as the
+/// Idempotency-Key draft writes it.
+pub fn new_idempotency_key() -> HeaderValue {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH + 2];
+    buf[0] = b'"';
+    buf[uuid::fmt::Hyphenated::LENGTH + 1] = b'"';
+    uuid::Uuid::now_v7()
+        .hyphenated()
+        .encode_lower(&mut buf[1..=uuid::fmt::Hyphenated::LENGTH]);
+    // a quoted lowercase UUID is always a valid header value
+    HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("\"-\""))
 }
 
 /// A fresh request id (a UUID v7: unique, and sorting by time in logs).

@@ -1,11 +1,17 @@
 //! The retail API gateway: a Pingora reverse proxy driven by policy files. This crate is the
-//! only one that touches Pingora: listeners, the proxy, upstream pools, admin endpoints,
+//! only one that touches Pingora: listeners, the proxy, the forwarding layer, admin endpoints,
 //! reload and the command line.
 
 pub mod access_log;
 pub mod admin;
+pub mod answer;
+pub mod buffered;
+pub mod completion;
+pub mod context;
+#[cfg(feature = "demo")]
 pub mod demo;
-pub mod exchange;
+pub mod edge;
+pub mod forward;
 pub mod framing;
 pub mod ids;
 pub mod metrics;
@@ -14,4 +20,3 @@ pub mod respond;
 pub mod server;
 pub mod snapshot;
 pub mod token;
-pub mod upstream;

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+#[cfg(feature = "demo")]
 use gateway::demo::{self, DemoOptions};
 use gateway::server::{self, RunOptions};
 use gateway::snapshot::Overrides;
@@ -60,6 +61,7 @@ enum Command {
         config: PathBuf,
     },
     /// Start the example policy set in front of the ERP simulator, and print a request to try.
+    #[cfg(feature = "demo")]
     Demo {
         /// Policy file (default: policies/files/gateway.yaml).
         #[arg(short = 'c', long = "config")]
@@ -203,6 +205,7 @@ fn main() -> ExitCode {
             };
             report(server::run(opts, |_| {}))
         }
+        #[cfg(feature = "demo")]
         Command::Demo {
             config,
             erp,

@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use crate::forward::UpstreamMetrics;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry, TextEncoder,
@@ -17,8 +18,8 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// `gateway_request_duration_seconds{route}`.
     pub duration: HistogramVec,
-    /// `gateway_upstream_errors_total{upstream,kind}`.
-    pub upstream_errors: IntCounterVec,
+    /// The forwarding layer's metrics.
+    pub upstream: UpstreamMetrics,
     /// `gateway_policy_rejections_total{policy,reason}`.
     pub policy_rejections: IntCounterVec,
     /// `gateway_edge_rejections_total{reason}`: requests the gateway refused before any policy
@@ -72,13 +73,6 @@ impl Metrics {
             ]),
             &["route"],
         )?;
-        let upstream_errors = IntCounterVec::new(
-            Opts::new(
-                "gateway_upstream_errors_total",
-                "Failed upstream exchanges, by upstream and kind.",
-            ),
-            &["upstream", "kind"],
-        )?;
         let policy_rejections = IntCounterVec::new(
             Opts::new(
                 "gateway_policy_rejections_total",
@@ -111,13 +105,13 @@ impl Metrics {
         )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
-        registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(policy_rejections.clone()))?;
         registry.register(Box::new(edge_rejections.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(config_loaded_at.clone()))?;
         registry.register(Box::new(inflight.clone()))?;
         registry.register(Box::new(access_log_dropped.clone()))?;
+        let upstream = UpstreamMetrics::register(&registry)?;
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
@@ -125,7 +119,7 @@ impl Metrics {
             registry,
             requests,
             duration,
-            upstream_errors,
+            upstream,
             policy_rejections,
             edge_rejections,
             config_reloads,

@@ -9,8 +9,7 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 use policies::problem::{PROBLEM_CONTENT_TYPE, Problem, Reply, ReplyBody};
 
-/// The response header carrying the request id.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub use crate::ids::REQUEST_ID;
 
 /// Writes a complete response. `HEAD` requests get the head only.
 pub async fn write(

@@ -4,13 +4,15 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use pingora::apps::http_app::HttpServer;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::Server;
+use pingora::server::ShutdownWatch;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::services::background::background_service;
+use pingora::services::background::{BackgroundService, background_service};
 use pingora::services::listening::Service;
 use policies::compile::CompileEnv;
 use policies::metrics::PolicyMetrics;
@@ -192,6 +194,10 @@ pub fn run(
         server.add_service(admin);
     }
     server.add_service(background_service("lifecycle", Lifecycle(readiness)));
+    server.add_service(background_service(
+        "upstream health",
+        UpstreamUpkeep(store.clone()),
+    ));
 
     tracing::info!(
         http = %listening.http.map(|a| a.to_string()).unwrap_or_default(),
@@ -206,6 +212,31 @@ pub fn run(
     // the access log is written in batches: the last ones go out before the process ends
     access_log.flush();
     std::process::exit(0)
+}
+
+/// Runs the active health probes of every upstream of the serving snapshot when they are due,
+/// and refreshes the gauges of state that changes with time (ejections end on their own).
+struct UpstreamUpkeep(Arc<ConfigStore>);
+
+#[async_trait::async_trait]
+impl BackgroundService for UpstreamUpkeep {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            let snapshot = self.0.current();
+            let mut tick = Duration::from_millis(500);
+            for pool in &snapshot.pools {
+                if let Some(interval) = pool.probe_due() {
+                    tick = tick.min(interval / 4);
+                }
+                pool.refresh_gauges(crate::forward::pool::now());
+            }
+            drop(snapshot);
+            tokio::select! {
+                _ = tokio::time::sleep(tick.max(Duration::from_millis(5))) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
 }
 
 /// SIGHUP recompiles the policy file; the handler is installed before the server starts, as

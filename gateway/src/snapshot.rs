@@ -9,17 +9,21 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use policies::compile::{CompileEnv, Endpoint, PolicySet, compile_file};
 use policies::error::{ConfigError, ConfigErrors};
+use policies::kinds::Policy;
 
+use crate::forward::UpstreamPool;
 use crate::metrics::{Metrics, RouteMetricHandles};
-use crate::upstream::UpstreamPool;
 
 /// Everything one request needs, immutable.
 #[derive(Debug)]
 pub struct Snapshot {
     /// The compiled policy file.
     pub set: PolicySet,
-    /// One pool per upstream, by the upstream's index.
-    pub pools: Vec<UpstreamPool>,
+    /// One pool per upstream, by the upstream's index (kept from the previous snapshot when
+    /// the upstream did not change, with its health, ejection and breaker state).
+    pub pools: Vec<Arc<UpstreamPool>>,
+    /// Per route: whether its requests may be repeated (it has an idempotency policy).
+    repeat_safe: Vec<bool>,
     /// Metric handles for this set's routes and channels.
     pub route_metrics: RouteMetricHandles,
 }
@@ -60,13 +64,22 @@ impl std::fmt::Debug for ConfigStore {
     }
 }
 
+impl Snapshot {
+    /// Whether requests of the route at `index` may be repeated (it has an idempotency policy,
+    /// so every attempt carries one upstream `Idempotency-Key`).
+    pub fn repeat_safe(&self, index: usize) -> bool {
+        self.repeat_safe.get(index).copied().unwrap_or(false)
+    }
+}
+
 fn build(
     file: &Path,
     env: &CompileEnv,
     overrides: &Overrides,
-    previous: Option<&PolicySet>,
+    metrics: &Metrics,
+    previous: Option<&Snapshot>,
 ) -> Result<Snapshot, ConfigErrors> {
-    let mut set = compile_file(file, env, previous)?;
+    let mut set = compile_file(file, env, previous.map(|p| &p.set))?;
     warm_up(&set)?;
     for (name, endpoints) in &overrides.upstream_endpoints {
         if let Some(u) = set.upstreams.iter_mut().find(|u| &*u.name == name) {
@@ -75,7 +88,8 @@ fn build(
     }
     let mut pools = Vec::with_capacity(set.upstreams.len());
     for u in &set.upstreams {
-        let pool = UpstreamPool::build(u.clone()).map_err(|e| {
+        let prev = previous.and_then(|p| p.pools.iter().find(|pool| pool.upstream.name == u.name));
+        let pool = UpstreamPool::build(u.clone(), &metrics.upstream, prev).map_err(|e| {
             ConfigErrors(vec![ConfigError {
                 file: file.to_path_buf(),
                 location: None,
@@ -88,9 +102,20 @@ fn build(
         set.routes.iter().map(|r| r.name.clone()).collect(),
         set.channels.names().to_vec(),
     );
+    let repeat_safe = set
+        .routes
+        .iter()
+        .map(|r| {
+            r.chain
+                .policies()
+                .iter()
+                .any(|p| matches!(p.policy, Policy::Idempotency(_)))
+        })
+        .collect();
     Ok(Snapshot {
         set,
         pools,
+        repeat_safe,
         route_metrics,
     })
 }
@@ -120,24 +145,6 @@ fn warm_up(set: &PolicySet) -> Result<(), ConfigErrors> {
     })
 }
 
-/// Upstream error kinds whose series exist from the start, so rates and alerts see zeros.
-const UPSTREAM_ERROR_KINDS: [&str; 6] = [
-    "connect_refused",
-    "connect_timeout",
-    "read_timeout",
-    "total_timeout",
-    "connection_closed",
-    "response_too_large",
-];
-
-fn touch_metrics(snapshot: &Snapshot, metrics: &Metrics) {
-    for u in &snapshot.set.upstreams {
-        for kind in UPSTREAM_ERROR_KINDS {
-            metrics.upstream_errors.with_label_values(&[&*u.name, kind]);
-        }
-    }
-}
-
 fn unix_secs(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
@@ -151,8 +158,7 @@ impl ConfigStore {
         overrides: Overrides,
         metrics: Arc<Metrics>,
     ) -> Result<Self, ConfigErrors> {
-        let snapshot = build(&file, &env, &overrides, None)?;
-        touch_metrics(&snapshot, &metrics);
+        let snapshot = build(&file, &env, &overrides, &metrics, None)?;
         metrics
             .config_loaded_at
             .set(unix_secs(snapshot.set.version.loaded_at));
@@ -189,7 +195,13 @@ impl ConfigStore {
     pub fn reload(&self) -> Result<Arc<Snapshot>, ConfigErrors> {
         let mut status = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
         let previous = self.current.load_full();
-        let result = build(&self.file, &self.env, &self.overrides, Some(&previous.set));
+        let result = build(
+            &self.file,
+            &self.env,
+            &self.overrides,
+            &self.metrics,
+            Some(&previous),
+        );
         match result {
             Ok(next) => {
                 if next.set.listeners != previous.set.listeners {
@@ -198,7 +210,6 @@ impl ConfigStore {
                         "listener settings changed; they take effect at the next start or graceful upgrade"
                     );
                 }
-                touch_metrics(&next, &self.metrics);
                 let next = Arc::new(next);
                 self.current.store(next.clone());
                 self.metrics

@@ -22,6 +22,7 @@ use crate::secret::{self, ProcessEnv, SecretSource};
 use crate::source::{Location, parse_yaml, push_token};
 use crate::spec::{ListenersSpec, PolicyFileSpec, UpstreamSpec};
 use crate::store::{RedisStore, Stores};
+use crate::upstream::{Resilience, Transport, UpstreamKeys, compile_resilience, compile_transport};
 
 /// Services compile steps share; tests inject a manual clock and a fake environment.
 #[derive(Clone)]
@@ -95,8 +96,10 @@ pub struct Upstream {
     pub name: Arc<str>,
     /// Endpoints, used round robin.
     pub endpoints: Vec<Endpoint>,
-    /// TLS to the endpoints.
-    pub tls: bool,
+    /// How the gateway connects (TLS, client certificate, HTTP/2, `Host`).
+    pub transport: Transport,
+    /// Health checks, outlier detection, circuit breaker, retries, `max_in_flight`.
+    pub resilience: Resilience,
     /// TLS server name; empty means each endpoint's host.
     pub sni: Option<String>,
     /// Connect timeout.
@@ -520,11 +523,27 @@ impl Compiler<'_, '_> {
                 self.errors
                     .at(&format!("{at}/sni"), "sni must not be empty");
             }
+            let keys = UpstreamKeys {
+                tls: &u.tls,
+                http2: u.http2,
+                host: u.host.as_deref(),
+                health_check: u.health_check.as_ref(),
+                outlier_detection: &u.outlier_detection,
+                circuit_breaker: u.circuit_breaker.as_ref(),
+                retry: u.retry.as_ref(),
+                max_in_flight: u.max_in_flight,
+                queue_timeout: u.queue_timeout.0,
+                total_timeout: u.total_timeout.0,
+                read_timeout: u.read_timeout.0,
+            };
+            let transport = compile_transport(&keys, &at, self.base_dir, &mut self.errors);
+            let resilience = compile_resilience(&keys, &at, &mut self.errors);
             index.insert(name.clone(), out.len());
             out.push(Arc::new(Upstream {
                 name: Arc::from(name.as_str()),
                 endpoints,
-                tls: u.tls,
+                transport,
+                resilience,
                 sni: u.sni.clone(),
                 connect_timeout: u.connect_timeout.0,
                 read_timeout: u.read_timeout.0,

@@ -9,7 +9,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::kinds::PolicySpec;
+use crate::resilience::breaker::CircuitBreakerSpec;
+use crate::resilience::budget::RetrySpec;
+use crate::resilience::ejection::OutlierDetectionSpec;
+use crate::resilience::health::HealthCheckSpec;
 use crate::units::{ByteSize, DurationSpec};
+use crate::upstream::UpstreamTlsSpec;
 
 /// A policy file: the whole configuration of one gateway.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -114,9 +119,18 @@ pub struct UpstreamSpec {
     /// Endpoints as `host:port`; a host name is resolved when the file is compiled.
     #[schemars(length(min = 1))]
     pub endpoints: Vec<String>,
-    /// Speak TLS to the endpoints (certificates are verified).
+    /// TLS to the endpoints: `true` (certificates checked against the system's roots), or
+    /// `{ca, cert, key}` files for a private CA and a client certificate (mutual TLS).
     #[serde(default)]
-    pub tls: bool,
+    pub tls: UpstreamTlsSpec,
+    /// Speak HTTP/2 to the endpoints: offered through ALPN over TLS (HTTP/1.1 stays possible),
+    /// prior knowledge (h2c) in plain text.
+    #[serde(default)]
+    pub http2: bool,
+    /// The `Host` header sent upstream, e.g. `erp.internal`. Absent: the client's `Host` (or
+    /// its HTTP/2 `:authority`).
+    #[serde(default)]
+    pub host: Option<String>,
     /// Server name for TLS (SNI and certificate check). Default: the endpoint's host.
     #[serde(default)]
     pub sni: Option<String>,
@@ -139,6 +153,31 @@ pub struct UpstreamSpec {
     /// gets 502.
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: ByteSize,
+    /// Active health checks of each endpoint (off unless set). Unhealthy endpoints get no
+    /// requests; probes are not counted as attempts.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckSpec>,
+    /// Passive outlier detection (on by default): failed attempts in a row eject an endpoint
+    /// for a while, never all endpoints at once.
+    #[serde(default)]
+    pub outlier_detection: OutlierDetectionSpec,
+    /// A circuit breaker per endpoint (off unless set). When every endpoint's circuit is open
+    /// the gateway answers 503 with `Retry-After` at once, without connecting.
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreakerSpec>,
+    /// Retries of requests that reached the upstream and failed, for requests safe to repeat
+    /// (off unless set; a failed connection always moves on to the next endpoint).
+    #[serde(default)]
+    pub retry: Option<RetrySpec>,
+    /// The most requests this gateway instance has at the upstream at once (divide the
+    /// upstream's capacity by the number of instances). Others wait up to `queue_timeout`,
+    /// then get 503 with `Retry-After`. Absent: no limit.
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub max_in_flight: Option<u32>,
+    /// How long a request waits for one of the `max_in_flight` slots (at most `total_timeout`).
+    #[serde(default = "default_queue_timeout")]
+    pub queue_timeout: DurationSpec,
     /// Headers added to every request sent to this upstream (for example an ERP API key).
     /// Values may reference secrets: `${ENV_VAR}` or `file:/path/to/secret`.
     #[serde(default)]
@@ -156,6 +195,9 @@ fn default_total_timeout() -> DurationSpec {
 }
 fn default_idle_timeout() -> DurationSpec {
     DurationSpec::secs(60)
+}
+fn default_queue_timeout() -> DurationSpec {
+    DurationSpec::secs(1)
 }
 fn default_max_response_bytes() -> ByteSize {
     ByteSize::mib(16)

@@ -1,0 +1,206 @@
+//! The buffered path, for routes with body policies (and for bodies of unknown size): the whole
+//! request body is read and given to the policies BEFORE anything is sent upstream, the
+//! forwarding layer's exchange sends it (attempt after attempt, as its rules decide), the
+//! response policies run on the whole answer, and it is written to the client.
+//!
+//! Why not Pingora's streaming proxy: by the time it calls `request_body_filter`, the request
+//! head is already on its way upstream, and its retry buffer (which could replay a body read in
+//! `request_filter`) holds only 64 KiB. This path has neither limit: a rejected body sends
+//! nothing upstream, not even headers, and bodies up to the route's limit arrive intact.
+
+use std::time::Instant;
+
+use bytes::BytesMut;
+use http::header::{CONTENT_LENGTH, EXPECT};
+use http::{HeaderMap, HeaderValue};
+use pingora::connectors::http::Connector;
+use pingora::http::RequestHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use policies::pipeline::{Flow, RequestView, ResponseView};
+
+use crate::answer;
+use crate::context::{Outcome, RequestCtx};
+use crate::edge::too_large;
+use crate::forward::{self, Outbound};
+use crate::ids::{self, REQUEST_ID};
+use crate::metrics::Metrics;
+use crate::respond;
+
+/// Response headers that describe the hop, not the message; the gateway sets its own.
+const RESPONSE_HOP_HEADERS: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "trailer",
+    "upgrade",
+    "content-length",
+];
+
+fn expects_continue(req: &RequestHeader) -> bool {
+    req.headers
+        .get(EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+/// Handles the request entirely; returns `Ok(true)` (the response was written).
+pub async fn handle(
+    metrics: &Metrics,
+    connector: &Connector,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> Result<bool> {
+    let Some(route) = ctx.route.clone() else {
+        return Error::e_explain(ErrorType::InternalError, "buffered path without a route");
+    };
+    let snapshot = ctx.snapshot.clone();
+    let (Some(upstream), Some(pool)) = (
+        snapshot.set.upstreams.get(route.upstream),
+        snapshot.pools.get(route.upstream),
+    ) else {
+        return Error::e_explain(ErrorType::InternalError, "the route's upstream has no pool");
+    };
+    let limit = route.max_body_bytes;
+
+    // The header phase passed, so the client may now send its body.
+    if expects_continue(session.req_header()) {
+        session.write_continue_response().await?;
+    }
+    let declared = session
+        .req_header()
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let mut buf = BytesMut::with_capacity(declared.min(limit) as usize);
+    while let Some(chunk) = session.read_request_body().await? {
+        if (buf.len() + chunk.len()) as u64 > limit {
+            return answer::edge_reject(metrics, session, ctx, too_large(limit)).await;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    ctx.bytes_in = buf.len();
+    let mut body = buf.freeze();
+
+    {
+        let req = session.req_header();
+        let view = RequestView {
+            method: &req.method,
+            path: req.uri.path(),
+            query: req.uri.query(),
+            headers: &req.headers,
+            params: &ctx.params,
+        };
+        if let Flow::Break(reply) = route
+            .chain
+            .on_request_body(&view, &mut ctx.state, &mut body)
+            .await
+        {
+            return answer::reply(metrics, session, ctx, reply, false).await;
+        }
+    }
+
+    // the total budget covers the upstream exchange, not the time body policies took
+    let method = &session.req_header().method;
+    let by_policy = snapshot.repeat_safe(route.index);
+    let repeatable = by_policy || method == http::Method::GET || method == http::Method::HEAD;
+    ctx.attempts
+        .begin(pool, Instant::now() + upstream.total_timeout, repeatable);
+    // one key per accepted document, made before its first attempt and sent on every one
+    if by_policy {
+        ctx.attempts.idempotency_key = Some(ids::new_idempotency_key());
+    }
+    let mut upstream_req = session.req_header().clone();
+    {
+        let outbound = Outbound {
+            route: &route,
+            upstream,
+            params: &ctx.params,
+            state: &ctx.state,
+            trace: ctx.trace.as_ref(),
+            client_ip: client_ip(session),
+            tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
+            idempotency_key: ctx.attempts.idempotency_key.as_ref(),
+        };
+        forward::request::rewrite(&mut upstream_req, &outbound)?;
+    }
+    let total = upstream.total_timeout;
+    let exchanged = tokio::time::timeout(
+        total,
+        forward::exchange(connector, &mut ctx.attempts, &upstream_req, &body),
+    )
+    .await;
+    let answer = match exchanged {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => {
+            ctx.attempts.finish();
+            return answer::upstream_failure(session, ctx, e, false).await;
+        }
+        Err(_) => {
+            let e = forward::UpstreamError::TotalTimeout;
+            pool.metrics.error(&e);
+            ctx.attempts.finish();
+            return answer::upstream_failure(session, ctx, e, false).await;
+        }
+    };
+    ctx.attempts.finish();
+    let forward::Answer {
+        head,
+        body: mut resp_body,
+    } = answer;
+
+    let mut status = head.status;
+    ctx.outcome = Outcome::Forwarded;
+    let mut headers: HeaderMap = head.headers.clone();
+    for h in RESPONSE_HOP_HEADERS {
+        headers.remove(h);
+    }
+    {
+        let mut view = ResponseView {
+            status,
+            headers: &mut headers,
+        };
+        if let Flow::Break(reply) = route.chain.on_response(&mut view, &mut ctx.state).await {
+            return answer::reply(metrics, session, ctx, reply, false).await;
+        }
+        if let Flow::Break(reply) = route
+            .chain
+            .on_response_body(&mut view, &mut ctx.state, &mut resp_body)
+            .await
+        {
+            return answer::reply(metrics, session, ctx, reply, false).await;
+        }
+        // a response policy may restate the status (an ERP 503 mapped to a 502 problem)
+        status = view.status;
+    }
+    for (name, value) in &ctx.state.response_headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    let id = HeaderValue::from_str(&ctx.state.request_id)
+        .or_err(ErrorType::InternalError, "request id")?;
+    headers.insert(REQUEST_ID, id);
+    let written = respond::write(
+        session,
+        status,
+        &headers,
+        std::iter::empty(),
+        resp_body.clone(),
+        false,
+    )
+    .await;
+    // kept even when the client is gone: the upstream did the work, so an idempotency record
+    // of it must still be stored
+    ctx.buffered_response = Some((headers, resp_body));
+    ctx.buffered_status = Some(status.as_u16());
+    written?;
+    Ok(true)
+}

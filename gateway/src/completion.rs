@@ -1,0 +1,96 @@
+//! The end of every request, whichever path it took: the completion phase of its policies
+//! (idempotency records are stored here), the route metrics and the access-log line.
+
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use pingora::Error;
+use pingora::proxy::Session;
+use policies::pipeline::Completion;
+
+use crate::access_log::{AccessLine, AccessLog, Hex, Ip, Timestamp};
+use crate::context::{Outcome, RequestCtx};
+use crate::metrics::Metrics;
+
+fn client_addr(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+/// Completes a request: policies, metrics, access log.
+pub async fn complete(
+    metrics: &Metrics,
+    access_log: &AccessLog,
+    session: &mut Session,
+    e: Option<&Error>,
+    ctx: &mut RequestCtx,
+) {
+    metrics.inflight.dec();
+    ctx.attempts.finish();
+    let status = session.response_written().map_or(0, |r| r.status.as_u16());
+    let route_index = ctx.route.as_ref().map(|r| r.index);
+    let channel_index = ctx.state.channel.as_ref().map(|c| c.index);
+    let elapsed = ctx.started.elapsed();
+    if let Some(route) = ctx.route.clone() {
+        let (headers, body) = match &ctx.buffered_response {
+            Some((h, b)) => (Some(h), Some(b)),
+            None => (None, None),
+        };
+        let done = Completion {
+            status: if status == 0 {
+                ctx.buffered_status.unwrap_or(0)
+            } else {
+                status
+            },
+            forwarded: ctx.attempts.forwarded,
+            headers,
+            body,
+        };
+        route.chain.on_complete(&done, &mut ctx.state).await;
+    }
+    ctx.snapshot.route_metrics.observe(
+        metrics,
+        route_index,
+        channel_index,
+        status,
+        elapsed.as_secs_f64(),
+    );
+
+    if !AccessLog::enabled() {
+        return;
+    }
+    let req = session.req_header();
+    let (outcome, policy, reason) = match &ctx.outcome {
+        Outcome::Pending => ("incomplete", None, ""),
+        Outcome::Forwarded => ("forwarded", None, ""),
+        Outcome::Edge(r) => ("refused", None, *r),
+        Outcome::Policy { policy, reason } => ("policy", policy.as_deref(), *reason),
+        Outcome::Upstream(e) => ("upstream_error", None, e.kind()),
+    };
+    access_log.write(&AccessLine {
+        timestamp: Timestamp(SystemTime::now()),
+        level: "INFO",
+        target: "access",
+        message: "request",
+        request_id: &ctx.state.request_id,
+        trace_id: Hex(ctx.trace.as_ref().map_or(&[][..], |t| &t.trace_id[..])),
+        client: Ip(client_addr(session)),
+        method: req.method.as_str(),
+        path: req.uri.path(),
+        route: ctx.route.as_ref().map_or("-", |r| &*r.name),
+        channel: ctx.state.channel.as_ref().map_or("-", |c| &*c.name),
+        status,
+        upstream: ctx.attempts.peer.as_deref().unwrap_or("-"),
+        upstream_status: ctx.attempts.status.unwrap_or(0),
+        attempts: ctx.attempts.count,
+        latency_ms: elapsed.as_secs_f64() * 1000.0,
+        bytes_in: ctx.bytes_in.max(session.body_bytes_read()),
+        bytes_out: session.body_bytes_sent(),
+        outcome,
+        policy: policy.unwrap_or("-"),
+        reason,
+        error: e.map(|e| e.etype().as_str()).unwrap_or(""),
+    });
+}

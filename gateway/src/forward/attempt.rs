@@ -1,0 +1,290 @@
+//! The attempts of one request: which endpoint each goes to, the `max_in_flight` slot it holds,
+//! and after each one the decision to stop or try again (the next endpoint after a failed
+//! connection; a retry with backoff, within the budget and the deadline, for a request safe to
+//! repeat). Both the streaming and the buffered path drive a request through this.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use http::HeaderValue;
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::forward::error::UpstreamError;
+use crate::forward::pool::{AttemptResult, Chosen, InFlight, UpstreamPool, now};
+
+/// What to do after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Try again (after the wait [`Attempts::next`] applies).
+    Retry,
+    /// This attempt's outcome is the request's.
+    Stop,
+}
+
+#[derive(Debug)]
+struct Current {
+    chosen: Chosen,
+    started: Instant,
+    sent: bool,
+}
+
+/// The forwarding state of one request.
+#[derive(Debug, Default)]
+pub struct Attempts {
+    pool: Option<Arc<UpstreamPool>>,
+    start: usize,
+    offset: usize,
+    current: Option<Current>,
+    slot: Option<InFlight>,
+    wait: Option<Duration>,
+    /// Attempts made (failed connections included).
+    pub count: u32,
+    sent: u32,
+    retries: u32,
+    connect_failures: u32,
+    /// The endpoint of the latest attempt, as logged.
+    pub peer: Option<Arc<str>>,
+    /// When the whole exchange must be over.
+    pub deadline: Option<Instant>,
+    /// Whether the request may have reached the upstream.
+    pub forwarded: bool,
+    /// The status of the latest answer.
+    pub status: Option<u16>,
+    /// Whether the request may be repeated once it reached the upstream.
+    pub repeatable: bool,
+    /// The upstream `Idempotency-Key` every attempt of this request carries, when it has one.
+    pub idempotency_key: Option<HeaderValue>,
+}
+
+impl Attempts {
+    /// Starts forwarding to `pool`; the exchange must end by `deadline`.
+    pub fn begin(&mut self, pool: &Arc<UpstreamPool>, deadline: Instant, repeatable: bool) {
+        self.start = pool.start();
+        if let Some(b) = pool.budget() {
+            b.record_request(now());
+        }
+        self.pool = Some(pool.clone());
+        self.deadline = Some(deadline);
+        self.repeatable = repeatable;
+    }
+
+    /// The pool, once begun.
+    pub fn pool(&self) -> Option<&Arc<UpstreamPool>> {
+        self.pool.as_ref()
+    }
+
+    fn left(&self) -> Duration {
+        self.deadline.map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(Instant::now())
+        })
+    }
+
+    /// Waits as the last decision asked, takes a `max_in_flight` slot and chooses the endpoint
+    /// of the next attempt.
+    pub async fn next(&mut self) -> Result<usize, UpstreamError> {
+        let Some(pool) = self.pool.clone() else {
+            return Err(UpstreamError::Internal);
+        };
+        if let Some(wait) = self.wait.take() {
+            // the slot is not held while waiting: others may use the upstream meanwhile
+            self.slot = None;
+            tokio::time::sleep(wait.min(self.left())).await;
+        }
+        if self.left().is_zero() {
+            return Err(self.refuse(&pool, UpstreamError::TotalTimeout));
+        }
+        if self.slot.is_none() {
+            let wait = pool.upstream.resilience.queue_timeout.min(self.left());
+            match pool.slot(wait).await {
+                Ok(slot) => self.slot = Some(slot),
+                Err(e) => return Err(self.refuse(&pool, e)),
+            }
+        }
+        let t = now();
+        let (chosen, offset) = match pool.choose(self.start, self.offset, t) {
+            Ok(c) => c,
+            Err(e) => return Err(self.refuse(&pool, e)),
+        };
+        self.offset = offset;
+        self.count += 1;
+        if let Some(ep) = pool.endpoint(chosen.index) {
+            ep.metrics.attempts.inc();
+            ep.in_flight.fetch_add(1, Ordering::Relaxed);
+            self.peer = Some(ep.label.clone());
+        }
+        self.current = Some(Current {
+            chosen,
+            started: Instant::now(),
+            sent: false,
+        });
+        Ok(chosen.index)
+    }
+
+    fn refuse(&mut self, pool: &UpstreamPool, e: UpstreamError) -> UpstreamError {
+        pool.metrics.error(&e);
+        self.slot = None;
+        e
+    }
+
+    /// The peer of the current attempt, with its timeouts trimmed to the time left.
+    pub fn peer(&self) -> Option<Box<HttpPeer>> {
+        let pool = self.pool.as_ref()?;
+        let ep = pool.endpoint(self.current.as_ref()?.chosen.index)?;
+        let mut peer = Box::new(ep.peer.clone());
+        if self.deadline.is_some() {
+            // no single wait may outlast the total budget
+            let left = self.left().max(Duration::from_millis(1));
+            let o = &mut peer.options;
+            o.read_timeout = o.read_timeout.map(|t| t.min(left));
+            o.write_timeout = o.write_timeout.map(|t| t.min(left));
+            o.total_connection_timeout = o.total_connection_timeout.map(|t| t.min(left));
+        }
+        Some(peer)
+    }
+
+    /// The per-read timeout of the current attempt (trimmed to the time left).
+    pub fn read_timeout(&self) -> Duration {
+        let configured = self
+            .pool
+            .as_ref()
+            .map_or(Duration::from_secs(30), |p| p.upstream.read_timeout);
+        configured.min(self.left()).max(Duration::from_millis(1))
+    }
+
+    /// The request of the current attempt is on its way upstream.
+    pub fn sending(&mut self) {
+        self.forwarded = true;
+        if let Some(c) = &mut self.current
+            && !c.sent
+        {
+            c.sent = true;
+            self.sent += 1;
+        }
+    }
+
+    fn end_attempt(&mut self, result: AttemptResult) {
+        let (Some(pool), Some(c)) = (self.pool.as_ref(), self.current.take()) else {
+            return;
+        };
+        pool.metrics
+            .duration
+            .observe(c.started.elapsed().as_secs_f64());
+        if let Some(ep) = pool.endpoint(c.chosen.index) {
+            ep.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+        pool.record(c.chosen, result, now());
+    }
+
+    /// The current attempt failed with `e`: decides whether another is made.
+    pub fn failed(&mut self, e: UpstreamError) -> Next {
+        let Some(pool) = self.pool.clone() else {
+            return Next::Stop;
+        };
+        pool.metrics.error(&e);
+        let Some(sent) = self.current.as_ref().map(|c| c.sent) else {
+            // the failure came after the attempt's answer was taken (a broken response body):
+            // the client has part of it, nothing may be tried again
+            return Next::Stop;
+        };
+        let result = if e.counts_against_endpoint() {
+            AttemptResult::Failed
+        } else {
+            AttemptResult::Abandoned
+        };
+        self.end_attempt(result);
+        if e.is_connect() && !sent {
+            // nothing reached the upstream: the next endpoint may take it, once each
+            self.connect_failures += 1;
+            if (self.connect_failures as usize) < pool.len() && !self.left().is_zero() {
+                pool.metrics.retry("connect");
+                return Next::Retry;
+            }
+            return Next::Stop;
+        }
+        if self.may_retry(&pool, e.retry_reason(), None) {
+            Next::Retry
+        } else {
+            Next::Stop
+        }
+    }
+
+    /// The current attempt was answered with `status` (and maybe a `Retry-After`): decides
+    /// whether the answer is the request's, or it is retried.
+    pub fn answered(&mut self, status: u16, retry_after: Option<Duration>) -> Next {
+        self.status = Some(status);
+        let result = match status {
+            500..=599 => AttemptResult::Failed,
+            // the upstream asks for less traffic: not a sign the endpoint is broken
+            429 => AttemptResult::Abandoned,
+            _ => AttemptResult::Answered,
+        };
+        self.end_attempt(result);
+        let Some(pool) = self.pool.clone() else {
+            return Next::Stop;
+        };
+        let retried = pool
+            .upstream
+            .resilience
+            .retry
+            .as_ref()
+            .is_some_and(|r| r.on_status.contains(&status));
+        if retried && self.may_retry(&pool, "status", retry_after) {
+            Next::Retry
+        } else {
+            Next::Stop
+        }
+    }
+
+    fn may_retry(
+        &mut self,
+        pool: &UpstreamPool,
+        reason: &'static str,
+        retry_after: Option<Duration>,
+    ) -> bool {
+        let Some(spec) = &pool.upstream.resilience.retry else {
+            return false;
+        };
+        if !self.repeatable {
+            return false;
+        }
+        if self.sent >= spec.max_attempts {
+            pool.metrics.skipped("max_attempts");
+            return false;
+        }
+        let wait = match retry_after {
+            Some(asked) if asked > spec.max_retry_after.0 => {
+                pool.metrics.skipped("retry_after");
+                return false;
+            }
+            Some(asked) => asked,
+            None => spec.backoff.delay(self.retries + 1, rand::random::<f64>()),
+        };
+        if wait >= self.left() {
+            pool.metrics.skipped("deadline");
+            return false;
+        }
+        if let Some(budget) = pool.budget()
+            && !budget.try_retry(now())
+        {
+            pool.metrics.skipped("budget");
+            return false;
+        }
+        self.retries += 1;
+        self.wait = Some(wait);
+        pool.metrics.retry(reason);
+        true
+    }
+
+    /// Ends the exchange: an attempt without a verdict frees its probe, and the slot is freed.
+    pub fn finish(&mut self) {
+        self.end_attempt(AttemptResult::Abandoned);
+        self.slot = None;
+    }
+}
+
+impl Drop for Attempts {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
