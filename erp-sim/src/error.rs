@@ -5,7 +5,7 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 use serde_json::json;
 
-use crate::service::json_response;
+use crate::response::json_response;
 
 /// Everything the simulated ERP (or its control API) refuses, answered as
 /// `{"error":{"code":..,"message":..}}`.

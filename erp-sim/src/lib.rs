@@ -8,7 +8,9 @@
 
 mod documents;
 mod error;
+mod lock;
 mod records;
+mod response;
 mod server;
 mod service;
 mod state;

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::documents::rfc3339;
-use crate::state::lock;
+use crate::lock::lock;
 
 /// Bodies up to this size are shown as text in JSON views; larger ones only by length and hash.
 const UTF8_PREVIEW_LIMIT: usize = 64 * 1024;

@@ -17,19 +17,11 @@ use tokio::sync::Notify;
 use crate::documents::DocumentKind;
 use crate::error::ErpError;
 use crate::records::{headers_json, sha256_hex, utf8_preview};
+use crate::response::json_response;
 use crate::state::{Action, Behaviour, Shared};
 
 /// Control requests are small JSON documents; anything bigger is a mistake.
 const CONTROL_BODY_LIMIT: usize = 64 * 1024;
-
-pub(crate) fn json_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
-}
 
 /// The hyper service of one connection. `close` asks that connection's task to drop the
 /// connection without answering.

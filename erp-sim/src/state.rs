@@ -2,8 +2,8 @@
 //! they sit beside.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -12,13 +12,8 @@ use serde_json::{Value, json};
 
 use crate::SimOptions;
 use crate::documents::DocumentStore;
+use crate::lock::lock;
 use crate::records::RequestLog;
-
-/// Locks without propagating poisoning: every critical section here leaves the data
-/// consistent, so a panic elsewhere must not take the simulator down.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// How the simulator misbehaves for ERP and echo requests (never for `/_sim/`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
