@@ -537,3 +537,18 @@ async fn the_binary_takes_a_behaviour_or_a_script_from_the_command_line() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("also say how they fail"), "{stderr}");
 }
+
+#[test]
+fn the_shipped_brownout_script_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/brownout.json");
+    let text = std::fs::read_to_string(path).unwrap();
+    let script: Script = serde_json::from_str(&text).unwrap();
+    script.validate().unwrap();
+    assert!(script.repeat);
+    let failing: Vec<_> = script
+        .phases
+        .iter()
+        .filter(|p| p.behaviour.fail_every == Some(2))
+        .collect();
+    assert_eq!(failing.len(), 1, "one phase where every other answer fails");
+}
