@@ -23,10 +23,11 @@ pub struct SimStats {
     pub in_flight: u64,
     /// The most requests ever in flight at once since start or reset.
     pub max_in_flight: u64,
-    /// Writes answered from the `Idempotency-Key` memory instead of creating a document.
+    /// Writes repeating an `Idempotency-Key` already answered with a created document
+    /// (answered from memory when keys are honoured, processed again when not).
     pub duplicates: u64,
-    /// Writes refused with `409` because the first request with their key was still being
-    /// processed.
+    /// Writes whose `Idempotency-Key` was still being processed by an earlier request
+    /// (refused with `409` when keys are honoured).
     pub in_flight_conflicts: u64,
     /// TLS handshakes that failed, e.g. a client without the required certificate.
     pub tls_handshake_failures: u64,

@@ -1,9 +1,11 @@
 //! The ERP's memory of `Idempotency-Key`s on writes: the first request with a key that creates
-//! a document records its answer, later ones with the same method, path and key get that answer
-//! back. A key is reserved while its first request is processed, and released (as if never
-//! seen) when that request does not create a document.
+//! a document records its answer, later ones with the same method, path and key are repeats
+//! (answered with that answer when keys are honoured). A key is reserved while its first
+//! request is processed, and released (as if never seen) when that request does not create a
+//! document.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -83,15 +85,27 @@ pub(crate) enum Lookup {
 
 pub(crate) struct IdempotencyKeys {
     limit: usize,
+    honoured: AtomicBool,
     keys: Arc<Mutex<Keys>>,
 }
 
 impl IdempotencyKeys {
-    pub(crate) fn new(limit: usize) -> IdempotencyKeys {
+    pub(crate) fn new(limit: usize, honoured: bool) -> IdempotencyKeys {
         IdempotencyKeys {
             limit,
+            honoured: AtomicBool::new(honoured),
             keys: Arc::default(),
         }
+    }
+
+    /// Whether a repeat is answered from memory (and a conflict refused) rather than
+    /// processed.
+    pub(crate) fn honoured(&self) -> bool {
+        self.honoured.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_honoured(&self, honoured: bool) {
+        self.honoured.store(honoured, Ordering::Relaxed);
     }
 
     pub(crate) fn lookup(&self, method: &Method, path: &str, key: &str) -> Lookup {
@@ -191,7 +205,7 @@ mod tests {
 
     #[test]
     fn an_answered_key_replays_and_a_processing_one_conflicts() {
-        let keys = IdempotencyKeys::new(10);
+        let keys = IdempotencyKeys::new(10, true);
         let first = reserve(&keys, "/erp/v1/orders", "k");
         assert!(matches!(
             keys.lookup(&Method::POST, "/erp/v1/orders", "k"),
@@ -213,14 +227,14 @@ mod tests {
 
     #[test]
     fn a_dropped_reservation_releases_the_key() {
-        let keys = IdempotencyKeys::new(10);
+        let keys = IdempotencyKeys::new(10, true);
         drop(reserve(&keys, "/erp/v1/orders", "k"));
         drop(reserve(&keys, "/erp/v1/orders", "k"));
     }
 
     #[test]
     fn a_reservation_from_before_a_clear_leaves_newer_entries_alone() {
-        let keys = IdempotencyKeys::new(10);
+        let keys = IdempotencyKeys::new(10, true);
         let old = reserve(&keys, "/erp/v1/orders", "k");
         keys.clear();
         let new = reserve(&keys, "/erp/v1/orders", "k");
@@ -238,7 +252,7 @@ mod tests {
 
     #[test]
     fn the_oldest_answered_keys_are_forgotten_beyond_the_limit() {
-        let keys = IdempotencyKeys::new(2);
+        let keys = IdempotencyKeys::new(2, true);
         for key in ["a", "b", "c"] {
             reserve(&keys, "/p", key).answered(StoredAnswer::of(&created("x")));
         }
@@ -247,7 +261,7 @@ mod tests {
             keys.lookup(&Method::POST, "/p", "c"),
             Lookup::Replay(_)
         ));
-        let none = IdempotencyKeys::new(0);
+        let none = IdempotencyKeys::new(0, true);
         reserve(&none, "/p", "a").answered(StoredAnswer::of(&created("x")));
         drop(reserve(&none, "/p", "a"));
     }

@@ -200,6 +200,12 @@ impl ErpSim {
         self.set_down(false).await
     }
 
+    /// Turns [`SimOptions::honour_idempotency_keys`] on or off from now on (repeats are counted
+    /// either way; `reset` leaves this setting alone).
+    pub fn honour_idempotency_keys(&self, honour: bool) {
+        self.shared.keys.set_honoured(honour);
+    }
+
     /// Whether the listening socket is open.
     pub fn is_listening(&self) -> bool {
         self.shared.switch.listening()

@@ -25,6 +25,10 @@ struct Args {
     /// How many documents to keep per document kind (the most recent ones).
     #[arg(long, default_value_t = SimOptions::default().document_limit)]
     document_limit: usize,
+    /// Answer a repeated Idempotency-Key on a write with the first answer (and 409 while the
+    /// first is processed) instead of processing it again.
+    #[arg(long)]
+    honour_idempotency_keys: bool,
     /// How many answered Idempotency-Keys to remember (the most recent ones).
     #[arg(long, default_value_t = SimOptions::default().idempotency_key_limit)]
     idempotency_key_limit: usize,
@@ -83,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
         record_limit: args.record_limit,
         max_body_bytes: args.max_body_bytes,
         document_limit: args.document_limit,
+        honour_idempotency_keys: args.honour_idempotency_keys,
         idempotency_key_limit: args.idempotency_key_limit,
         tls,
         http2: args.http2,

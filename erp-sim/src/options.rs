@@ -12,6 +12,11 @@ pub struct SimOptions {
     /// How many stored documents to keep per document kind (the most recent ones); document
     /// ids keep counting, and an evicted document answers `404`.
     pub document_limit: usize,
+    /// Answer a write whose `Idempotency-Key` was answered before with that first answer,
+    /// creating nothing, and refuse one whose key is still being processed with `409`. Off,
+    /// every write is processed; repeats are counted (`duplicates`, `in_flight_conflicts`)
+    /// either way.
+    pub honour_idempotency_keys: bool,
     /// How many answered `Idempotency-Key`s to remember (the most recent ones); a key
     /// forgotten this way is processed again like a new one.
     pub idempotency_key_limit: usize,
@@ -28,6 +33,9 @@ impl Default for SimOptions {
             record_limit: 10_000,
             max_body_bytes: 64 * 1024 * 1024,
             document_limit: 10_000,
+            // Off by default while the gateway forwards its callers' keys verbatim: a key
+            // the gateway has forgotten (after its TTL) must reach the ERP as a new order.
+            honour_idempotency_keys: false,
             idempotency_key_limit: 100_000,
             tls: None,
             http2: false,

@@ -105,11 +105,19 @@ async fn erp(
         .to_response(),
         (_, Some(Lookup::Replay(answer))) => {
             shared.counters.duplicate();
-            answer.replay()
+            if shared.keys.honoured() {
+                answer.replay()
+            } else {
+                route(shared, &parts, body)
+            }
         }
         (_, Some(Lookup::Processing)) => {
             shared.counters.in_flight_conflict();
-            ErpError::IdempotencyKeyInUse.to_response()
+            if shared.keys.honoured() {
+                ErpError::IdempotencyKeyInUse.to_response()
+            } else {
+                route(shared, &parts, body)
+            }
         }
         (_, Some(Lookup::Fresh(reservation))) => {
             let response = route(shared, &parts, body);

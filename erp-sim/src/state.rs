@@ -38,7 +38,10 @@ impl Shared {
         let shared = Shared {
             records: RequestLog::new(options.record_limit),
             documents: DocumentStore::new(options.document_limit),
-            keys: IdempotencyKeys::new(options.idempotency_key_limit),
+            keys: IdempotencyKeys::new(
+                options.idempotency_key_limit,
+                options.honour_idempotency_keys,
+            ),
             counters: Counters::default(),
             faults: Faults::new(),
             switch,

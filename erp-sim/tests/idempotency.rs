@@ -1,14 +1,19 @@
-//! The simulated ERP honours `Idempotency-Key` on writes: a repeat gets the first answer and
-//! creates nothing, a failed attempt leaves the key free, a key still being processed is a
-//! conflict.
+//! The simulated ERP and `Idempotency-Key` on writes. Honoured: a repeat gets the first answer
+//! and creates nothing, a failed attempt leaves the key free, a key still being processed is a
+//! conflict. Not honoured (the default): every write is processed, and repeats are counted.
 
 use std::time::Duration;
 
-use erp_sim::{Behaviour, DocumentKind, ErpSim};
+use erp_sim::{Behaviour, DocumentKind, ErpSim, SimOptions};
 use serde_json::{Value, json};
 
+/// A simulator that honours keys.
 async fn start() -> ErpSim {
-    ErpSim::start("127.0.0.1:0".parse().expect("a socket address"))
+    let options = SimOptions {
+        honour_idempotency_keys: true,
+        ..SimOptions::default()
+    };
+    ErpSim::start_with("127.0.0.1:0".parse().expect("a socket address"), options)
         .await
         .expect("the simulator starts")
 }
@@ -252,4 +257,61 @@ async fn reset_forgets_the_keys() {
         .unwrap();
     assert_eq!((fresh.status, fresh.replayed), (201, false));
     assert_eq!(fresh.json()["documentId"], "ERP-ORD-000001");
+}
+
+#[tokio::test]
+async fn by_default_repeats_are_processed_and_counted() {
+    let sim = ErpSim::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let client = reqwest::Client::new();
+    let order = json!({"id": "PO-1"});
+    let first = post(&client, &sim, ORDERS, Some("k"), &order)
+        .await
+        .unwrap();
+    let again = post(&client, &sim, ORDERS, Some("k"), &order)
+        .await
+        .unwrap();
+    assert_eq!((again.status, again.replayed), (201, false));
+    assert_ne!(again.body, first.body, "a second order");
+    assert_eq!(sim.documents(DocumentKind::Order).len(), 2);
+    assert_eq!(sim.stats().duplicates, 1, "the ERP saw the key twice");
+
+    // Two at once with one key: both processed, the overlap counted.
+    sim.set_behaviour(Behaviour::delay_ms(1000));
+    let overlapping = {
+        let client = client.clone();
+        let url = format!("{}{ORDERS}", sim.base_url());
+        let order = order.clone();
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .header("idempotency-key", "both")
+                .json(&order)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    };
+    wait_for("the first request to be read", || {
+        sim.requests().len() == 3 && sim.requests()[2].body_complete
+    })
+    .await;
+    let second = post(&client, &sim, ORDERS, Some("both"), &order)
+        .await
+        .unwrap();
+    assert_eq!(
+        (overlapping.await.unwrap().unwrap(), second.status),
+        (201, 201)
+    );
+    assert_eq!(sim.documents(DocumentKind::Order).len(), 4);
+    assert_eq!(sim.stats().in_flight_conflicts, 1);
+
+    // Turned on at run time, repeats are answered from memory.
+    sim.set_behaviour(Behaviour::default());
+    sim.honour_idempotency_keys(true);
+    let replay = post(&client, &sim, ORDERS, Some("k"), &order)
+        .await
+        .unwrap();
+    assert_eq!((replay.status, replay.replayed), (201, true));
+    assert_eq!(replay.body, first.body);
+    assert_eq!(sim.documents(DocumentKind::Order).len(), 4);
 }
