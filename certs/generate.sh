@@ -1,10 +1,42 @@
 #!/usr/bin/env sh
-# Regenerates the DEVELOPMENT certificate authority, TLS certificate and JWT signing key in this
+# Regenerates the DEVELOPMENT certificate authority, TLS certificates and JWT signing key in this
 # folder. None of this material is for production: the private keys are public in the repository.
+#
+#   ./generate.sh          everything (a new CA: every certificate signed by the old one is
+#                          replaced too, and `gateway` must be rebuilt for the new JWT key)
+#   ./generate.sh client   only the client certificate, signed by the existing dev-ca
 set -eu
 cd "$(dirname "$0")"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+
+# The client certificate the gateway presents to an upstream that requires mutual TLS (the ERP
+# simulator's `client_ca` option), signed by the development CA.
+client_cert() {
+  openssl req -newkey rsa:2048 -nodes -sha256 -subj "/CN=retail-gateway development client" \
+    -keyout dev-client.key -out "$tmp/dev-client.csr"
+  cat > "$tmp/client-ext.cnf" <<EXT
+basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=clientAuth
+EXT
+  openssl x509 -req -sha256 -days 3650 -in "$tmp/dev-client.csr" \
+    -CA dev-ca.crt -CAkey dev-ca.key -CAcreateserial -CAserial "$tmp/ca.srl" \
+    -extfile "$tmp/client-ext.cnf" -out dev-client.crt
+}
+
+case "${1:-all}" in
+  client)
+    client_cert
+    echo "regenerated the development client certificate in $(pwd)"
+    exit 0
+    ;;
+  all) ;;
+  *)
+    echo "usage: $0 [all|client]" >&2
+    exit 2
+    ;;
+esac
 
 # A development CA (clients trust dev-ca.crt) ...
 openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 3650 \
@@ -25,6 +57,8 @@ EXT
 openssl x509 -req -sha256 -days 3650 -in "$tmp/dev-tls.csr" \
   -CA dev-ca.crt -CAkey dev-ca.key -CAcreateserial -CAserial "$tmp/ca.srl" \
   -extfile "$tmp/ext.cnf" -out dev-tls.crt
+
+client_cert
 
 # The development JWT signing key (RSA, for RS256), which `gateway token` signs with.
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out dev-jwt-signing.key

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::state::lock;
+use crate::lock::lock;
 
 /// The four document kinds the ERP accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,17 +1,29 @@
-//! An ERP simulator: a small HTTP/1.1 server that plays the retailer's ERP for the demo, the
-//! end-to-end tests and the load benches, and records everything it receives so tests can
-//! assert exactly what reached the ERP.
+//! An ERP simulator: a small HTTP server that plays the retailer's ERP for the demo, the
+//! end-to-end tests and the load benches, records everything it receives so tests can assert
+//! exactly what reached the ERP, and misbehaves on demand (errors, latency, hangs, dropped
+//! connections, refused connections), per instance and over time.
 //!
 //! Start it in-process with [`ErpSim::start`] (bind `127.0.0.1:0` for an ephemeral port), or
 //! run the `erp-sim` binary. Besides the ERP API (`/erp/v1/...`) and `/echo`, it serves a
-//! control API under `/_sim/` that is never recorded; the same controls are methods here.
+//! control API under `/_sim/` that is never recorded nor counted; the same controls are
+//! methods here. The crate's README describes the behaviours, scripts and idempotency.
 
+mod behaviour;
+mod connection;
+mod counters;
 mod documents;
 mod error;
+mod faults;
+mod idempotency;
+mod lock;
+mod options;
 mod records;
+mod response;
 mod server;
 mod service;
 mod state;
+mod switch;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,38 +31,23 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use behaviour::{
+    Behaviour, InvalidBehaviour, LatencyPoint, OutOfRange, Percentile, Phase, Ratio, Script,
+};
+pub use counters::SimStats;
 pub use documents::{DocumentKind, StoredDocument};
+pub use options::{SimOptions, SimTls};
 pub use records::ReceivedRequest;
-pub use state::{Behaviour, SimStats};
+pub use tls::ClientCert;
 
 use state::Shared;
-
-/// Limits that keep the simulator's memory bounded under load.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SimOptions {
-    /// How many request records to keep (the most recent ones); counters stay exact.
-    pub record_limit: usize,
-    /// Largest request body read; a larger one is answered `413` with the ERP error shape.
-    pub max_body_bytes: usize,
-    /// How many stored documents to keep per document kind (the most recent ones); document
-    /// ids keep counting, and an evicted document answers `404`.
-    pub document_limit: usize,
-}
-
-impl Default for SimOptions {
-    fn default() -> Self {
-        SimOptions {
-            record_limit: 10_000,
-            max_body_bytes: 64 * 1024 * 1024,
-            document_limit: 10_000,
-        }
-    }
-}
+use switch::Command;
 
 /// A running simulator. Dropping it stops the server as [`ErpSim::shutdown`] does, without
 /// waiting for it.
 pub struct ErpSim {
     addr: SocketAddr,
+    tls: bool,
     shared: Arc<Shared>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -62,15 +59,35 @@ impl ErpSim {
         Self::start_with(addr, SimOptions::default()).await
     }
 
-    /// Like [`ErpSim::start`], with explicit limits.
+    /// Like [`ErpSim::start`], with explicit limits, TLS and HTTP versions. Unusable TLS
+    /// material is an `InvalidInput` error naming the file.
     pub async fn start_with(addr: SocketAddr, options: SimOptions) -> std::io::Result<ErpSim> {
+        let tls = match &options.tls {
+            Some(tls) => Some(
+                tls::acceptor(tls, options.http2)
+                    .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidInput, err))?,
+            ),
+            None => None,
+        };
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(options));
+        let http2 = options.http2;
+        let (shared, commands, listening) = Shared::new(options);
+        let shared = Arc::new(shared);
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(server::accept_loop(listener, Arc::clone(&shared), stopped));
+        let server = server::Server {
+            addr,
+            listener,
+            shared: Arc::clone(&shared),
+            commands,
+            listening,
+            tls: tls.clone(),
+            http2,
+        };
+        let task = tokio::spawn(server::accept_loop(server, stopped));
         Ok(ErpSim {
             addr,
+            tls: tls.is_some(),
             shared,
             stop: Some(stop),
             task: Some(task),
@@ -82,9 +99,10 @@ impl ErpSim {
         self.addr
     }
 
-    /// `http://ADDR`, for building request URLs.
+    /// `http://ADDR` (`https://ADDR` under TLS), for building request URLs.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The kept request records in arrival order (at most `record_limit`, the most recent).
@@ -97,7 +115,7 @@ impl ErpSim {
         self.shared.counters.started()
     }
 
-    /// Requests the simulator answered (not those it dropped or whose body read failed).
+    /// Requests the simulator answered (not those it dropped, hung or whose body read failed).
     pub fn requests_completed(&self) -> u64 {
         self.shared.counters.completed()
     }
@@ -107,7 +125,8 @@ impl ErpSim {
         self.shared.counters.connections()
     }
 
-    /// The counters, including requests per path.
+    /// The counters, including requests per path, requests in flight and their high-water
+    /// mark, idempotent replays and conflicts, and refused TLS handshakes.
     pub fn stats(&self) -> SimStats {
         self.shared.stats()
     }
@@ -117,17 +136,84 @@ impl ErpSim {
         self.shared.documents.list(kind)
     }
 
-    /// Replaces how the simulator misbehaves for ERP and echo requests.
+    /// Replaces how the simulator misbehaves for ERP and echo requests, ending any script. A
+    /// `down_for_ms` closes the listener a moment later (on the accept loop); to wait until
+    /// it is closed, use [`ErpSim::set_down`].
     pub fn set_behaviour(&self, behaviour: Behaviour) {
-        self.shared.set_behaviour(behaviour);
+        // The receiver only tells when a down has happened; nobody waits for it here.
+        drop(self.shared.set_behaviour(behaviour, None));
     }
 
-    /// The current behaviour, with `fail_count` showing how many failures remain.
+    /// Runs `script` from its first phase now; each phase's behaviour takes effect when the
+    /// previous phase's time is up, and the last is held (or the script starts over, with
+    /// `repeat`). Setting a behaviour, another script, or resetting ends it.
+    pub fn set_script(&self, script: Script) {
+        drop(self.shared.set_script(script, None));
+    }
+
+    /// The current behaviour (a script's current phase), with `fail_count` showing how many
+    /// failures remain.
     pub fn behaviour(&self) -> Behaviour {
-        self.shared.behaviour()
+        self.shared.faults.behaviour()
     }
 
-    /// Clears records, documents (their ids restart at 000001), counters and behaviour.
+    /// Where the running script stands: `(phase index, number of phases)`; `None` without a
+    /// script.
+    pub fn script_phase(&self) -> Option<(usize, usize)> {
+        self.shared.faults.script_phase()
+    }
+
+    /// `true`: closes the listening socket (new connections are refused) and every open
+    /// connection (requests in flight are abandoned), as if the ERP had crashed, until
+    /// `set_down(false)`, which listens on the same address again. Returns once done; the
+    /// error is that of binding the address again (someone else took the port), or of a
+    /// simulator already shut down.
+    pub async fn set_down(&self, down: bool) -> std::io::Result<()> {
+        let gone = || std::io::Error::other("the simulator is shut down");
+        if down {
+            let (done, closed) = oneshot::channel();
+            let command = Command::Down {
+                until: None,
+                spare: None,
+                done: Some(done),
+            };
+            if !self.shared.switch.send(command) {
+                return Err(gone());
+            }
+            closed.await.map_err(|_| gone())
+        } else {
+            let (done, result) = oneshot::channel();
+            if !self.shared.switch.send(Command::Up { done: Some(done) }) {
+                return Err(gone());
+            }
+            result.await.map_err(|_| gone())?
+        }
+    }
+
+    /// `set_down(true)`: connections are refused until [`ErpSim::resume`].
+    pub async fn stop_listening(&self) -> std::io::Result<()> {
+        self.set_down(true).await
+    }
+
+    /// `set_down(false)`: listens on the same address again.
+    pub async fn resume(&self) -> std::io::Result<()> {
+        self.set_down(false).await
+    }
+
+    /// Turns [`SimOptions::honour_idempotency_keys`] on or off from now on (repeats are counted
+    /// either way; `reset` leaves this setting alone).
+    pub fn honour_idempotency_keys(&self, honour: bool) {
+        self.shared.keys.set_honoured(honour);
+    }
+
+    /// Whether the listening socket is open.
+    pub fn is_listening(&self) -> bool {
+        self.shared.switch.listening()
+    }
+
+    /// Clears records, documents (their ids restart at 000001), idempotency keys, counters,
+    /// behaviour and script, and listens again if down. `max_in_flight` restarts from the
+    /// requests in flight at that moment.
     pub fn reset(&self) {
         self.shared.reset();
     }

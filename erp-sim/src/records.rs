@@ -6,12 +6,13 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method};
+use http::{HeaderMap, Method, Version};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::documents::rfc3339;
-use crate::state::lock;
+use crate::lock::lock;
+use crate::tls::ClientCert;
 
 /// Bodies up to this size are shown as text in JSON views; larger ones only by length and hash.
 const UTF8_PREVIEW_LIMIT: usize = 64 * 1024;
@@ -43,6 +44,12 @@ pub struct ReceivedRequest {
     pub body_error: Option<String>,
     /// When the headers were parsed.
     pub received_at: SystemTime,
+    /// The HTTP version the request came in (`HTTP_11`, `HTTP_2`, ...).
+    pub version: Version,
+    /// It came over TLS.
+    pub tls: bool,
+    /// The verified client certificate, when the simulator requires one (mutual TLS).
+    pub client_cert: Option<ClientCert>,
 }
 
 impl ReceivedRequest {
@@ -70,6 +77,12 @@ impl ReceivedRequest {
             "body_complete": self.body_complete,
             "body_error": self.body_error,
             "received_at": rfc3339(self.received_at),
+            "version": format!("{:?}", self.version),
+            "tls": self.tls,
+            "client_cert": self.client_cert.as_ref().map(|cert| json!({
+                "subject": cert.subject,
+                "sha256": cert.sha256,
+            })),
         })
     }
 }
@@ -138,8 +151,14 @@ impl RequestLog {
         }
     }
 
-    /// Records a request whose headers have just been parsed.
-    pub(crate) fn begin(&self, parts: &http::request::Parts) -> Ticket {
+    /// Records a request whose headers have just been parsed, from a connection that is TLS
+    /// or not and showed that client certificate.
+    pub(crate) fn begin(
+        &self,
+        parts: &http::request::Parts,
+        tls: bool,
+        client_cert: Option<&ClientCert>,
+    ) -> Ticket {
         let path = parts.uri.path();
         let record = (self.limit > 0).then(|| ReceivedRequest {
             seq: 0,
@@ -152,6 +171,9 @@ impl RequestLog {
             body_complete: false,
             body_error: None,
             received_at: SystemTime::now(),
+            version: parts.version,
+            tls,
+            client_cert: client_cert.cloned(),
         });
         let mut log = lock(&self.log);
         log.last_seq += 1;
@@ -245,11 +267,17 @@ mod tests {
         parts
     }
 
+    impl RequestLog {
+        fn begin_plain(&self, parts: &http::request::Parts) -> Ticket {
+            self.begin(parts, false, None)
+        }
+    }
+
     #[test]
     fn keeps_the_newest_records_and_fills_bodies_by_seq() {
         let log = RequestLog::new(2);
         let tickets: Vec<_> = (0..3)
-            .map(|n| log.begin(&parts(&format!("/p/{n}"))))
+            .map(|n| log.begin_plain(&parts(&format!("/p/{n}"))))
             .collect();
         log.finish(&tickets[0], Bytes::from_static(b"evicted"), None);
         log.finish(&tickets[2], Bytes::from_static(b"third"), None);
@@ -268,9 +296,9 @@ mod tests {
     #[test]
     fn a_body_finishing_after_a_reset_does_not_touch_newer_records() {
         let log = RequestLog::new(10);
-        let old = log.begin(&parts("/old"));
+        let old = log.begin_plain(&parts("/old"));
         log.clear();
-        log.begin(&parts("/new"));
+        log.begin_plain(&parts("/new"));
         log.finish(&old, Bytes::from_static(b"old"), None);
         let records = log.snapshot();
         assert_eq!(records[0].path, "/new");
@@ -289,9 +317,9 @@ mod tests {
     fn by_path_is_capped() {
         let log = RequestLog::new(0);
         for n in 0..MAX_DISTINCT_PATHS + 5 {
-            log.begin(&parts(&format!("/p/{n}")));
+            log.begin_plain(&parts(&format!("/p/{n}")));
         }
-        log.begin(&parts("/p/0"));
+        log.begin_plain(&parts("/p/0"));
         let by_path = log.by_path();
         assert_eq!(by_path.len(), MAX_DISTINCT_PATHS + 1);
         assert_eq!(by_path["/p/0"], 2);

@@ -1,6 +1,6 @@
 //! Request handling: the ERP API, `/echo`, and the `/_sim/` control API. A request is counted
 //! and recorded here as soon as hyper hands it over, i.e. when its headers are parsed and
-//! before its body is read.
+//! before its body is read; it counts as in flight until its answer has been written.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -9,51 +9,53 @@ use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use tokio::sync::Notify;
 
+use crate::behaviour::{Behaviour, InvalidBehaviour, Script};
+use crate::connection::ConnectionInfo;
 use crate::documents::DocumentKind;
 use crate::error::ErpError;
+use crate::faults::Action;
+use crate::idempotency::{Lookup, StoredAnswer};
 use crate::records::{headers_json, sha256_hex, utf8_preview};
-use crate::state::{Action, Behaviour, Shared};
+use crate::response::{SimBody, json_response};
+use crate::state::Shared;
 
 /// Control requests are small JSON documents; anything bigger is a mistake.
 const CONTROL_BODY_LIMIT: usize = 64 * 1024;
 
-pub(crate) fn json_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
-}
-
-/// The hyper service of one connection. `close` asks that connection's task to drop the
-/// connection without answering.
+/// The hyper service of one connection.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
-    close: Arc<Notify>,
+    connection: Arc<ConnectionInfo>,
     request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<SimBody>, Infallible> {
     let path = request.uri().path();
-    let response = if path == "/_sim" || path.starts_with("/_sim/") {
-        control(&shared, request).await
-    } else {
-        erp(&shared, &close, request).await
-    };
-    Ok(response)
+    if path == "/_sim" || path.starts_with("/_sim/") {
+        let response = control(&shared, &connection, request).await;
+        return Ok(response.map(|body| SimBody::new(body, None)));
+    }
+    let in_flight = shared.counters.in_flight.enter();
+    let response = erp(&shared, &connection, request).await;
+    Ok(response.map(|body| SimBody::new(body, Some(in_flight))))
 }
 
-async fn erp(shared: &Shared, close: &Notify, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn erp(
+    shared: &Shared,
+    connection: &ConnectionInfo,
+    request: Request<Incoming>,
+) -> Response<Bytes> {
     let epoch = shared.counters.start();
     let (parts, body) = request.into_parts();
-    let ticket = shared.records.begin(&parts);
-    let plan = shared.plan();
+    let ticket = shared
+        .records
+        .begin(&parts, connection.tls, connection.client_cert.as_ref());
+    let plan = shared.faults.plan();
     if plan.action == Action::Drop {
-        close.notify_one();
+        connection.close.notify_one();
         // The connection task drops this future together with the connection, so nothing
         // is ever written.
         return std::future::pending().await;
@@ -74,18 +76,76 @@ async fn erp(shared: &Shared, close: &Notify, request: Request<Incoming>) -> Res
             return failure.error.to_response();
         }
     };
+    if plan.action == Action::Hang {
+        // Until the connection goes away: the client gives up, or the simulator shuts down or
+        // goes down.
+        return std::future::pending().await;
+    }
+    // The key is looked up (and reserved) before the delay: a slow ERP is slow while it
+    // processes, and a retry arriving meanwhile must find the key taken.
+    let lookup = match plan.action {
+        Action::Answer => idempotency_key(&parts)
+            .map(|key| shared.keys.lookup(&parts.method, parts.uri.path(), key)),
+        _ => None,
+    };
     if let Some(delay) = plan.delay {
         tokio::time::sleep(delay).await;
     }
-    let response = match plan.action {
-        Action::Fail(status) => ErpError::SimulatedFailure(status).to_response(),
-        Action::Answer | Action::Drop => route(shared, &parts, body),
+    let response = match (plan.action, lookup) {
+        (
+            Action::Fail {
+                status,
+                retry_after,
+            },
+            _,
+        ) => ErpError::SimulatedFailure {
+            status,
+            retry_after,
+        }
+        .to_response(),
+        (_, Some(Lookup::Replay(answer))) => {
+            shared.counters.duplicate();
+            if shared.keys.honoured() {
+                answer.replay()
+            } else {
+                route(shared, &parts, body)
+            }
+        }
+        (_, Some(Lookup::Processing)) => {
+            shared.counters.in_flight_conflict();
+            if shared.keys.honoured() {
+                ErpError::IdempotencyKeyInUse.to_response()
+            } else {
+                route(shared, &parts, body)
+            }
+        }
+        (_, Some(Lookup::Fresh(reservation))) => {
+            let response = route(shared, &parts, body);
+            // Only a created document is remembered; anything else leaves the key free.
+            if response.status() == StatusCode::CREATED {
+                reservation.answered(StoredAnswer::of(&response));
+            }
+            response
+        }
+        (_, None) => route(shared, &parts, body),
     };
     shared.counters.complete(epoch);
     response
 }
 
-fn route(shared: &Shared, parts: &Parts, body: Bytes) -> Response<Full<Bytes>> {
+/// The `Idempotency-Key` of an ERP write (a `POST` under `/erp/v1/`), if it has one.
+fn idempotency_key(parts: &Parts) -> Option<&str> {
+    if parts.method != Method::POST || !parts.uri.path().starts_with("/erp/v1/") {
+        return None;
+    }
+    parts
+        .headers
+        .get("idempotency-key")
+        .and_then(|value| value.to_str().ok())
+        .filter(|key| !key.is_empty())
+}
+
+fn route(shared: &Shared, parts: &Parts, body: Bytes) -> Response<Bytes> {
     let path = parts.uri.path();
     if path == "/echo" || path.starts_with("/echo/") {
         return echo(parts, &body);
@@ -108,7 +168,7 @@ fn route(shared: &Shared, parts: &Parts, body: Bytes) -> Response<Full<Bytes>> {
         (None, &Method::POST) => create(shared, kind, parts, body),
         (Some(id), &Method::GET) => match shared.documents.get(kind, id) {
             Some(raw) => {
-                let mut response = Response::new(Full::new(raw));
+                let mut response = Response::new(raw);
                 response
                     .headers_mut()
                     .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -120,7 +180,7 @@ fn route(shared: &Shared, parts: &Parts, body: Bytes) -> Response<Full<Bytes>> {
     }
 }
 
-fn create(shared: &Shared, kind: DocumentKind, parts: &Parts, raw: Bytes) -> Response<Full<Bytes>> {
+fn create(shared: &Shared, kind: DocumentKind, parts: &Parts, raw: Bytes) -> Response<Bytes> {
     let document = match serde_json::from_slice::<Value>(&raw) {
         Ok(document @ Value::Object(_)) => document,
         Ok(other) => {
@@ -148,13 +208,14 @@ fn json_kind(value: &Value) -> &'static str {
     }
 }
 
-fn echo(parts: &Parts, body: &Bytes) -> Response<Full<Bytes>> {
+fn echo(parts: &Parts, body: &Bytes) -> Response<Bytes> {
     json_response(
         StatusCode::OK,
         &json!({
             "method": parts.method.as_str(),
             "path": parts.uri.path(),
             "query": parts.uri.query(),
+            "version": format!("{:?}", parts.version),
             "headers": headers_json(&parts.headers),
             "body_len": body.len(),
             "body_sha256": sha256_hex(body),
@@ -163,7 +224,11 @@ fn echo(parts: &Parts, body: &Bytes) -> Response<Full<Bytes>> {
     )
 }
 
-async fn control(shared: &Shared, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn control(
+    shared: &Shared,
+    connection: &ConnectionInfo,
+    request: Request<Incoming>,
+) -> Response<Bytes> {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
     let resource = path.trim_end_matches('/');
@@ -176,32 +241,41 @@ async fn control(shared: &Shared, request: Request<Incoming>) -> Response<Full<B
         (&Method::GET, "/_sim/stats") => json_response(StatusCode::OK, &shared.stats().to_json()),
         (&Method::POST, "/_sim/reset") => {
             shared.reset();
-            let mut response = Response::new(Full::new(Bytes::new()));
+            let mut response = Response::new(Bytes::new());
             *response.status_mut() = StatusCode::NO_CONTENT;
             response
         }
-        (&Method::GET, "/_sim/behaviour" | "/_sim/behavior") => {
-            json_response(StatusCode::OK, &shared.behaviour().to_json())
+        (&Method::GET, "/_sim/behaviour" | "/_sim/behavior" | "/_sim/script") => {
+            json_response(StatusCode::OK, &shared.behaviour_status())
         }
         (&Method::PUT, "/_sim/behaviour" | "/_sim/behavior") => {
-            let behaviour = match read_body(body, CONTROL_BODY_LIMIT).await {
-                Ok(raw) => serde_json::from_slice::<Behaviour>(&raw)
-                    .map_err(|err| ErpError::InvalidBehaviour(err.to_string()))
-                    .and_then(|b| b.validate().map(|()| b).map_err(ErpError::InvalidBehaviour)),
-                Err(failure) => Err(failure.error),
-            };
+            let behaviour = read_control::<Behaviour>(body, Behaviour::validate)
+                .await
+                .map_err(|err| err.into_error(ErpError::InvalidBehaviour));
             match behaviour {
                 Ok(behaviour) => {
-                    let answer = behaviour.to_json();
-                    shared.set_behaviour(behaviour);
-                    json_response(StatusCode::OK, &answer)
+                    let closed = shared.set_behaviour(behaviour, Some(connection.id));
+                    answer_after_down(shared, closed).await
+                }
+                Err(err) => err.to_response(),
+            }
+        }
+        (&Method::PUT, "/_sim/script") => {
+            let script = read_control::<Script>(body, Script::validate)
+                .await
+                .map_err(|err| err.into_error(ErpError::InvalidScript));
+            match script {
+                Ok(script) => {
+                    let closed = shared.set_script(script, Some(connection.id));
+                    answer_after_down(shared, closed).await
                 }
                 Err(err) => err.to_response(),
             }
         }
         (
             _,
-            "/_sim/requests" | "/_sim/stats" | "/_sim/reset" | "/_sim/behaviour" | "/_sim/behavior",
+            "/_sim/requests" | "/_sim/stats" | "/_sim/reset" | "/_sim/behaviour" | "/_sim/behavior"
+            | "/_sim/script",
         ) => ErpError::MethodNotAllowed {
             method: parts.method.to_string(),
             path: path.to_owned(),
@@ -209,6 +283,47 @@ async fn control(shared: &Shared, request: Request<Incoming>) -> Response<Full<B
         .to_response(),
         _ => ErpError::NotFound(format!("no control endpoint {path}")).to_response(),
     }
+}
+
+/// Answers a behaviour or script change once the listener is closed, if the change closes it,
+/// so the client knows connections are refused when it gets the answer.
+async fn answer_after_down(
+    shared: &Shared,
+    closed: Option<tokio::sync::oneshot::Receiver<()>>,
+) -> Response<Bytes> {
+    if let Some(closed) = closed {
+        // An error means the accept loop ended: nothing left to wait for.
+        let _ = closed.await;
+    }
+    json_response(StatusCode::OK, &shared.behaviour_status())
+}
+
+/// Why a control document was refused.
+enum ControlError {
+    Body(ErpError),
+    Invalid(String),
+}
+
+impl ControlError {
+    fn into_error(self, invalid: fn(String) -> ErpError) -> ErpError {
+        match self {
+            ControlError::Body(err) => err,
+            ControlError::Invalid(message) => invalid(message),
+        }
+    }
+}
+
+async fn read_control<T: DeserializeOwned>(
+    body: Incoming,
+    validate: fn(&T) -> Result<(), InvalidBehaviour>,
+) -> Result<T, ControlError> {
+    let raw = read_body(body, CONTROL_BODY_LIMIT)
+        .await
+        .map_err(|failure| ControlError::Body(failure.error))?;
+    let value =
+        serde_json::from_slice::<T>(&raw).map_err(|err| ControlError::Invalid(err.to_string()))?;
+    validate(&value).map_err(|err| ControlError::Invalid(err.to_string()))?;
+    Ok(value)
 }
 
 struct BodyFailure {
