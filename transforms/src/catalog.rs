@@ -17,9 +17,10 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::canonical_schemas::{self, SchemaValidator, Violations};
 use crate::engine::{Program, RunError, SourceError};
 use crate::golden::{self, GoldenCase, GoldenOutcome};
-use crate::schema::{self, SchemaValidator, Violations};
+use crate::mapping_files::{LoadError, file_name, sorted_entries};
 use crate::value::{self, NotJson};
 
 /// The folder of the response mappings (ERP answer -> canonical answer or problem).
@@ -38,46 +39,10 @@ pub fn output_document(channel: &str, document: &str) -> Option<&'static str> {
             _ => None,
         };
     }
-    schema::CANONICAL_DOCUMENTS
+    canonical_schemas::CANONICAL_DOCUMENTS
         .into_iter()
         .filter(|d| !matches!(*d, "answer" | "problem"))
         .find(|d| *d == document)
-}
-
-/// Something wrong in the mappings folder, located as precisely as the source allows.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct LoadError {
-    pub path: PathBuf,
-    /// 1-based line, when the error has a position (jq syntax, undefined names, JSON).
-    pub line: Option<usize>,
-    /// 1-based column, with `line`.
-    pub column: Option<usize>,
-    pub message: String,
-}
-
-impl LoadError {
-    fn at(path: &Path, message: impl Into<String>) -> LoadError {
-        LoadError {
-            path: path.to_owned(),
-            line: None,
-            column: None,
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for LoadError {
-    /// `file:line:col: message`, as compilers and editors expect.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.path.display())?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-            if let Some(column) = self.column {
-                write!(f, ":{column}")?;
-            }
-        }
-        write!(f, ": {}", self.message)
-    }
 }
 
 /// Why a mapping could not turn an input into a canonical document.
@@ -177,7 +142,7 @@ impl Mapping {
                 format!("no canonical document is called {document:?} (known: {known})"),
             )]);
         };
-        let Some(validator) = schema::canonical_validator(output) else {
+        let Some(validator) = canonical_schemas::canonical_validator(output) else {
             return Err(vec![LoadError::at(
                 path,
                 format!("the canonical schema of {output} does not compile"),
@@ -281,7 +246,6 @@ impl Mapping {
 /// Every mapping under a root folder, compiled.
 #[derive(Debug, Default)]
 pub struct Catalog {
-    root: PathBuf,
     mappings: BTreeMap<String, Arc<Mapping>>,
 }
 
@@ -312,18 +276,10 @@ impl Catalog {
             load_channel(&channel, &channel_dir, &mut mappings, &mut errors);
         }
         if errors.is_empty() {
-            Ok(Catalog {
-                root: root.to_owned(),
-                mappings,
-            })
+            Ok(Catalog { mappings })
         } else {
             Err(errors)
         }
-    }
-
-    /// The folder it was loaded from.
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 
     /// The mapping of a channel's document (`mapping("amazon", "order")`).
@@ -415,20 +371,6 @@ fn load_cases(dir: &Path, loaded: &mut BTreeMap<String, Mapping>, errors: &mut V
             Err(mut found) => errors.append(&mut found),
         }
     }
-}
-
-pub(crate) fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, String> {
-    let read = std::fs::read_dir(dir).map_err(|err| format!("cannot read the folder: {err}"))?;
-    let mut entries = read
-        .map(|entry| entry.map(|e| e.path()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|err| format!("cannot read the folder: {err}"))?;
-    entries.sort();
-    Ok(entries)
-}
-
-pub(crate) fn file_name(path: &Path) -> Option<String> {
-    path.file_name().and_then(|n| n.to_str()).map(str::to_owned)
 }
 
 fn is_channel_name(name: &str) -> bool {

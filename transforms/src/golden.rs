@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::catalog::{LoadError, TransformError, file_name, sorted_entries};
+use crate::mapping_files::{LoadError, file_name, sorted_entries};
 
 const INPUT_SUFFIX: &str = ".input.json";
 const EXPECTED_SUFFIX: &str = ".expected.json";
@@ -36,7 +36,7 @@ pub struct GoldenOutcome {
 }
 
 pub(crate) fn load_cases(dir: &Path) -> Result<Vec<GoldenCase>, Vec<LoadError>> {
-    let entries = sorted_entries(dir).map_err(|err| vec![at(dir, err)])?;
+    let entries = sorted_entries(dir).map_err(|err| vec![LoadError::at(dir, err)])?;
     let mut errors = Vec::new();
     let mut cases = Vec::new();
     for path in &entries {
@@ -60,10 +60,13 @@ pub(crate) fn load_cases(dir: &Path) -> Result<Vec<GoldenCase>, Vec<LoadError>> 
             }
         } else if let Some(case) = name.strip_suffix(EXPECTED_SUFFIX) {
             if !dir.join(format!("{case}{INPUT_SUFFIX}")).exists() {
-                errors.push(at(path, format!("no {case}{INPUT_SUFFIX} beside it")));
+                errors.push(LoadError::at(
+                    path,
+                    format!("no {case}{INPUT_SUFFIX} beside it"),
+                ));
             }
         } else if path.is_file() && !name.starts_with('.') && name != "README.md" {
-            errors.push(at(
+            errors.push(LoadError::at(
                 path,
                 format!("a golden case is a pair <name>{INPUT_SUFFIX} and <name>{EXPECTED_SUFFIX}"),
             ));
@@ -76,18 +79,9 @@ pub(crate) fn load_cases(dir: &Path) -> Result<Vec<GoldenCase>, Vec<LoadError>> 
     }
 }
 
-fn at(path: &Path, message: impl Into<String>) -> LoadError {
-    LoadError {
-        path: path.to_owned(),
-        line: None,
-        column: None,
-        message: message.into(),
-    }
-}
-
 fn read_json(path: &Path) -> Result<Value, LoadError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|err| at(path, format!("cannot read: {err}")))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| LoadError::at(path, format!("cannot read: {err}")))?;
     serde_json::from_str(&text).map_err(|err| {
         // serde_json ends its message with the position, which the error carries on its own.
         let full = err.to_string();
@@ -103,7 +97,11 @@ fn read_json(path: &Path) -> Result<Value, LoadError> {
     })
 }
 
-pub(crate) fn run_case(case: &GoldenCase, result: Result<Value, TransformError>) -> GoldenOutcome {
+/// Compares what the mapping made of a case's input with the expected output.
+pub(crate) fn run_case(
+    case: &GoldenCase,
+    result: Result<Value, impl std::fmt::Display>,
+) -> GoldenOutcome {
     let diff = match result {
         Ok(actual) => {
             let lines = diff(&case.expected, &actual);

@@ -1,6 +1,6 @@
 //! The canonical retail model (its JSON Schemas) and the engine that maps channel payloads to it.
 //!
-//! - [`schema`]: the canonical schemas (`schemas/v1/*.schema.json`, embedded) and
+//! - [`canonical_schemas`]: the canonical schemas (`schemas/v1/*.schema.json`, embedded) and
 //!   [`SchemaValidator`], which compiles any JSON Schema once and lists every violation of an
 //!   instance with its JSON Pointer, keyword and message, capped and counted.
 //! - [`precheck`]: size, nesting depth, UTF-8 and JSON syntax of a raw body, checked before
@@ -30,23 +30,25 @@
 //! from the request bytes to the mapping and back, which is what keeps money and 64-bit ids
 //! exact.
 
+pub mod canonical_schemas;
 pub mod catalog;
 pub mod codes;
 pub mod decimal;
 mod engine;
 pub mod golden;
+mod mapping_files;
 mod natives;
 pub mod precheck;
-pub mod schema;
 pub mod status;
 pub mod time;
 mod value;
 
-pub use catalog::{Catalog, LoadError, Mapping, TransformError};
-pub use golden::{GoldenCase, GoldenOutcome};
-pub use precheck::{PrecheckError, PrecheckLimits, parse_checked, precheck};
-pub use schema::{
+pub use canonical_schemas::{
     CANONICAL_BASE, CANONICAL_DOCUMENTS, SchemaError, SchemaValidator, Violation, Violations,
     canonical_schema, canonical_validator,
 };
+pub use catalog::{Catalog, Mapping, TransformError};
+pub use golden::{GoldenCase, GoldenOutcome};
+pub use mapping_files::LoadError;
+pub use precheck::{PrecheckError, PrecheckLimits, parse_checked, precheck};
 pub use value::NotJson;

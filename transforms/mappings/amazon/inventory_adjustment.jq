@@ -34,7 +34,7 @@ required(.payload; "payload") as $p
     document_type: "inventory_adjustment",
     model_version: "v1",
     channel: "amazon",
-    channel_ids: ($p.granularity | if .granularityType == "Marketplace" then {marketplace_id: .granularityId} else null end),
+    channel_ids: ($p.granularity | if .granularityType == "Marketplace" then {marketplace_id: .granularityId} | compact | nonempty else null end),
     items: [$p.inventorySummaries[] | summary]
   }
 | compact

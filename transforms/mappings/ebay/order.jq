@@ -16,6 +16,9 @@ def ebay_money($c): in_currency($c) | .value | money($c);
 # The same amount in the buyer's currency, when eBay converted it.
 def buyer_money: if .convertedFromCurrency then .convertedFromCurrency as $b | .convertedFromValue | money($b) else null end;
 
+# A pricingSummary amount in the buyer's currency, on an order whose total eBay converted.
+def converted($field): buyer_money // reject("pricingSummary.\($field) was not converted though the total was");
+
 def discount_money($c): in_currency($c) | .value | decimal_abs | money($c);
 
 def fulfillment_status:
@@ -84,7 +87,9 @@ required(.orderId; "orderId") as $id
 | (.cancelStatus.cancelState == "CANCELED") as $cancelled
 | if ((.lineItems // []) | length) == 0 then reject("an order without lineItems") end
 | .pricingSummary as $p
-| (.fulfillmentStartInstructions // [] | first(.[] | select(.shippingStep != null))) as $ship
+# Without a shipping step (no fulfillmentStartInstructions, or none with one) the order is
+# mapped without a shipping address, which the canonical order does not need.
+| (first(.fulfillmentStartInstructions // [] | .[] | select(.shippingStep != null)) // null) as $ship
 | {
     id: "ebay:\($id)",
     document_type: "order",
@@ -120,7 +125,7 @@ required(.orderId; "orderId") as $id
     } | compact,
     lines: [.lineItems[] | line($cancelled; $c)],
     totals: {
-      subtotal: ($p.priceSubtotal | ebay_money($c)),
+      subtotal: (required($p.priceSubtotal; "pricingSummary.priceSubtotal") | ebay_money($c)),
       discount: ($p.priceDiscount | maybe(discount_money($c))),
       shipping: ($p.deliveryCost | maybe(ebay_money($c))),
       tax: (if $p.tax then $p.tax | ebay_money($c) else "0" | money($c) end),
@@ -128,13 +133,14 @@ required(.orderId; "orderId") as $id
     } | compact,
     presentment_totals: (
       if $p.total.convertedFromCurrency then
-        {
-          subtotal: ($p.priceSubtotal | buyer_money),
-          discount: ($p.priceDiscount | maybe(buyer_money | .amount |= decimal_abs)),
-          shipping: ($p.deliveryCost | maybe(buyer_money)),
-          tax: ($p.tax | maybe(buyer_money)),
-          total: ($p.total | buyer_money)
-        } | compact
+        $p.total.convertedFromCurrency as $b
+        | {
+            subtotal: ($p.priceSubtotal | converted("priceSubtotal")),
+            discount: ($p.priceDiscount | maybe(converted("priceDiscount") | .amount |= decimal_abs)),
+            shipping: ($p.deliveryCost | maybe(converted("deliveryCost"))),
+            tax: (if $p.tax then $p.tax | converted("tax") else "0" | money($b) end),
+            total: ($p.total | converted("total"))
+          } | compact
       else null
       end
     )

@@ -6,7 +6,7 @@
 # (shop_money, the canonical amounts) and in the buyer's (presentment_money).
 
 def set_money($set; $plain; $c):
-  if $set != null then $set.shop_money | .currency_code as $code | .amount | money($code)
+  if $set.shop_money != null then $set.shop_money | .currency_code as $code | .amount | money($code)
   elif $plain != null then $plain | money($c)
   else null
   end;
@@ -50,7 +50,7 @@ def tax($c):
     type: "item",
     title: .title,
     rate: (.rate | maybe(decimal)),
-    amount: set_money(.price_set; .price; $c),
+    amount: required(set_money(.price_set; .price; $c); "price of a tax line"),
     remitted_by: (if .channel_liable == true then "marketplace" else "seller" end)
   }
   | compact;
@@ -58,7 +58,7 @@ def tax($c):
 def line($order; $c; $shipped):
   (required(.id; "a line item id") | id_string) as $id
   | required(.quantity; "quantity of line item \($id)") as $qty
-  | set_money(.price_set; .price; $c) as $unit
+  | required(set_money(.price_set; .price; $c); "price of line item \($id)") as $unit
   | {
       line_id: $id,
       channel_ids: {
@@ -73,7 +73,7 @@ def line($order; $c; $shipped):
       channel_status: .fulfillment_status,
       unit_price: $unit,
       subtotal: (decimal_mul($unit.amount; $qty) | money($c)),
-      discount: ([.discount_allocations // [] | .[] | set_money(.amount_set; .amount; $c).amount]
+      discount: ([.discount_allocations // [] | .[] | required(set_money(.amount_set; .amount; $c); "amount of a discount allocation").amount]
                  | if length == 0 then null else decimal_sum | money($c) end),
       taxes: ([.tax_lines // [] | .[] | tax($c)] | nonempty)
     }
@@ -93,14 +93,20 @@ def address:
   | compact;
 
 # The order totals in the shop's currency ($which "shop") or the buyer's ("presentment").
+# Shopify sends subtotal, tax and total on every order (plain, and as *_set in current API
+# versions; legacy orders lack the sets): one missing is refused naming it, as the canonical
+# order cannot do without them.
 def totals($which; $c):
   def pick($set; $plain): if $which == "shop" then set_money($set; $plain; $c) else presentment($set) end;
+  def must($set; $plain; $name):
+    pick($set; $plain)
+    // reject(if $which == "shop" then "missing \($name)" else "missing \($name)_set.presentment_money (the order was presented in another currency)" end);
   {
-    subtotal: pick(.total_line_items_price_set; .total_line_items_price),
+    subtotal: must(.total_line_items_price_set; .total_line_items_price; "total_line_items_price"),
     discount: pick(.total_discounts_set; .total_discounts),
     shipping: pick(.total_shipping_price_set; null),
-    tax: pick(.total_tax_set; .total_tax),
-    total: pick(.total_price_set; .total_price)
+    tax: must(.total_tax_set; .total_tax; "total_tax"),
+    total: must(.total_price_set; .total_price; "total_price")
   }
   | compact;
 

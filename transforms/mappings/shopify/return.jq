@@ -53,7 +53,7 @@ def set_money($set; $plain; $c):
       tax: $tax,
       shipping: $shipping,
       total: (if ($paid | length) > 0
-              then [$paid[] | if .currency == $c then .amount else reject("a refund transaction in \(.currency) on a refund in \($c)") end] | decimal_sum | money($c)
+              then [$paid[] | if .currency == $c then required(.amount; "amount of a refund transaction") else reject("a refund transaction in \(.currency) on a refund in \($c)") end] | decimal_sum | money($c)
               else [$subtotal.amount, $tax.amount, ($shipping.amount // "0")] | decimal_sum | money($c)
               end)
     } | compact

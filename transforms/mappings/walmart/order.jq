@@ -30,7 +30,7 @@ def line_status:
 
 # Units of a line whose Walmart status passes the test f.
 def units_in(f):
-  [.orderLineStatuses.orderLineStatus // [] | .[] | select(.status | f) | .statusQuantity.amount | to_int]
+  [.orderLineStatuses.orderLineStatus // [] | .[] | select(.status | f) | required(.statusQuantity.amount; "statusQuantity of a \(.status) line status") | to_int]
   | add // 0;
 
 def charges_of($type; $c): [.charges.charge // [] | .[] | select(.chargeType == $type) | .chargeAmount | walmart_money($c)];
@@ -59,7 +59,7 @@ def line($c):
       taxes: ([.charges.charge // [] | .[] | select(.tax != null) | {
         type: (if .chargeType == "SHIPPING" then "shipping" else "item" end),
         title: .tax.taxName,
-        amount: (.tax.taxAmount | walmart_money($c)),
+        amount: (required(.tax.taxAmount; "taxAmount of a \(.chargeType) charge's tax") | walmart_money($c)),
         remitted_by: "marketplace"
       } | compact] | nonempty)
     }
