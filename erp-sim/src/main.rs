@@ -26,8 +26,8 @@ struct Args {
     #[arg(long, default_value_t = SimOptions::default().document_limit)]
     document_limit: usize,
     /// Answer a repeated Idempotency-Key on a write with the first answer (and 409 while the
-    /// first is processed) instead of processing it again.
-    #[arg(long)]
+    /// first is processed) instead of processing it again (`false` processes every write).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     honour_idempotency_keys: bool,
     /// How many answered Idempotency-Keys to remember (the most recent ones).
     #[arg(long, default_value_t = SimOptions::default().idempotency_key_limit)]

@@ -33,9 +33,9 @@ impl Default for SimOptions {
             record_limit: 10_000,
             max_body_bytes: 64 * 1024 * 1024,
             document_limit: 10_000,
-            // Off by default while the gateway forwards its callers' keys verbatim: a key
-            // the gateway has forgotten (after its TTL) must reach the ERP as a new order.
-            honour_idempotency_keys: false,
+            // a well-behaved ERP: the gateway sends one key per accepted document on every
+            // attempt of it, so a retry it cannot tell apart never becomes a second order
+            honour_idempotency_keys: true,
             idempotency_key_limit: 100_000,
             tls: None,
             http2: false,

@@ -260,8 +260,9 @@ async fn reset_forgets_the_keys() {
 }
 
 #[tokio::test]
-async fn by_default_repeats_are_processed_and_counted() {
+async fn when_keys_are_not_honoured_repeats_are_processed_and_counted() {
     let sim = ErpSim::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    sim.honour_idempotency_keys(false);
     let client = reqwest::Client::new();
     let order = json!({"id": "PO-1"});
     let first = post(&client, &sim, ORDERS, Some("k"), &order)
