@@ -150,6 +150,11 @@ fn route(shared: &Shared, parts: &Parts, body: Bytes) -> Response<Bytes> {
     if path == "/echo" || path.starts_with("/echo/") {
         return echo(parts, &body);
     }
+    // the ERP's health endpoint, for the gateway's active health checks; faults apply to it
+    // as to every ERP request, so a failing simulator is also an unhealthy one
+    if path == "/erp/v1/health" && parts.method == Method::GET {
+        return json_response(StatusCode::OK, &json!({"status": "ok"}));
+    }
     let not_found = || ErpError::NotFound(format!("no route for {} {path}", parts.method));
     let Some((kind, document_id)) = path.strip_prefix("/erp/v1/").and_then(|rest| {
         let (collection, id) = match rest.split_once('/') {

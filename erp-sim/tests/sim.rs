@@ -629,3 +629,15 @@ fn the_binary_prints_its_address_and_serves() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"requests_started\":0"), "{answer}");
 }
+
+#[tokio::test]
+async fn the_health_endpoint_answers_ok_and_fails_with_the_simulator() {
+    let sim = start().await;
+    let url = format!("{}/erp/v1/health", sim.base_url());
+    let ok = reqwest::get(&url).await.expect("an answer");
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(ok.json::<Value>().await.expect("JSON")["status"], "ok");
+    sim.set_behaviour(Behaviour::fail(503, None));
+    let failing = reqwest::get(&url).await.expect("an answer");
+    assert_eq!(failing.status(), StatusCode::SERVICE_UNAVAILABLE);
+}

@@ -156,7 +156,7 @@ fn print_banner(l: &Listening, erp: SocketAddr, sample: &Path) {
     }
     if let Some(admin) = l.admin {
         out.push_str(&format!(
-            "admin     http://{admin}/metrics  http://{admin}/config  http://{admin}/readyz\n"
+            "admin     http://{admin}/metrics  http://{admin}/config  http://{admin}/upstreams  http://{admin}/readyz\n"
         ));
     }
     out.push_str(&format!(
@@ -183,8 +183,24 @@ fn print_banner(l: &Listening, erp: SocketAddr, sample: &Path) {
     out.push_str(&demo_curl(http, sample, &token, &key.to_string()));
     out.push_str(
         "\n\nPaste it again: same Idempotency-Key, so the ERP is not called twice and the \
-         stored answer comes back with `Idempotent-Replayed: true`.\n\n",
+         stored answer comes back with `Idempotent-Replayed: true`.\n",
     );
+    out.push_str(&format!(
+        "\nStage an ERP outage, then post orders (with new Idempotency-Keys) and watch the \
+         gateway cope:\n  every other ERP answer a 503 (orders are retried, one upstream key per \
+         order, so none is created twice):\n    curl -X PUT http://{erp}/_sim/behaviour -d \
+         '{{\"fail_every\":2,\"fail_status\":503}}'\n  the ERP down for 30 s (the circuit \
+         breaker and health checks answer 503 with Retry-After, without calling it):\n    \
+         curl -X PUT http://{erp}/_sim/behaviour -d '{{\"down_for_ms\":30000}}'\n  back to \
+         normal:\n    curl -X PUT http://{erp}/_sim/behaviour -d '{{}}'\n"
+    ));
+    if let Some(admin) = l.admin {
+        out.push_str(&format!(
+            "  the ERP as the gateway sees it (health, ejection, circuit, in flight):\n    \
+             curl http://{admin}/upstreams\n"
+        ));
+    }
+    out.push('\n');
     print!("{out}");
     let _ = std::io::stdout().flush();
 }
