@@ -19,7 +19,7 @@ use crate::metrics::PolicyMetrics;
 use crate::pipeline::{Chain, Channel, NamedPolicy};
 use crate::route::{self, Lookup, PathParams, PathTemplate, RouteKey, Router};
 use crate::secret::{self, ProcessEnv, SecretSource};
-use crate::source::{Location, parse_yaml, push_token};
+use crate::source::{parse_yaml, push_token};
 use crate::spec::{ListenersSpec, PolicyFileSpec, UpstreamSpec};
 use crate::store::{RedisStore, Stores};
 
@@ -262,11 +262,6 @@ impl PolicySet {
             }
         }
         seen.into_values().collect()
-    }
-
-    /// The upstream of a route.
-    pub fn upstream_of(&self, route: &Route) -> Option<&Arc<Upstream>> {
-        self.upstreams.get(route.upstream)
     }
 
     /// Runs every policy's warm-up (such as fetching an identity provider's keys); the gateway
@@ -592,7 +587,6 @@ impl Compiler<'_, '_> {
                     name.clone(),
                     Arc::new(NamedPolicy {
                         name: name_arc,
-                        spec_text: serde_json::to_string(p).unwrap_or_default(),
                         policy,
                     }),
                 );
@@ -767,11 +761,6 @@ pub fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
         host: host.to_owned(),
         port,
     })
-}
-
-/// The location of an error's pointer (for callers that report outside compile).
-pub fn locate(map: &crate::source::SourceMap, pointer: &str) -> Option<Location> {
-    map.value(pointer)
 }
 
 #[cfg(test)]

@@ -193,8 +193,6 @@ pub trait Phases {
 pub struct NamedPolicy {
     /// The name in the policy file.
     pub name: Arc<str>,
-    /// Canonical JSON of its spec; equal text means an unchanged policy on reload.
-    pub spec_text: String,
     /// The runtime policy.
     pub policy: Policy,
 }

@@ -159,11 +159,6 @@ impl RedisStore {
         })
     }
 
-    /// The URL without its password.
-    pub fn display_url(&self) -> &str {
-        &self.display
-    }
-
     /// The per-call timeout.
     pub fn timeout(&self) -> Duration {
         self.timeout
