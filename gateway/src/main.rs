@@ -148,7 +148,7 @@ fn main() -> ExitCode {
             file,
         } => transform(&mapping, &mappings, file.as_deref()),
         Command::Schema => {
-            print!("{}", policies::schema::policy_file_schema_text());
+            print!("{}", policies::file_schema::policy_file_schema_text());
             ExitCode::SUCCESS
         }
         Command::Token {

@@ -318,7 +318,7 @@ pub fn compile_str(
         }])
     })?;
     let mut errors = ErrorSink::new(file.to_path_buf(), &map);
-    crate::schema::validate(&doc, &mut errors);
+    crate::file_schema::validate(&doc, &mut errors);
     if !errors.is_empty() {
         return Err(errors.into_errors());
     }

@@ -4,9 +4,9 @@
 
 pub mod idempotency;
 pub mod json_body;
+pub mod body_schema;
 pub mod jwt;
 pub mod rate_limit;
-pub mod schema;
 pub mod transform;
 pub mod webhook_signature;
 
@@ -20,11 +20,11 @@ use crate::compile::CompileEnv;
 use crate::error::ErrorSink;
 use crate::pipeline::{Completion, ExchangeState, Flow, Phases, RequestView, ResponseView};
 
+pub use body_schema::{Schema, SchemaSpec};
 pub use idempotency::{Idempotency, IdempotencySpec};
 pub use json_body::{JsonBody, JsonBodySpec};
 pub use jwt::{Jwt, JwtSpec};
 pub use rate_limit::{RateLimit, RateLimitSpec};
-pub use schema::{Schema, SchemaSpec};
 pub use transform::{Transform, TransformSpec};
 pub use webhook_signature::{WebhookSignature, WebhookSignatureSpec};
 

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use transforms::{Catalog, Mapping, PrecheckLimits, TransformError};
 
 use super::KindContext;
-use crate::kinds::schema::precheck_reply;
+use crate::kinds::body_schema::precheck_reply;
 use crate::pipeline::{ExchangeState, Flow, ParsedBody, Phases, RequestView, ResponseView};
 use crate::problem::{PROBLEM_CONTENT_TYPE, Problem, Reply};
 
