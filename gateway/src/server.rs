@@ -80,11 +80,13 @@ pub fn load_store(
             std::process::exit(1);
         }
     };
+    #[cfg_attr(not(feature = "test-hooks"), allow(unused_mut))]
     let mut env = CompileEnv {
         metrics: policy_metrics,
         ..CompileEnv::default()
     };
     // end-to-end tests move the gateway's time through a file instead of sleeping
+    #[cfg(feature = "test-hooks")]
     if let Some(file) = std::env::var_os(policies::clock::TEST_CLOCK_OFFSET_ENV) {
         env.clock = Arc::new(policies::clock::TestOffsetClock::new(file));
     }
