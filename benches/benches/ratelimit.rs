@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method};
-use policies::compile::{CompileEnv, PolicySet, compile_str};
+use policies::compile::compile_str;
+use policies::env::CompileEnv;
+use policies::model::PolicySet;
 use policies::kinds::Policy;
 use policies::kinds::rate_limit::{Gcra, LocalStore};
 use policies::pipeline::{Channel, ExchangeState, RequestView};

@@ -16,7 +16,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
-use policies::compile::{Resolved, Route, Upstream};
+use policies::model::{Resolved, Route, Upstream};
 use policies::pipeline::{Completion, ExchangeState, Flow, RequestView, ResponseView};
 use policies::problem::{Problem, Reply};
 use policies::route::PathParams;

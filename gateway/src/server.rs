@@ -12,7 +12,7 @@ use pingora::server::Server;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
-use policies::compile::CompileEnv;
+use policies::env::CompileEnv;
 use policies::metrics::PolicyMetrics;
 
 use crate::admin::{AdminApp, Lifecycle, Readiness};

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use policies::compile::{CompileEnv, Endpoint, PolicySet, compile_file};
+use policies::compile::compile_file;
+use policies::env::CompileEnv;
+use policies::model::{Endpoint, PolicySet};
 use policies::error::{ConfigError, ConfigErrors};
 
 use crate::metrics::{Metrics, RouteMetricHandles};

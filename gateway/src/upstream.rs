@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pingora::upstreams::peer::{HttpPeer, Peer};
-use policies::compile::Upstream;
+use policies::model::Upstream;
 
 /// One upstream cluster, ready to pick peers from.
 #[derive(Debug)]

@@ -1,11 +1,14 @@
 //! Edge policies and the policy-file model of the gateway.
+pub mod chain;
 pub mod clock;
 pub mod compile;
+pub mod env;
 pub mod error;
 pub mod fetch;
 pub mod file_schema;
 pub mod kinds;
 pub mod metrics;
+pub mod model;
 pub mod pipeline;
 pub mod problem;
 pub mod route;

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::compile::CompileEnv;
+use crate::env::CompileEnv;
 use crate::error::ErrorSink;
 use crate::pipeline::{Completion, ExchangeState, Flow, Phases, RequestView, ResponseView};
 
@@ -94,7 +94,7 @@ pub struct KindContext<'a, 'm> {
     /// Whether the file has a `redis` section (it may have failed to compile).
     pub has_redis_section: bool,
     /// The channels the file declares (policies index per-channel settings by them).
-    pub channels: &'a crate::compile::Channels,
+    pub channels: &'a crate::model::channels::Channels,
     /// Mapping catalogs already loaded during this compile.
     pub catalogs: &'a mut transform::CatalogCache,
     /// Where errors go.

@@ -9,7 +9,9 @@ use serde_json::json;
 
 use super::*;
 use crate::clock::ManualClock;
-use crate::compile::{CompileEnv, PolicySet, compile_str};
+use crate::compile::compile_str;
+use crate::env::CompileEnv;
+use crate::model::PolicySet;
 use crate::pipeline::Channel;
 use crate::route::PathParams;
 

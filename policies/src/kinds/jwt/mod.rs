@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 
 use super::{KindContext, Policy};
 use crate::clock::Clock;
-use crate::compile::Channels;
+use crate::model::channels::Channels;
 use crate::pipeline::{Channel, ExchangeState, Flow, Phases, RequestView};
 use crate::problem::{Problem, Reply};
 use crate::secret;

@@ -14,7 +14,9 @@ use serde_json::json;
 
 use super::*;
 use crate::clock::ManualClock;
-use crate::compile::{CompileEnv, PolicySet, compile_str};
+use crate::compile::compile_str;
+use crate::env::CompileEnv;
+use crate::model::PolicySet;
 use crate::fetch::FetchError;
 use crate::fetch::tests::ScriptedGet;
 use crate::metrics::PolicyMetrics;
