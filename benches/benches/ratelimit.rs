@@ -15,7 +15,7 @@ use policies::compile::compile_str;
 use policies::env::CompileEnv;
 use policies::model::PolicySet;
 use policies::kinds::Policy;
-use policies::kinds::rate_limit::{Gcra, LocalStore};
+use policies::state::rate_limit::{Gcra, LocalCounters};
 use policies::pipeline::{Channel, ExchangeState, RequestView};
 use policies::route::PathParams;
 
@@ -112,7 +112,7 @@ fn start_redis() -> Option<(RedisProcess, u16)> {
 
 /// The store alone: the sharded map and the GCRA, without key building or headers.
 fn bench_store(c: &mut Criterion) {
-    let store = LocalStore::new(&[
+    let store = LocalCounters::new(&[
         Gcra::new(1_000_000, 1_000_000, 1_000_000).unwrap_or_else(|e| panic!("{e}")),
         Gcra::new(1_000_000_000, 86_400_000_000, 1_000_000_000).unwrap_or_else(|e| panic!("{e}")),
     ]);

@@ -21,7 +21,7 @@ use crate::route::{self, PathTemplate, RouteKey, Router};
 use crate::secret;
 use crate::source::{parse_yaml, push_token};
 use crate::spec::{ListenersSpec, PolicyFileSpec};
-use crate::store::RedisStore;
+use crate::state::redis::RedisStore;
 
 /// Reads and compiles a policy file.
 pub fn compile_file(

@@ -8,7 +8,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::fetch::{HttpGet, ReqwestGet};
 use crate::metrics::PolicyMetrics;
 use crate::secret::{ProcessEnv, SecretSource};
-use crate::store::Stores;
+use crate::state::redis::Stores;
 
 /// Services compile steps share; tests inject a manual clock and a fake environment.
 #[derive(Clone)]

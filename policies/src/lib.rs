@@ -15,5 +15,5 @@ pub mod route;
 pub mod secret;
 pub mod source;
 pub mod spec;
-pub mod store;
+pub mod state;
 pub mod units;

@@ -19,6 +19,10 @@ use serde::{Deserialize, Serialize};
 use crate::env::CompileEnv;
 use crate::error::ErrorSink;
 use crate::pipeline::{Completion, ExchangeState, Flow, Phases, RequestView, ResponseView};
+use crate::state::redis::RedisStore;
+use crate::state::{
+    OnStoreError, OnStoreErrorRules, StoreChoice, StoreKind, check_on_store_error,
+};
 
 pub use body_schema::{Schema, SchemaSpec};
 pub use idempotency::{Idempotency, IdempotencySpec};
@@ -90,7 +94,7 @@ pub struct KindContext<'a, 'm> {
     /// when its settings did not change.
     pub previous: Option<&'a Policy>,
     /// The shared Redis store, when the file configures `redis`.
-    pub redis: Option<&'a std::sync::Arc<crate::store::RedisStore>>,
+    pub redis: Option<&'a Arc<RedisStore>>,
     /// Whether the file has a `redis` section (it may have failed to compile).
     pub has_redis_section: bool,
     /// The channels the file declares (policies index per-channel settings by them).
@@ -102,18 +106,30 @@ pub struct KindContext<'a, 'm> {
 }
 
 impl KindContext<'_, '_> {
-    /// The shared Redis store for a policy with `store: redis`; reports an error at `field`
-    /// when the file configures none.
-    pub fn require_redis(
+    /// The store the policy's `store` and `on_store_error` choose, checked against the kind's
+    /// rules (mistakes are reported at those keys). `None` when the choice is Redis and the
+    /// file has no usable `redis` section.
+    pub fn store_choice(
         &mut self,
-        field: &str,
-    ) -> Option<std::sync::Arc<crate::store::RedisStore>> {
-        match self.redis {
-            Some(r) => Some(r.clone()),
-            None => {
+        store: StoreKind,
+        on_store_error: Option<OnStoreError>,
+        rules: &OnStoreErrorRules,
+    ) -> Option<StoreChoice> {
+        let on_error = check_on_store_error(store, on_store_error, rules).unwrap_or_else(|e| {
+            self.error(e.field, e.message);
+            rules.default
+        });
+        match (store, self.redis) {
+            (StoreKind::Local, _) => Some(StoreChoice::Local),
+            (StoreKind::Redis, Some(redis)) => Some(StoreChoice::Redis {
+                redis: redis.clone(),
+                on_error,
+            }),
+            (StoreKind::Redis, None) => {
+                // a `redis` section that failed to compile has reported its own error
                 if !self.has_redis_section {
                     self.error(
-                        field,
+                        "/store",
                         "this policy uses the redis store, but the file has no `redis` section",
                     );
                 }

@@ -23,7 +23,7 @@ use crate::metrics::PolicyMetrics;
 use crate::problem::ReplyBody;
 use crate::route::PathParams;
 use crate::secret::tests::FakeEnv;
-use crate::store::Stores;
+use crate::state::redis::Stores;
 
 const NOW: u64 = 1_800_000_000;
 const HS_SECRET: &str = "an-hs256-secret-of-at-least-32-bytes!";
