@@ -13,11 +13,11 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method};
 use policies::compile::compile_str;
 use policies::env::CompileEnv;
-use policies::model::PolicySet;
 use policies::kinds::Policy;
-use policies::state::rate_limit::{Gcra, LocalCounters};
+use policies::model::PolicySet;
 use policies::pipeline::{Channel, ExchangeState, RequestView};
 use policies::route::PathParams;
+use policies::state::rate_limit::{Gcra, LocalCounters};
 
 fn compile(redis: &str, store: &str) -> PolicySet {
     let yaml = format!(

@@ -9,8 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use policies::compile::compile_file;
 use policies::env::CompileEnv;
-use policies::model::{Endpoint, PolicySet};
 use policies::error::{ConfigError, ConfigErrors};
+use policies::model::{Endpoint, PolicySet};
 
 use crate::metrics::{Metrics, RouteMetricHandles};
 use crate::upstream::UpstreamPool;
