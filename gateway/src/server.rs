@@ -13,7 +13,7 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use policies::env::CompileEnv;
-use policies::metrics::PolicyMetrics;
+use policies::kinds::PolicyMetrics;
 
 use crate::admin::{AdminApp, Lifecycle, Readiness};
 use crate::metrics::Metrics;

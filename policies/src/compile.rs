@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::chain::{Chain, NamedPolicy};
 use crate::env::CompileEnv;
 use crate::error::{ConfigError, ConfigErrors, ErrorSink};
-use crate::kinds::KindContext;
+use crate::kinds::CompileScope;
 use crate::model::{Channels, ConfigVersion, Endpoint, Limits, PolicySet, Route, Upstream};
 use crate::route::{self, PathTemplate, RouteKey, Router};
 use crate::secret;
@@ -296,7 +296,8 @@ impl Compiler<'_, '_> {
         channels: &Channels,
     ) -> BTreeMap<String, Arc<NamedPolicy>> {
         let mut out = BTreeMap::new();
-        let mut catalogs = crate::kinds::transform::CatalogCache::new();
+        // what compile steps share during this compile (a kind's caches, by type)
+        let mut cache = http::Extensions::new();
         for (name, p) in &spec.policies {
             let at = push_token("/policies", name);
             if !is_name(name) {
@@ -307,19 +308,21 @@ impl Compiler<'_, '_> {
             }
             let name_arc: Arc<str> = Arc::from(name.as_str());
             let prev = previous.and_then(|s| s.policies.get(name));
-            let mut kcx = KindContext {
+            let mut scope = CompileScope {
                 name: &name_arc,
                 pointer: &at,
-                env: self.env,
                 base_dir: self.base_dir,
-                previous: prev.map(|p| &p.policy),
+                clock: &self.env.clock,
+                secrets: &*self.env.secrets,
+                http: &self.env.http,
+                channels,
                 redis,
                 has_redis_section: spec.redis.is_some(),
-                channels,
-                catalogs: &mut catalogs,
+                cache: &mut cache,
                 errors: &mut self.errors,
             };
-            if let Some(policy) = p.compile(&mut kcx) {
+            let compiled = p.compile(&mut scope, prev.map(|p| &p.policy), &self.env.metrics);
+            if let Some(policy) = compiled {
                 out.insert(
                     name.clone(),
                     Arc::new(NamedPolicy {

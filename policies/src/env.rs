@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::clock::{Clock, SystemClock};
 use crate::fetch::{HttpGet, ReqwestGet};
-use crate::metrics::PolicyMetrics;
+use crate::kinds::PolicyMetrics;
 use crate::secret::{ProcessEnv, SecretSource};
 use crate::state::redis::Stores;
 

@@ -1,4 +1,7 @@
-//! Edge policies and the policy-file model of the gateway.
+//! Edge policies and the policy-file model of the gateway. A policy file (`spec`) is compiled by
+//! `compile` into the runtime `model` the gateway serves from; the `kinds` of policy run the
+//! phases of `pipeline` in each route's `chain`, and keep their state behind `state`'s
+//! interfaces (in process or on Redis).
 pub mod chain;
 pub mod clock;
 pub mod compile;

@@ -21,15 +21,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{KindContext, Policy};
+use super::{KindContext, PolicyKind};
 use crate::clock::Clock;
-use crate::metrics::PolicyMetrics;
+use crate::metrics::{KindMetrics, SharedMetrics};
 use crate::pipeline::{Completion, ExchangeState, Flow, ParsedBody, Phases, RequestView};
 use crate::problem::{Problem, Reply, ReplyBody};
 use crate::state::idempotency::{
@@ -217,8 +217,8 @@ struct Outcomes {
 }
 
 impl Outcomes {
-    fn new(m: &PolicyMetrics, policy: &str) -> Outcomes {
-        let c = |o: &str| m.idempotency.with_label_values(&[policy, o]);
+    fn new(m: &IdempotencyMetrics, policy: &str) -> Outcomes {
+        let c = |o: &str| m.outcomes.with_label_values(&[policy, o]);
         Outcomes {
             stored: c("stored"),
             replayed: c("replayed"),
@@ -249,7 +249,7 @@ pub struct Idempotency {
     /// What a failed claim does (with in-process records: only when they are full).
     on_store_error: OnStoreError,
     clock: Arc<dyn Clock>,
-    metrics: Arc<PolicyMetrics>,
+    metrics: IdempotencyMetrics,
     outcomes: Outcomes,
 }
 
@@ -272,10 +272,48 @@ fn ms(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-impl Idempotency {
+/// What `idempotency` policies record.
+#[derive(Debug, Clone)]
+pub struct IdempotencyMetrics {
+    /// `gateway_idempotency_total{policy,outcome}`.
+    pub outcomes: IntCounterVec,
+    /// `gateway_idempotency_store_errors_total{policy,kind}`.
+    pub store_errors: IntCounterVec,
+}
+
+impl KindMetrics for IdempotencyMetrics {
+    fn new(_: &SharedMetrics) -> Result<Self, prometheus::Error> {
+        Ok(IdempotencyMetrics {
+            outcomes: IntCounterVec::new(
+                Opts::new(
+                    "gateway_idempotency_total",
+                    "Idempotency decisions, by policy and outcome.",
+                ),
+                &["policy", "outcome"],
+            )?,
+            store_errors: IntCounterVec::new(
+                Opts::new(
+                    "gateway_idempotency_store_errors_total",
+                    "Idempotency store calls that failed, by policy and kind.",
+                ),
+                &["policy", "kind"],
+            )?,
+        })
+    }
+
+    fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+        registry.register(Box::new(self.outcomes.clone()))?;
+        registry.register(Box::new(self.store_errors.clone()))
+    }
+}
+
+impl PolicyKind for Idempotency {
+    type Spec = IdempotencySpec;
+    type Metrics = IdempotencyMetrics;
+
     /// Compiles the spec. The in-process records are taken over from the previous policy of
     /// the same name when it also kept them in this process, with the same bound.
-    pub fn compile(spec: &IdempotencySpec, cx: &mut KindContext<'_, '_>) -> Option<Idempotency> {
+    fn compile(spec: &IdempotencySpec, cx: &mut KindContext<'_, '_, Self>) -> Option<Idempotency> {
         let errors_before = cx.errors.len();
         let key = match &spec.key {
             KeySpec::Header(h) => match HeaderName::from_bytes(h.as_bytes()) {
@@ -340,24 +378,20 @@ impl Idempotency {
                     cx.error("/max_entries", "max_entries must be at least 1");
                 }
                 let max = usize::try_from(max).unwrap_or(usize::MAX);
-                cx.env
-                    .metrics
-                    .idempotency_store_errors
+                cx.metrics
+                    .store_errors
                     .with_label_values(&[&**cx.name, "full"]);
-                let previous = match cx.previous {
-                    Some(Policy::Idempotency(p)) => match &p.records {
-                        Records::Local(s) if s.max_entries() == max => Some(s.clone()),
-                        _ => None,
-                    },
+                let previous = match cx.previous.map(|p| &p.records) {
+                    Some(Records::Local(s)) if s.max_entries() == max => Some(s.clone()),
                     _ => None,
                 };
                 let local = previous.unwrap_or_else(|| Arc::new(LocalRecords::new(max)));
                 (Some(Records::Local(local)), ON_STORE_ERROR.default)
             }
             Some(StoreChoice::Redis { redis, on_error }) => {
-                let m = &cx.env.metrics;
                 for kind in ["unavailable", "timeout", "error"] {
-                    m.idempotency_store_errors
+                    cx.metrics
+                        .store_errors
                         .with_label_values(&[&**cx.name, kind]);
                 }
                 let records = Records::Redis(RedisRecords::new(redis, cx.name));
@@ -389,12 +423,14 @@ impl Idempotency {
             advertise: advertise.and_then(|v| v.ok()),
             records: records?,
             on_store_error,
-            clock: cx.env.clock.clone(),
-            metrics: cx.env.metrics.clone(),
-            outcomes: Outcomes::new(&cx.env.metrics, cx.name),
+            clock: cx.clock.clone(),
+            metrics: cx.metrics.clone(),
+            outcomes: Outcomes::new(cx.metrics, cx.name),
         })
     }
+}
 
+impl Idempotency {
     fn now_ms(&self) -> u64 {
         ms(self.clock.unix_time())
     }
@@ -513,7 +549,7 @@ impl Idempotency {
 
     fn store_failed(&self, e: &StoreError) {
         self.metrics
-            .idempotency_store_errors
+            .store_errors
             .with_label_values(&[&*self.policy, e.kind()])
             .inc();
         // a full in-process store is a flood's symptom: counted, not logged per request

@@ -11,6 +11,7 @@ use super::*;
 use crate::clock::ManualClock;
 use crate::compile::compile_str;
 use crate::env::CompileEnv;
+use crate::kinds::{Policy, PolicyMetrics};
 use crate::model::PolicySet;
 use crate::pipeline::Channel;
 use crate::route::PathParams;
@@ -67,6 +68,7 @@ impl Harness {
         self.env
             .metrics
             .idempotency
+            .outcomes
             .with_label_values(&[policy, outcome])
             .get()
     }
@@ -521,7 +523,8 @@ async fn an_unreachable_redis_denies_or_passes_unprotected_and_is_counted() {
             .map(|k| {
                 h.env
                     .metrics
-                    .idempotency_store_errors
+                    .idempotency
+                    .store_errors
                     .with_label_values(&[p, k])
                     .get()
             })

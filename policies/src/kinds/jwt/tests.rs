@@ -19,7 +19,7 @@ use crate::env::CompileEnv;
 use crate::model::PolicySet;
 use crate::fetch::FetchError;
 use crate::fetch::tests::ScriptedGet;
-use crate::metrics::PolicyMetrics;
+use crate::kinds::{Policy, PolicyMetrics};
 use crate::problem::ReplyBody;
 use crate::route::PathParams;
 use crate::secret::tests::FakeEnv;
@@ -241,6 +241,7 @@ impl Fx {
 
     fn failures(&self, reason: &str) -> u64 {
         self.metrics
+            .shared
             .auth_failures
             .with_label_values(&["auth", reason])
             .get()
@@ -790,6 +791,7 @@ async fn the_remote_set_is_fetched_at_warm_up_and_a_failure_fails_it() {
     assert!(junk.set.warm_up().await.is_err());
     assert_eq!(
         down.metrics
+            .jwt
             .jwks_refreshes
             .with_label_values(&["auth", "failure"])
             .get(),
@@ -864,6 +866,7 @@ async fn unknown_kids_refresh_at_most_once_per_cooldown() {
     assert_eq!(fx.http.calls(), 2, "one fetch once the cooldown passed");
     assert_eq!(
         fx.metrics
+            .jwt
             .jwks_refreshes
             .with_label_values(&["auth", "success"])
             .get(),

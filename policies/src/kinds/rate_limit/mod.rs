@@ -20,12 +20,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{KindContext, Policy};
+use super::{KindContext, PolicyKind};
 use crate::clock::Clock;
-use crate::metrics::PolicyMetrics;
+use crate::metrics::{KindMetrics, SharedMetrics};
 use crate::pipeline::{ExchangeState, Flow, Identity, Phases, RequestView};
 use crate::problem::{Problem, Reply};
 use crate::state::rate_limit::{
@@ -228,7 +229,7 @@ pub struct RateLimit {
     headers: HeaderStyle,
     store: Store,
     clock: Arc<dyn Clock>,
-    metrics: Arc<PolicyMetrics>,
+    metrics: RateLimitMetrics,
 }
 
 fn is_limit_name(s: &str) -> bool {
@@ -254,15 +255,50 @@ fn describe(names: &[Box<str>], gcra: &[Gcra]) -> Limits {
     }
 }
 
-impl RateLimit {
+/// What `rate_limit` policies record about their shared store.
+#[derive(Debug, Clone)]
+pub struct RateLimitMetrics {
+    /// `gateway_ratelimit_store_errors_total{policy,kind}`.
+    pub store_errors: IntCounterVec,
+    /// `gateway_ratelimit_degraded{policy}`: 1 while a limit decides with its fallback.
+    pub degraded: IntGaugeVec,
+}
+
+impl KindMetrics for RateLimitMetrics {
+    fn new(_: &SharedMetrics) -> Result<Self, prometheus::Error> {
+        Ok(RateLimitMetrics {
+            store_errors: IntCounterVec::new(
+                Opts::new(
+                    "gateway_ratelimit_store_errors_total",
+                    "Rate-limit decisions the shared store could not make, by policy and kind.",
+                ),
+                &["policy", "kind"],
+            )?,
+            degraded: IntGaugeVec::new(
+                Opts::new(
+                    "gateway_ratelimit_degraded",
+                    "1 while a rate limit runs on its store-failure behaviour instead of the shared store.",
+                ),
+                &["policy"],
+            )?,
+        })
+    }
+
+    fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+        registry.register(Box::new(self.store_errors.clone()))?;
+        registry.register(Box::new(self.degraded.clone()))
+    }
+}
+
+impl PolicyKind for RateLimit {
+    type Spec = RateLimitSpec;
+    type Metrics = RateLimitMetrics;
+
     /// Compiles the spec. State (the buckets) is taken over from the previous policy of the
     /// same name when its key and limits did not change.
-    pub fn compile(spec: &RateLimitSpec, cx: &mut KindContext<'_, '_>) -> Option<RateLimit> {
+    fn compile(spec: &RateLimitSpec, cx: &mut KindContext<'_, '_, Self>) -> Option<RateLimit> {
         let errors_before = cx.errors.len();
-        let prev = match cx.previous {
-            Some(Policy::RateLimit(p)) if p.spec.key == spec.key => Some(&**p),
-            _ => None,
-        };
+        let prev = cx.previous.filter(|p| p.spec.key == spec.key);
 
         if spec.limits.is_empty() || spec.limits.len() > MAX_LIMITS {
             cx.error(
@@ -428,17 +464,16 @@ impl RateLimit {
                     }
                 };
                 let health = match cx.previous {
-                    Some(Policy::RateLimit(p)) if matches!(p.store.counters, Counters::Redis(_)) => {
+                    Some(p) if matches!(p.store.counters, Counters::Redis(_)) => {
                         p.store.health.clone()
                     }
                     _ => Arc::default(),
                 };
-                let m = &cx.env.metrics;
+                let m = cx.metrics;
                 for kind in ["unavailable", "timeout", "error"] {
-                    m.ratelimit_store_errors
-                        .with_label_values(&[&**cx.name, kind]);
+                    m.store_errors.with_label_values(&[&**cx.name, kind]);
                 }
-                m.ratelimit_degraded.with_label_values(&[&**cx.name]);
+                m.degraded.with_label_values(&[&**cx.name]);
                 Store {
                     counters: Counters::Redis(RedisCounters::new(redis, cx.name, &gcras, &names)),
                     fallback: Some(fallback),
@@ -460,11 +495,13 @@ impl RateLimit {
             limits,
             headers: spec.headers,
             store,
-            clock: cx.env.clock.clone(),
-            metrics: cx.env.metrics.clone(),
+            clock: cx.clock.clone(),
+            metrics: cx.metrics.clone(),
         })
     }
+}
 
+impl RateLimit {
     fn now_us(&self) -> u64 {
         u64::try_from(self.clock.monotonic().as_micros()).unwrap_or(u64::MAX)
     }
@@ -553,7 +590,7 @@ impl RateLimit {
         if health.degraded.load(Ordering::Relaxed) && health.degraded.swap(false, Ordering::AcqRel)
         {
             self.metrics
-                .ratelimit_degraded
+                .degraded
                 .with_label_values(&[&*self.policy])
                 .set(0);
             tracing::info!(
@@ -565,7 +602,7 @@ impl RateLimit {
 
     fn store_failed(&self, health: &Health, error: &StoreError, now: u64) {
         self.metrics
-            .ratelimit_store_errors
+            .store_errors
             .with_label_values(&[&*self.policy, error.kind()])
             .inc();
         health
@@ -573,7 +610,7 @@ impl RateLimit {
             .store(now + PROBE_INTERVAL_US, Ordering::Relaxed);
         if !health.degraded.swap(true, Ordering::AcqRel) {
             self.metrics
-                .ratelimit_degraded
+                .degraded
                 .with_label_values(&[&*self.policy])
                 .set(1);
             let fallback = match &self.store.fallback {
@@ -802,6 +839,7 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::compile::compile_str;
     use crate::env::CompileEnv;
+    use crate::kinds::{Policy, PolicyMetrics};
     use crate::model::PolicySet;
     use crate::pipeline::Channel;
     use crate::route::PathParams;
@@ -857,8 +895,8 @@ mod tests {
         fn metric(&self, which: &str, labels: &[&str]) -> i64 {
             let m = &self.env.metrics;
             match which {
-                "errors" => m.ratelimit_store_errors.with_label_values(labels).get() as i64,
-                _ => m.ratelimit_degraded.with_label_values(labels).get(),
+                "errors" => m.rate_limit.store_errors.with_label_values(labels).get() as i64,
+                _ => m.rate_limit.degraded.with_label_values(labels).get(),
             }
         }
     }
