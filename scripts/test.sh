@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/system-deps.sh
-cargo build --locked -p gateway --bin gateway
+cargo build --locked -p gateway --bin gateway --features test-hooks
 exec cargo test --locked --workspace "$@"

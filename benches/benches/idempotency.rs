@@ -14,12 +14,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method};
-use policies::compile::{CompileEnv, compile_str};
+use policies::compile::compile_str;
+use policies::env::CompileEnv;
 use policies::kinds::Policy;
-use policies::kinds::idempotency::{Claim, LocalStore, Record, RedisRecords, fingerprint};
+use policies::kinds::idempotency::fingerprint;
 use policies::pipeline::{Channel, Completion, ExchangeState, RequestView};
 use policies::route::PathParams;
-use policies::store::{RedisSpec, RedisStore};
+use policies::state::idempotency::{Claim, LocalRecords, Record, RedisRecords};
+use policies::state::redis::{RedisSpec, RedisStore};
 use policies::units::DurationSpec;
 
 /// A 1 KiB order, as a channel sends it.
@@ -55,7 +57,7 @@ fn bench_fingerprint(c: &mut Criterion) {
 }
 
 fn bench_local(c: &mut Criterion) {
-    let store = LocalStore::new(10_000_000);
+    let store = LocalRecords::new(10_000_000);
     let fp = [1u8; 32];
     let now = 1_700_000_000_000;
     let mut n = 0u64;

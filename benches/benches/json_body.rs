@@ -9,7 +9,9 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method};
-use policies::compile::{CompileEnv, Resolved, compile_file};
+use policies::compile::compile_file;
+use policies::env::CompileEnv;
+use policies::model::Resolved;
 use policies::pipeline::{ExchangeState, Flow, RequestView};
 use serde_json::Value;
 

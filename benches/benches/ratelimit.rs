@@ -11,11 +11,13 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method};
-use policies::compile::{CompileEnv, PolicySet, compile_str};
+use policies::compile::compile_str;
+use policies::env::CompileEnv;
 use policies::kinds::Policy;
-use policies::kinds::rate_limit::{Gcra, LocalStore};
+use policies::model::PolicySet;
 use policies::pipeline::{Channel, ExchangeState, RequestView};
 use policies::route::PathParams;
+use policies::state::rate_limit::{Gcra, LocalCounters};
 
 fn compile(redis: &str, store: &str) -> PolicySet {
     let yaml = format!(
@@ -110,7 +112,7 @@ fn start_redis() -> Option<(RedisProcess, u16)> {
 
 /// The store alone: the sharded map and the GCRA, without key building or headers.
 fn bench_store(c: &mut Criterion) {
-    let store = LocalStore::new(&[
+    let store = LocalCounters::new(&[
         Gcra::new(1_000_000, 1_000_000, 1_000_000).unwrap_or_else(|e| panic!("{e}")),
         Gcra::new(1_000_000_000, 86_400_000_000, 1_000_000_000).unwrap_or_else(|e| panic!("{e}")),
     ]);

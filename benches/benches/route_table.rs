@@ -6,7 +6,9 @@ use std::path::Path;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Method;
-use policies::compile::{CompileEnv, Resolved, compile_file};
+use policies::compile::compile_file;
+use policies::env::CompileEnv;
+use policies::model::Resolved;
 
 fn route_table(c: &mut Criterion) {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/files/gateway.yaml");

@@ -111,7 +111,7 @@ pub async fn handle(
 
     // the total budget covers the upstream exchange, not the time body policies took
     let method = &session.req_header().method;
-    let by_policy = snapshot.repeat_safe(route.index);
+    let by_policy = route.chain.repeat_safe();
     let repeatable = by_policy || method == http::Method::GET || method == http::Method::HEAD;
     ctx.attempts
         .begin(pool, Instant::now() + upstream.total_timeout, repeatable);

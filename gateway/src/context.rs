@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::HeaderMap;
-use policies::compile::Route;
+use policies::model::Route;
 use policies::pipeline::ExchangeState;
 use policies::route::PathParams;
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use policies::compile::Endpoint;
+use policies::model::Endpoint;
 
 use crate::server::{self, Listening, RunOptions};
 use crate::snapshot::Overrides;

@@ -8,7 +8,7 @@ use http::{HeaderValue, StatusCode};
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
-use policies::compile::Resolved;
+use policies::model::Resolved;
 use policies::pipeline::{Flow, RequestView};
 use policies::problem::Problem;
 

@@ -9,7 +9,8 @@ use clap::{Parser, Subcommand};
 use gateway::demo::{self, DemoOptions};
 use gateway::server::{self, RunOptions};
 use gateway::snapshot::Overrides;
-use policies::compile::{CompileEnv, compile_file};
+use policies::compile::compile_file;
+use policies::env::CompileEnv;
 
 /// mimalloc: measured faster than the system allocator on the proxy path and on the jq
 /// transforms (benches/README.md, "Allocator").
@@ -150,7 +151,7 @@ fn main() -> ExitCode {
             file,
         } => transform(&mapping, &mappings, file.as_deref()),
         Command::Schema => {
-            print!("{}", policies::schema::policy_file_schema_text());
+            print!("{}", policies::file_schema::policy_file_schema_text());
             ExitCode::SUCCESS
         }
         Command::Token {
@@ -226,7 +227,7 @@ fn main() -> ExitCode {
 }
 
 /// Runs the golden cases of every mapping the set uses, printing each failure with its diff.
-fn golden_cases(set: &policies::compile::PolicySet) -> (usize, usize) {
+fn golden_cases(set: &policies::model::PolicySet) -> (usize, usize) {
     let (mut cases, mut failures) = (0, 0);
     for m in set.mappings_in_use() {
         for outcome in m.run_golden_cases() {

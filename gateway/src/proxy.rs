@@ -99,7 +99,7 @@ impl ProxyHttp for Gateway {
                     return Error::e_explain(ErrorType::InternalError, "no pool for the route");
                 };
                 let method = &session.req_header().method;
-                let repeatable = snapshot.repeat_safe(route.index)
+                let repeatable = route.chain.repeat_safe()
                     || method == http::Method::GET
                     || method == http::Method::HEAD;
                 ctx.attempts

@@ -14,8 +14,8 @@ use pingora::server::ShutdownWatch;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::services::background::{BackgroundService, background_service};
 use pingora::services::listening::Service;
-use policies::compile::CompileEnv;
-use policies::metrics::PolicyMetrics;
+use policies::env::CompileEnv;
+use policies::kinds::PolicyMetrics;
 
 use crate::admin::{AdminApp, Lifecycle, Readiness};
 use crate::metrics::Metrics;
@@ -82,11 +82,13 @@ pub fn load_store(
             std::process::exit(1);
         }
     };
+    #[cfg_attr(not(feature = "test-hooks"), allow(unused_mut))]
     let mut env = CompileEnv {
         metrics: policy_metrics,
         ..CompileEnv::default()
     };
     // end-to-end tests move the gateway's time through a file instead of sleeping
+    #[cfg(feature = "test-hooks")]
     if let Some(file) = std::env::var_os(policies::clock::TEST_CLOCK_OFFSET_ENV) {
         env.clock = Arc::new(policies::clock::TestOffsetClock::new(file));
     }

@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use policies::compile::{CompileEnv, Endpoint, PolicySet, compile_file};
+use policies::compile::compile_file;
+use policies::env::CompileEnv;
 use policies::error::{ConfigError, ConfigErrors};
-use policies::kinds::Policy;
+use policies::model::{Endpoint, PolicySet};
 
 use crate::forward::UpstreamPool;
 use crate::metrics::{Metrics, RouteMetricHandles};
@@ -22,8 +23,6 @@ pub struct Snapshot {
     /// One pool per upstream, by the upstream's index (kept from the previous snapshot when
     /// the upstream did not change, with its health, ejection and breaker state).
     pub pools: Vec<Arc<UpstreamPool>>,
-    /// Per route: whether its requests may be repeated (it has an idempotency policy).
-    repeat_safe: Vec<bool>,
     /// Metric handles for this set's routes and channels.
     pub route_metrics: RouteMetricHandles,
 }
@@ -64,14 +63,6 @@ impl std::fmt::Debug for ConfigStore {
     }
 }
 
-impl Snapshot {
-    /// Whether requests of the route at `index` may be repeated (it has an idempotency policy,
-    /// so every attempt carries one upstream `Idempotency-Key`).
-    pub fn repeat_safe(&self, index: usize) -> bool {
-        self.repeat_safe.get(index).copied().unwrap_or(false)
-    }
-}
-
 fn build(
     file: &Path,
     env: &CompileEnv,
@@ -102,20 +93,9 @@ fn build(
         set.routes.iter().map(|r| r.name.clone()).collect(),
         set.channels.names().to_vec(),
     );
-    let repeat_safe = set
-        .routes
-        .iter()
-        .map(|r| {
-            r.chain
-                .policies()
-                .iter()
-                .any(|p| matches!(p.policy, Policy::Idempotency(_)))
-        })
-        .collect();
     Ok(Snapshot {
         set,
         pools,
-        repeat_safe,
         route_metrics,
     })
 }

@@ -77,9 +77,11 @@ impl Clock for ManualClock {
 }
 
 /// The system clock shifted by a number of seconds read from a file on every call. For
-/// end-to-end tests only: the gateway uses it when started with the environment variable
-/// [`TEST_CLOCK_OFFSET_ENV`], so a test can move the time of a running binary (expire records)
-/// by writing a new offset instead of sleeping. A missing or unreadable file means no offset.
+/// end-to-end tests only (compiled with the `test-hooks` feature): the gateway uses it when
+/// started with the environment variable [`TEST_CLOCK_OFFSET_ENV`], so a test can move the time
+/// of a running binary (expire records) by writing a new offset instead of sleeping. A missing
+/// or unreadable file means no offset.
+#[cfg(feature = "test-hooks")]
 #[derive(Debug)]
 pub struct TestOffsetClock {
     system: SystemClock,
@@ -87,8 +89,10 @@ pub struct TestOffsetClock {
 }
 
 /// The environment variable naming the offset file of [`TestOffsetClock`] (tests only).
+#[cfg(feature = "test-hooks")]
 pub const TEST_CLOCK_OFFSET_ENV: &str = "GATEWAY_TEST_CLOCK_OFFSET_FILE";
 
+#[cfg(feature = "test-hooks")]
 impl TestOffsetClock {
     /// A clock shifted by the seconds written in `file` (an integer, may be absent).
     pub fn new(file: impl Into<std::path::PathBuf>) -> Self {
@@ -106,6 +110,7 @@ impl TestOffsetClock {
     }
 }
 
+#[cfg(feature = "test-hooks")]
 impl Clock for TestOffsetClock {
     fn unix_time(&self) -> Duration {
         self.system.unix_time() + self.offset()

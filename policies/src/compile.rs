@@ -1,4 +1,5 @@
-//! Compiles a policy file into a `PolicySet`: the immutable snapshot the gateway serves from.
+//! Compiles a policy file into a `model::PolicySet`: the immutable snapshot the gateway serves
+//! from.
 //! Every error is collected (syntax, schema, references, templates, secrets) and reported as
 //! `file:line:col: message`; `gateway check` runs exactly this.
 
@@ -6,293 +7,22 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use http::{HeaderName, HeaderValue, Method};
 use sha2::{Digest, Sha256};
 
-use crate::clock::{Clock, SystemClock};
+use crate::chain::{Chain, NamedPolicy};
+use crate::env::CompileEnv;
 use crate::error::{ConfigError, ConfigErrors, ErrorSink};
-use crate::fetch::{HttpGet, ReqwestGet};
-use crate::kinds::KindContext;
-use crate::metrics::PolicyMetrics;
-use crate::pipeline::{Chain, Channel, NamedPolicy};
-use crate::route::{self, Lookup, PathParams, PathTemplate, RouteKey, Router};
-use crate::secret::{self, ProcessEnv, SecretSource};
-use crate::source::{Location, parse_yaml, push_token};
-use crate::spec::{ListenersSpec, PolicyFileSpec, UpstreamSpec};
-use crate::store::{RedisStore, Stores};
-use crate::upstream::{Resilience, Transport, UpstreamKeys, compile_resilience, compile_transport};
-
-/// Services compile steps share; tests inject a manual clock and a fake environment.
-#[derive(Clone)]
-pub struct CompileEnv {
-    /// The clock every policy uses.
-    pub clock: Arc<dyn Clock>,
-    /// Where `${ENV}` secrets come from.
-    pub secrets: Arc<dyn SecretSource>,
-    /// Connections to shared state, kept across reloads.
-    pub stores: Arc<Stores>,
-    /// Metrics policies record.
-    pub metrics: Arc<PolicyMetrics>,
-    /// How policies fetch remote documents (an identity provider's JWKS).
-    pub http: Arc<dyn HttpGet>,
-}
-
-impl Default for CompileEnv {
-    fn default() -> Self {
-        CompileEnv {
-            clock: Arc::new(SystemClock::new()),
-            secrets: Arc::new(ProcessEnv),
-            stores: Arc::new(Stores::default()),
-            metrics: Arc::new(PolicyMetrics::default()),
-            http: Arc::new(ReqwestGet::default()),
-        }
-    }
-}
-
-impl std::fmt::Debug for CompileEnv {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CompileEnv")
-            .field("clock", &self.clock)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Which policy set is serving: a content hash and when it was loaded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigVersion {
-    /// `sha256:<hex>` of the file's bytes.
-    pub hash: String,
-    /// When it was compiled.
-    pub loaded_at: SystemTime,
-    /// The file it came from.
-    pub file: PathBuf,
-}
-
-/// One upstream endpoint, as written (`host:port`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Endpoint {
-    /// Host name or IP literal (without brackets).
-    pub host: String,
-    /// Port.
-    pub port: u16,
-}
-
-impl std::fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
-    }
-}
-
-/// A compiled upstream cluster.
-#[derive(Debug, Clone)]
-pub struct Upstream {
-    /// Its name.
-    pub name: Arc<str>,
-    /// Endpoints, used round robin.
-    pub endpoints: Vec<Endpoint>,
-    /// How the gateway connects (TLS, client certificate, HTTP/2, `Host`).
-    pub transport: Transport,
-    /// Health checks, outlier detection, circuit breaker, retries, `max_in_flight`.
-    pub resilience: Resilience,
-    /// TLS server name; empty means each endpoint's host.
-    pub sni: Option<String>,
-    /// Connect timeout.
-    pub connect_timeout: Duration,
-    /// Per-read timeout.
-    pub read_timeout: Duration,
-    /// Whole-exchange budget.
-    pub total_timeout: Duration,
-    /// Idle time of pooled connections.
-    pub idle_timeout: Duration,
-    /// Largest buffered response.
-    pub max_response_bytes: u64,
-    /// Headers added upstream (secret values are marked sensitive).
-    pub request_headers: Vec<(HeaderName, HeaderValue)>,
-    /// The spec, so the gateway can keep a pool whose upstream did not change on reload.
-    pub spec: UpstreamSpec,
-}
-
-/// A compiled route.
-#[derive(Debug)]
-pub struct Route {
-    /// Index in [`PolicySet::routes`].
-    pub index: usize,
-    /// Its name (metrics, logs).
-    pub name: Arc<str>,
-    /// Index of its upstream in [`PolicySet::upstreams`].
-    pub upstream: usize,
-    /// Upstream path template; `None` forwards the path unchanged.
-    pub upstream_path: Option<PathTemplate>,
-    /// Policies in order.
-    pub chain: Chain,
-    /// Largest request body.
-    pub max_body_bytes: u64,
-    /// Whether the path captures `{channel}`, which must name a known channel.
-    pub channel_param: bool,
-}
-
-/// The channels the gateway knows, densely indexed.
-#[derive(Debug, Clone, Default)]
-pub struct Channels {
-    names: Vec<Arc<str>>,
-}
-
-impl Channels {
-    /// The channel of this name.
-    pub fn get(&self, name: &str) -> Option<Channel> {
-        self.names
-            .iter()
-            .position(|n| &**n == name)
-            .map(|index| Channel {
-                index,
-                name: self.names[index].clone(),
-            })
-    }
-
-    /// All names, by index.
-    pub fn names(&self) -> &[Arc<str>] {
-        &self.names
-    }
-}
-
-/// Server-wide limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest request head.
-    pub max_header_bytes: u64,
-    /// Default body limit.
-    pub max_body_bytes: u64,
-}
-
-/// The compiled policy file: everything the gateway needs to serve, immutable once built.
-#[derive(Debug)]
-pub struct PolicySet {
-    /// Which file and content.
-    pub version: ConfigVersion,
-    /// Listener settings, with file paths made absolute.
-    pub listeners: ListenersSpec,
-    /// Server-wide limits.
-    pub limits: Limits,
-    /// Known channels.
-    pub channels: Channels,
-    /// Upstream clusters.
-    pub upstreams: Vec<Arc<Upstream>>,
-    /// Routes, in file order.
-    pub routes: Vec<Arc<Route>>,
-    /// Policies by name.
-    pub policies: BTreeMap<String, Arc<NamedPolicy>>,
-    router: Router,
-}
-
-/// How a request resolves against the route table.
-#[derive(Debug)]
-pub enum Resolved<'a> {
-    /// A route takes it.
-    Route {
-        /// The route.
-        route: &'a Arc<Route>,
-        /// Its captured parameters.
-        params: PathParams,
-        /// The channel named by the path, if the route captures one.
-        channel: Option<Channel>,
-    },
-    /// No route for this path (deny by default).
-    NotFound,
-    /// The route captures `{channel}` but the value names no known channel.
-    UnknownChannel,
-    /// Known path, other method.
-    MethodNotAllowed(&'a HeaderValue),
-    /// The path has dot segments.
-    BadPath,
-}
-
-impl PolicySet {
-    /// Resolves a request to its route.
-    pub fn resolve(&self, method: &Method, host: Option<&str>, path: &str) -> Resolved<'_> {
-        if route::has_dot_segment(path) {
-            return Resolved::BadPath;
-        }
-        match self.router.lookup(method, host, path) {
-            Lookup::Found { route, params } => {
-                let Some(route) = self.routes.get(route) else {
-                    return Resolved::NotFound;
-                };
-                let channel = if route.channel_param {
-                    match params.get("channel").and_then(|c| self.channels.get(c)) {
-                        Some(c) => Some(c),
-                        None => return Resolved::UnknownChannel,
-                    }
-                } else {
-                    None
-                };
-                Resolved::Route {
-                    route,
-                    params,
-                    channel,
-                }
-            }
-            Lookup::MethodNotAllowed { allow } => Resolved::MethodNotAllowed(allow),
-            Lookup::NotFound => Resolved::NotFound,
-        }
-    }
-
-    /// A one-line summary, as `gateway check` prints it.
-    pub fn summary(&self) -> String {
-        format!(
-            "{} routes, {} upstreams, {} policies, {} channels ({})",
-            self.routes.len(),
-            self.upstreams.len(),
-            self.policies.len(),
-            self.channels.names.len(),
-            self.version.hash
-        )
-    }
-
-    /// Every mapping the set's transform policies use, once each.
-    pub fn mappings_in_use(&self) -> Vec<Arc<transforms::Mapping>> {
-        let mut seen = std::collections::BTreeMap::new();
-        for p in self.policies.values() {
-            if let crate::kinds::Policy::Transform(t) = &p.policy {
-                for m in t.mappings() {
-                    seen.entry(m.name().to_owned()).or_insert(m);
-                }
-            }
-        }
-        seen.into_values().collect()
-    }
-
-    /// The upstream of a route.
-    pub fn upstream_of(&self, route: &Route) -> Option<&Arc<Upstream>> {
-        self.upstreams.get(route.upstream)
-    }
-
-    /// Runs every policy's warm-up (such as fetching an identity provider's keys); the gateway
-    /// awaits it before it reports ready and before it swaps a reloaded set in. Every failure is
-    /// reported, naming its policy.
-    pub async fn warm_up(&self) -> Result<(), ConfigErrors> {
-        let mut errors = Vec::new();
-        for (name, p) in &self.policies {
-            if let Err(message) = p.policy.warm_up().await {
-                errors.push(ConfigError {
-                    file: self.version.file.clone(),
-                    location: None,
-                    message: format!("policy {name:?}: {message}"),
-                });
-            }
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigErrors(errors))
-        }
-    }
-}
+use crate::kinds::CompileScope;
+use crate::model::{Channels, ConfigVersion, Endpoint, Limits, PolicySet, Route, Upstream};
+use crate::route::{self, PathTemplate, RouteKey, Router};
+use crate::secret;
+use crate::source::{parse_yaml, push_token};
+use crate::spec::{ListenersSpec, PolicyFileSpec};
+use crate::state::redis::RedisStore;
+use crate::upstream::{UpstreamKeys, compile_resilience, compile_transport};
 
 /// Reads and compiles a policy file.
 pub fn compile_file(
@@ -326,7 +56,7 @@ pub fn compile_str(
         }])
     })?;
     let mut errors = ErrorSink::new(file.to_path_buf(), &map);
-    crate::schema::validate(&doc, &mut errors);
+    crate::file_schema::validate(&doc, &mut errors);
     if !errors.is_empty() {
         return Err(errors.into_errors());
     }
@@ -461,7 +191,7 @@ impl Compiler<'_, '_> {
             }
             names.push(Arc::from(name.as_str()));
         }
-        Channels { names }
+        Channels::new(names)
     }
 
     fn upstreams(&mut self, spec: &PolicyFileSpec) -> (Vec<Arc<Upstream>>, HashMap<String, usize>) {
@@ -583,7 +313,8 @@ impl Compiler<'_, '_> {
         channels: &Channels,
     ) -> BTreeMap<String, Arc<NamedPolicy>> {
         let mut out = BTreeMap::new();
-        let mut catalogs = crate::kinds::transform::CatalogCache::new();
+        // what compile steps share during this compile (a kind's caches, by type)
+        let mut cache = http::Extensions::new();
         for (name, p) in &spec.policies {
             let at = push_token("/policies", name);
             if !is_name(name) {
@@ -594,24 +325,25 @@ impl Compiler<'_, '_> {
             }
             let name_arc: Arc<str> = Arc::from(name.as_str());
             let prev = previous.and_then(|s| s.policies.get(name));
-            let mut kcx = KindContext {
+            let mut scope = CompileScope {
                 name: &name_arc,
                 pointer: &at,
-                env: self.env,
                 base_dir: self.base_dir,
-                previous: prev.map(|p| &p.policy),
+                clock: &self.env.clock,
+                secrets: &*self.env.secrets,
+                http: &self.env.http,
+                channels,
                 redis,
                 has_redis_section: spec.redis.is_some(),
-                channels,
-                catalogs: &mut catalogs,
+                cache: &mut cache,
                 errors: &mut self.errors,
             };
-            if let Some(policy) = p.compile(&mut kcx) {
+            let compiled = p.compile(&mut scope, prev.map(|p| &p.policy), &self.env.metrics);
+            if let Some(policy) = compiled {
                 out.insert(
                     name.clone(),
                     Arc::new(NamedPolicy {
                         name: name_arc,
-                        spec_text: serde_json::to_string(p).unwrap_or_default(),
                         policy,
                     }),
                 );
@@ -788,28 +520,21 @@ pub fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
     })
 }
 
-/// The location of an error's pointer (for callers that report outside compile).
-pub fn locate(map: &crate::source::SourceMap, pointer: &str) -> Option<Location> {
-    map.value(pointer)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Resolved;
     use crate::secret::tests::FakeEnv;
 
     fn env_with(pairs: &[(&str, &str)]) -> CompileEnv {
         CompileEnv {
-            clock: Arc::new(SystemClock::new()),
             secrets: Arc::new(FakeEnv(
                 pairs
                     .iter()
                     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                     .collect(),
             )),
-            stores: Arc::new(Stores::default()),
-            metrics: Arc::new(PolicyMetrics::default()),
-            http: Arc::new(ReqwestGet::default()),
+            ..CompileEnv::default()
         }
     }
 

@@ -1,43 +1,44 @@
 //! Metrics that policies record themselves (outcomes that are not plain rejections, store
-//! health). The gateway registers them in its registry, so `/metrics` shows them; labels stay
-//! bounded (policy names from the file, fixed reasons and outcomes).
+//! health). Each kind declares its own next to its code (its `PolicyKind::Metrics`), and
+//! `kinds::PolicyMetrics` gathers them; the gateway registers them in its registry, so
+//! `/metrics` shows them. What several kinds record together lives here. Labels stay bounded
+//! (policy names from the file, fixed reasons and outcomes).
 
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounterVec, Opts, Registry};
 
-/// Every policy-level metric.
-#[derive(Debug, Clone)]
-pub struct PolicyMetrics {
-    /// `gateway_auth_failures_total{policy,reason}`.
-    pub auth_failures: IntCounterVec,
-    /// `gateway_ratelimit_store_errors_total{policy,kind}`.
-    pub ratelimit_store_errors: IntCounterVec,
-    /// `gateway_ratelimit_degraded{policy}`: 1 while a limiter runs on its fallback.
-    pub ratelimit_degraded: IntGaugeVec,
-    /// `gateway_idempotency_total{policy,outcome}`.
-    pub idempotency: IntCounterVec,
-    /// `gateway_idempotency_store_errors_total{policy,kind}`.
-    pub idempotency_store_errors: IntCounterVec,
-    /// `gateway_jwks_refreshes_total{policy,outcome}`: fetches of an identity provider's key
-    /// set (`success`, `failure`; after a failure the last good set keeps serving).
-    pub jwks_refreshes: IntCounterVec,
+/// The metrics of one policy kind: made once per gateway, before any policy compiles, and
+/// registered in its registry; a kind's compile step resolves the labelled series it records.
+pub trait KindMetrics: Clone + Send + Sync + std::fmt::Debug + Sized + 'static {
+    /// Makes the metrics; `shared` holds the ones several kinds record.
+    fn new(shared: &SharedMetrics) -> Result<Self, prometheus::Error>;
+
+    /// Registers the metrics this kind alone owns.
+    fn register(&self, registry: &Registry) -> Result<(), prometheus::Error>;
 }
 
-impl PolicyMetrics {
-    /// Creates the metrics and registers them in `registry`.
-    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let m = Self::unregistered()?;
-        registry.register(Box::new(m.auth_failures.clone()))?;
-        registry.register(Box::new(m.ratelimit_store_errors.clone()))?;
-        registry.register(Box::new(m.ratelimit_degraded.clone()))?;
-        registry.register(Box::new(m.idempotency.clone()))?;
-        registry.register(Box::new(m.idempotency_store_errors.clone()))?;
-        registry.register(Box::new(m.jwks_refreshes.clone()))?;
-        Ok(m)
+/// A kind that records no metrics of its own.
+impl KindMetrics for () {
+    fn new(_: &SharedMetrics) -> Result<Self, prometheus::Error> {
+        Ok(())
     }
 
-    /// Metrics registered nowhere (offline compiles, unit tests).
-    pub fn unregistered() -> Result<Self, prometheus::Error> {
-        Ok(PolicyMetrics {
+    fn register(&self, _: &Registry) -> Result<(), prometheus::Error> {
+        Ok(())
+    }
+}
+
+/// Metrics several kinds record, registered once.
+#[derive(Debug, Clone)]
+pub struct SharedMetrics {
+    /// `gateway_auth_failures_total{policy,reason}`: requests refused by an authentication
+    /// policy (`jwt`, `webhook_signature`).
+    pub auth_failures: IntCounterVec,
+}
+
+impl SharedMetrics {
+    /// Makes the metrics, registered nowhere yet.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        Ok(SharedMetrics {
             auth_failures: IntCounterVec::new(
                 Opts::new(
                     "gateway_auth_failures_total",
@@ -45,49 +46,11 @@ impl PolicyMetrics {
                 ),
                 &["policy", "reason"],
             )?,
-            ratelimit_store_errors: IntCounterVec::new(
-                Opts::new(
-                    "gateway_ratelimit_store_errors_total",
-                    "Rate-limit decisions the shared store could not make, by policy and kind.",
-                ),
-                &["policy", "kind"],
-            )?,
-            ratelimit_degraded: IntGaugeVec::new(
-                Opts::new(
-                    "gateway_ratelimit_degraded",
-                    "1 while a rate limit runs on its store-failure behaviour instead of the shared store.",
-                ),
-                &["policy"],
-            )?,
-            idempotency: IntCounterVec::new(
-                Opts::new(
-                    "gateway_idempotency_total",
-                    "Idempotency decisions, by policy and outcome.",
-                ),
-                &["policy", "outcome"],
-            )?,
-            idempotency_store_errors: IntCounterVec::new(
-                Opts::new(
-                    "gateway_idempotency_store_errors_total",
-                    "Idempotency store calls that failed, by policy and kind.",
-                ),
-                &["policy", "kind"],
-            )?,
-            jwks_refreshes: IntCounterVec::new(
-                Opts::new(
-                    "gateway_jwks_refreshes_total",
-                    "Fetches of an identity provider's JWKS, by policy and outcome.",
-                ),
-                &["policy", "outcome"],
-            )?,
         })
     }
-}
 
-impl Default for PolicyMetrics {
-    fn default() -> Self {
-        // building metric descriptors with fixed, valid names cannot fail
-        Self::unregistered()
-            .unwrap_or_else(|e| panic!("policy metric definitions are invalid: {e}"))
+    /// Registers them in `registry`.
+    pub fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+        registry.register(Box::new(self.auth_failures.clone()))
     }
 }

@@ -1,6 +1,6 @@
 //! The request pipeline as policies see it: plain views of the request and response, the
-//! per-request state that phases share, the phase trait with a no-op default per phase (in
-//! Pingora's style), and the precomputed chain a route runs.
+//! per-request state that phases share, and the phase trait with a no-op default per phase (in
+//! Pingora's style). It names no policy kind: kinds implement these phases, `chain` runs them.
 
 use std::future::Future;
 use std::ops::ControlFlow;
@@ -9,7 +9,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 
-use crate::kinds::Policy;
 use crate::problem::Reply;
 use crate::route::PathParams;
 
@@ -124,11 +123,18 @@ pub struct Identity {
 }
 
 /// The phases of a policy. Every phase has a no-op default; a kind implements the ones it
-/// needs. Kinds are dispatched through the closed [`Policy`] enum, so no phase is boxed.
+/// needs. Kinds are dispatched through the closed `kinds::Policy` enum, so no phase is boxed.
 pub trait Phases {
     /// Whether this policy needs the whole request or response body (it has a body phase);
     /// routes with such a policy buffer the exchange.
     fn needs_body(&self) -> bool {
+        false
+    }
+
+    /// Whether this policy makes a request safe to send upstream more than once, so the
+    /// forwarding layer may retry it after it reached the upstream (an idempotency policy: each
+    /// attempt then carries one upstream `Idempotency-Key`).
+    fn makes_repeats_safe(&self) -> bool {
         false
     }
 
@@ -184,113 +190,5 @@ pub trait Phases {
         _state: &mut ExchangeState,
     ) -> impl Future<Output = ()> + Send {
         async {}
-    }
-}
-
-/// A named policy instance, shared by every route that lists it (and kept across reloads when
-/// its spec did not change, so its state survives).
-#[derive(Debug)]
-pub struct NamedPolicy {
-    /// The name in the policy file.
-    pub name: Arc<str>,
-    /// Canonical JSON of its spec; equal text means an unchanged policy on reload.
-    pub spec_text: String,
-    /// The runtime policy.
-    pub policy: Policy,
-}
-
-/// The policies of one route, in order.
-#[derive(Debug, Clone, Default)]
-pub struct Chain {
-    policies: Vec<Arc<NamedPolicy>>,
-    needs_body: bool,
-}
-
-fn tag(flow: Flow, name: &Arc<str>) -> Flow {
-    match flow {
-        Flow::Continue(()) => Flow::Continue(()),
-        Flow::Break(mut reply) => {
-            reply.policy.get_or_insert_with(|| name.clone());
-            Flow::Break(reply)
-        }
-    }
-}
-
-impl Chain {
-    /// A chain of these policies.
-    pub fn new(policies: Vec<Arc<NamedPolicy>>) -> Self {
-        let needs_body = policies.iter().any(|p| p.policy.needs_body());
-        Chain {
-            policies,
-            needs_body,
-        }
-    }
-
-    /// Whether any policy needs a body phase.
-    pub fn needs_body(&self) -> bool {
-        self.needs_body
-    }
-
-    /// Whether the chain is empty.
-    pub fn is_empty(&self) -> bool {
-        self.policies.is_empty()
-    }
-
-    /// The policies, in order.
-    pub fn policies(&self) -> &[Arc<NamedPolicy>] {
-        &self.policies
-    }
-
-    /// Runs the header phase of every policy, stopping at the first reply.
-    pub async fn on_request(&self, req: &RequestView<'_>, state: &mut ExchangeState) -> Flow {
-        for p in &self.policies {
-            tag(p.policy.on_request(req, state).await, &p.name)?;
-        }
-        Flow::Continue(())
-    }
-
-    /// Runs the request body phase.
-    pub async fn on_request_body(
-        &self,
-        req: &RequestView<'_>,
-        state: &mut ExchangeState,
-        body: &mut Bytes,
-    ) -> Flow {
-        for p in &self.policies {
-            tag(p.policy.on_request_body(req, state, body).await, &p.name)?;
-        }
-        Flow::Continue(())
-    }
-
-    /// Runs the response header phase, last policy first (the response travels back out).
-    pub async fn on_response(
-        &self,
-        resp: &mut ResponseView<'_>,
-        state: &mut ExchangeState,
-    ) -> Flow {
-        for p in self.policies.iter().rev() {
-            tag(p.policy.on_response(resp, state).await, &p.name)?;
-        }
-        Flow::Continue(())
-    }
-
-    /// Runs the response body phase, last policy first.
-    pub async fn on_response_body(
-        &self,
-        resp: &mut ResponseView<'_>,
-        state: &mut ExchangeState,
-        body: &mut Bytes,
-    ) -> Flow {
-        for p in self.policies.iter().rev() {
-            tag(p.policy.on_response_body(resp, state, body).await, &p.name)?;
-        }
-        Flow::Continue(())
-    }
-
-    /// Runs every policy's completion phase.
-    pub async fn on_complete(&self, done: &Completion<'_>, state: &mut ExchangeState) {
-        for p in &self.policies {
-            p.policy.on_complete(done, state).await;
-        }
     }
 }

@@ -37,7 +37,7 @@ pub struct PolicyFileSpec {
     /// The Redis (or Redis Cluster) that policies with `store: redis` share state through, so
     /// that several gateway instances enforce one limit and one idempotency record.
     #[serde(default)]
-    pub redis: Option<crate::store::RedisSpec>,
+    pub redis: Option<crate::state::redis::RedisSpec>,
     /// Upstream clusters requests are forwarded to, by name.
     pub upstreams: BTreeMap<String, UpstreamSpec>,
     /// Named policy instances that routes list in the order they run.

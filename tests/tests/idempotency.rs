@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use erp_sim::{Behaviour, DocumentKind, ErpSim};
 use policies::clock::TEST_CLOCK_OFFSET_ENV;
-use policies::kinds::idempotency::{Claim, LocalStore, Record, RedisRecords};
-use policies::store::{RedisSpec, RedisStore};
+use policies::state::idempotency::{Claim, LocalRecords, Record, RedisRecords};
+use policies::state::redis::{RedisSpec, RedisStore};
 use policies::units::DurationSpec;
 use tests::{Gateway, RedisServer, Start, TempDir, policy_file};
 
@@ -412,7 +412,7 @@ async fn the_redis_scripts_decide_exactly_like_the_local_store() {
     };
     let store = Arc::new(RedisStore::new(&redis.url(), &spec).unwrap());
     let remote = RedisRecords::new(store, "eq");
-    let local = LocalStore::new(1000);
+    let local = LocalRecords::new(1000);
     let record = |i: u64| Record {
         status: 200 + (i % 3) as u16,
         headers: vec![(

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use erp_sim::ErpSim;
-use policies::kinds::rate_limit::{Gcra, LocalStore, RedisLimiter};
-use policies::store::{RedisSpec, RedisStore};
+use policies::state::rate_limit::{Gcra, LocalCounters, RedisCounters};
+use policies::state::redis::{RedisSpec, RedisStore};
 use policies::units::DurationSpec;
 use serde_json::Value;
 use tests::{Gateway, RedisServer, eventually, policy_file};
@@ -443,8 +443,8 @@ async fn the_redis_script_decides_exactly_like_the_local_gcra() {
         Gcra::new(100, 86_400 * s, 100).unwrap(),
     ];
     let names: Vec<Box<str>> = ["rate", "odd", "daily"].map(Box::from).into();
-    let remote = RedisLimiter::new(store, "eq", &limits, &names);
-    let local = LocalStore::new(&limits);
+    let remote = RedisCounters::new(store, "eq", &limits, &names);
+    let local = LocalCounters::new(&limits);
 
     // a deterministic walk: bursts, pauses and weights on three keys
     let mut now: u64 = 1_700_000_000_000_000;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use pingora::upstreams::peer::{HttpPeer, Peer};
 use pingora::utils::tls::{CertKey, WrappedX509, parse_x509};
-use policies::compile::Upstream;
+use policies::model::Upstream;
 use policies::resilience::breaker::{Admit, BreakerState, CircuitBreaker, Transition};
 use policies::resilience::budget::RetryBudget;
 use policies::resilience::ejection::{Ejection, max_ejected};

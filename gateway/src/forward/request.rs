@@ -11,7 +11,7 @@ use http::{HeaderName, HeaderValue, Version};
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::{Error, ErrorType};
-use policies::compile::{Route, Upstream};
+use policies::model::{Route, Upstream};
 use policies::pipeline::ExchangeState;
 use policies::route::PathParams;
 

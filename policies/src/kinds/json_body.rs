@@ -6,7 +6,7 @@ use http::{StatusCode, header::CONTENT_TYPE};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::KindContext;
+use super::{KindContext, PolicyKind};
 use crate::pipeline::{ExchangeState, Flow, Phases, RequestView};
 use crate::problem::{Problem, Reply};
 
@@ -42,9 +42,12 @@ pub struct JsonBody {
     allow_empty: bool,
 }
 
-impl JsonBody {
+impl PolicyKind for JsonBody {
+    type Spec = JsonBodySpec;
+    type Metrics = ();
+
     /// Compiles the spec.
-    pub fn compile(spec: &JsonBodySpec, cx: &mut KindContext<'_, '_>) -> Option<JsonBody> {
+    fn compile(spec: &JsonBodySpec, cx: &mut KindContext<'_, '_, Self>) -> Option<JsonBody> {
         if spec.max_depth == 0 || spec.max_depth > 128 {
             cx.error("/max_depth", "max_depth must be between 1 and 128");
             return None;

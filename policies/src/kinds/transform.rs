@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use transforms::{Catalog, Mapping, PrecheckLimits, TransformError};
 
-use super::KindContext;
-use crate::kinds::schema::precheck_reply;
+use super::{KindContext, PolicyKind};
+use crate::kinds::body_schema::precheck_reply;
 use crate::pipeline::{ExchangeState, Flow, ParsedBody, Phases, RequestView, ResponseView};
 use crate::problem::{PROBLEM_CONTENT_TYPE, Problem, Reply};
 
@@ -49,7 +49,7 @@ fn default_max_depth() -> u32 {
 }
 
 /// Catalogs loaded during one compile, so policies sharing a folder load it once.
-pub type CatalogCache = HashMap<PathBuf, Arc<Catalog>>;
+type CatalogCache = HashMap<PathBuf, Arc<Catalog>>;
 
 /// The compiled `transform` policy.
 pub struct Transform {
@@ -68,16 +68,20 @@ impl std::fmt::Debug for Transform {
     }
 }
 
-impl Transform {
+impl PolicyKind for Transform {
+    type Spec = TransformSpec;
+    type Metrics = ();
+
     /// Compiles the spec: loads (or reuses) the catalog and picks each channel's mapping.
-    pub fn compile(spec: &TransformSpec, cx: &mut KindContext<'_, '_>) -> Option<Transform> {
+    fn compile(spec: &TransformSpec, cx: &mut KindContext<'_, '_, Self>) -> Option<Transform> {
         let root = cx.base_dir.join(&spec.mappings);
-        let catalog = match cx.catalogs.get(&root) {
-            Some(c) => c.clone(),
+        let loaded = cx.cache::<CatalogCache>().get(&root).cloned();
+        let catalog = match loaded {
+            Some(c) => c,
             None => match Catalog::load(&root) {
                 Ok(c) => {
                     let c = Arc::new(c);
-                    cx.catalogs.insert(root.clone(), c.clone());
+                    cx.cache::<CatalogCache>().insert(root.clone(), c.clone());
                     c
                 }
                 Err(errors) => {
@@ -105,7 +109,8 @@ impl Transform {
             );
             return None;
         }
-        let named = |cx: &mut KindContext<'_, '_>, field: &str, name: &Option<String>| match name {
+        type Cx<'c, 'a, 'm> = &'c mut KindContext<'a, 'm, Transform>;
+        let named = |cx: Cx<'_, '_, '_>, field: &str, name: &Option<String>| match name {
             None => Some(None),
             Some(n) => match catalog.get(n) {
                 Some(m) => Some(Some(m)),
@@ -128,7 +133,9 @@ impl Transform {
             },
         })
     }
+}
 
+impl Transform {
     /// Every mapping this policy uses (for `gateway check`'s golden cases).
     pub fn mappings(&self) -> Vec<Arc<Mapping>> {
         self.by_channel

@@ -9,12 +9,13 @@ use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use http::header::WWW_AUTHENTICATE;
 use http::{HeaderName, HeaderValue, StatusCode};
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntCounterVec, Registry};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use super::KindContext;
+use super::{KindContext, PolicyKind};
+use crate::metrics::{KindMetrics, SharedMetrics};
 use crate::pipeline::{Channel, ExchangeState, Flow, Phases, RequestView};
 use crate::problem::{Problem, Reply};
 use crate::secret;
@@ -136,11 +137,35 @@ impl std::fmt::Debug for WebhookSignature {
     }
 }
 
-impl WebhookSignature {
+/// What `webhook_signature` policies record: refusals, in `gateway_auth_failures_total`
+/// (shared with `jwt`).
+#[derive(Debug, Clone)]
+pub struct WebhookSignatureMetrics {
+    /// `gateway_auth_failures_total{policy,reason}`.
+    pub auth_failures: IntCounterVec,
+}
+
+impl KindMetrics for WebhookSignatureMetrics {
+    fn new(shared: &SharedMetrics) -> Result<Self, prometheus::Error> {
+        Ok(WebhookSignatureMetrics {
+            auth_failures: shared.auth_failures.clone(),
+        })
+    }
+
+    /// Nothing of its own: the shared counter is registered once, with the shared metrics.
+    fn register(&self, _: &Registry) -> Result<(), prometheus::Error> {
+        Ok(())
+    }
+}
+
+impl PolicyKind for WebhookSignature {
+    type Spec = WebhookSignatureSpec;
+    type Metrics = WebhookSignatureMetrics;
+
     /// Compiles the spec, resolving every secret.
-    pub fn compile(
+    fn compile(
         spec: &WebhookSignatureSpec,
-        cx: &mut KindContext<'_, '_>,
+        cx: &mut KindContext<'_, '_, Self>,
     ) -> Option<WebhookSignature> {
         let errors_before = cx.errors.len();
         let (preset_header, preset_encoding) = match spec.preset {
@@ -203,7 +228,7 @@ impl WebhookSignature {
                 );
                 continue;
             }
-            let value = match secret::expand(&s.secret, cx.base_dir, &*cx.env.secrets) {
+            let value = match secret::expand(&s.secret, cx.base_dir, cx.secrets) {
                 Ok(v) => v,
                 Err(msg) => {
                     cx.error(&format!("{at}/secret"), msg);
@@ -226,8 +251,7 @@ impl WebhookSignature {
         let failures = Failure::ALL
             .iter()
             .map(|f| {
-                cx.env
-                    .metrics
+                cx.metrics
                     .auth_failures
                     .with_label_values(&[cx.name, f.reason()])
             })
@@ -246,7 +270,9 @@ impl WebhookSignature {
             challenge,
         })
     }
+}
 
+impl WebhookSignature {
     fn reject(&self, failure: Failure) -> Flow {
         let i = Failure::ALL
             .iter()

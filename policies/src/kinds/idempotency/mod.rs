@@ -16,30 +16,27 @@
 //! route: request body phases run in route order, so it then sees the body as the client sent
 //! it, and response phases run in reverse, so it stores the answer as the client receives it.
 
-pub mod local;
-pub mod redis;
-
 use std::io::Write as _;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{KindContext, Policy};
+use super::{KindContext, PolicyKind};
 use crate::clock::Clock;
-use crate::metrics::PolicyMetrics;
+use crate::metrics::{KindMetrics, SharedMetrics};
 use crate::pipeline::{Completion, ExchangeState, Flow, ParsedBody, Phases, RequestView};
 use crate::problem::{Problem, Reply, ReplyBody};
-use crate::store::StoreError;
+use crate::state::idempotency::{
+    Claim, Fingerprint, LocalRecords, Record, RecordStore, Records, RedisRecords,
+};
+use crate::state::{OnStoreError, OnStoreErrorRules, StoreChoice, StoreError, StoreKind};
 use crate::units::DurationSpec;
-
-pub use local::LocalStore;
-pub use redis::RedisRecords;
 
 /// Settings of an `idempotency` policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -69,10 +66,12 @@ pub struct IdempotencySpec {
     /// Where records live: `local` (in this process, the default) or `redis` (shared by every
     /// gateway instance, through the file's `redis` section).
     #[serde(default)]
-    pub store: IdempotencyStore,
+    pub store: StoreKind,
     /// With `store: redis`, what happens while Redis is unreachable or slower than its
-    /// timeout: `deny` (the default: 503, `idempotency-store-unavailable`) or `pass` (the request
-    /// goes upstream unprotected, counted as `unprotected`).
+    /// timeout: `deny` (the default: 503, `idempotency-store-unavailable`) or `allow` (the
+    /// request goes upstream unprotected, counted as `unprotected`; `pass` is its older name).
+    /// `local` is refused: a record kept by one instance would not stop a repeat reaching
+    /// another.
     #[serde(default)]
     pub on_store_error: Option<OnStoreError>,
     /// What an upstream 5xx answer or an upstream failure (timeout, broken connection) does to
@@ -119,27 +118,6 @@ impl Default for KeySpec {
     fn default() -> Self {
         KeySpec::Header("Idempotency-Key".into())
     }
-}
-
-/// Where idempotency records live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum IdempotencyStore {
-    /// In this process.
-    #[default]
-    Local,
-    /// In the file's shared Redis.
-    Redis,
-}
-
-/// What a Redis-backed policy does while Redis fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum OnStoreError {
-    /// Refuse the request (503).
-    Deny,
-    /// Let it through unprotected.
-    Pass,
 }
 
 /// What an upstream error does to the key.
@@ -201,40 +179,14 @@ const NEVER_REPLAYED: [&str; 12] = [
     "idempotency-policy",
 ];
 
-/// SHA-256 of a request body in canonical form.
-pub type Fingerprint = [u8; 32];
-
-/// A stored response.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    /// Its status.
-    pub status: u16,
-    /// The headers kept (`replay_headers`).
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// Its body, byte for byte.
-    pub body: Bytes,
-}
-
-/// What a claim found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claim {
-    /// The key was free and is now this request's, in flight.
-    Claimed,
-    /// Another request holds the key and has not completed.
-    InFlight {
-        /// The holder's body fingerprint.
-        fingerprint: Fingerprint,
-        /// Until its lease ends.
-        remaining_ms: u64,
-    },
-    /// A request with the key completed; its response.
-    Done {
-        /// Its body fingerprint.
-        fingerprint: Fingerprint,
-        /// Its response.
-        record: Arc<Record>,
-    },
-}
+/// `on_store_error` for idempotency: deny by default; never decided in one process alone.
+const ON_STORE_ERROR: OnStoreErrorRules = OnStoreErrorRules {
+    default: OnStoreError::Deny,
+    refused: &[(
+        OnStoreError::Local,
+        "a record kept by one instance would not stop a repeat that reaches another; use deny or allow",
+    )],
+};
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -248,12 +200,6 @@ enum KeySource {
         structured: bool,
     },
     Body(Box<[Box<str>]>),
-}
-
-#[derive(Debug)]
-enum Backend {
-    Local(Arc<LocalStore>),
-    Redis(RedisRecords, OnStoreError),
 }
 
 /// Counters of each outcome, resolved once.
@@ -271,8 +217,8 @@ struct Outcomes {
 }
 
 impl Outcomes {
-    fn new(m: &PolicyMetrics, policy: &str) -> Outcomes {
-        let c = |o: &str| m.idempotency.with_label_values(&[policy, o]);
+    fn new(m: &IdempotencyMetrics, policy: &str) -> Outcomes {
+        let c = |o: &str| m.outcomes.with_label_values(&[policy, o]);
         Outcomes {
             stored: c("stored"),
             replayed: c("replayed"),
@@ -299,9 +245,11 @@ pub struct Idempotency {
     replay_headers: Box<[HeaderName]>,
     max_key_length: usize,
     advertise: Option<HeaderValue>,
-    backend: Backend,
+    records: Records,
+    /// What a failed claim does (with in-process records: only when they are full).
+    on_store_error: OnStoreError,
     clock: Arc<dyn Clock>,
-    metrics: Arc<PolicyMetrics>,
+    metrics: IdempotencyMetrics,
     outcomes: Outcomes,
 }
 
@@ -324,10 +272,48 @@ fn ms(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-impl Idempotency {
+/// What `idempotency` policies record.
+#[derive(Debug, Clone)]
+pub struct IdempotencyMetrics {
+    /// `gateway_idempotency_total{policy,outcome}`.
+    pub outcomes: IntCounterVec,
+    /// `gateway_idempotency_store_errors_total{policy,kind}`.
+    pub store_errors: IntCounterVec,
+}
+
+impl KindMetrics for IdempotencyMetrics {
+    fn new(_: &SharedMetrics) -> Result<Self, prometheus::Error> {
+        Ok(IdempotencyMetrics {
+            outcomes: IntCounterVec::new(
+                Opts::new(
+                    "gateway_idempotency_total",
+                    "Idempotency decisions, by policy and outcome.",
+                ),
+                &["policy", "outcome"],
+            )?,
+            store_errors: IntCounterVec::new(
+                Opts::new(
+                    "gateway_idempotency_store_errors_total",
+                    "Idempotency store calls that failed, by policy and kind.",
+                ),
+                &["policy", "kind"],
+            )?,
+        })
+    }
+
+    fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+        registry.register(Box::new(self.outcomes.clone()))?;
+        registry.register(Box::new(self.store_errors.clone()))
+    }
+}
+
+impl PolicyKind for Idempotency {
+    type Spec = IdempotencySpec;
+    type Metrics = IdempotencyMetrics;
+
     /// Compiles the spec. The in-process records are taken over from the previous policy of
     /// the same name when it also kept them in this process, with the same bound.
-    pub fn compile(spec: &IdempotencySpec, cx: &mut KindContext<'_, '_>) -> Option<Idempotency> {
+    fn compile(spec: &IdempotencySpec, cx: &mut KindContext<'_, '_, Self>) -> Option<Idempotency> {
         let errors_before = cx.errors.len();
         let key = match &spec.key {
             KeySpec::Header(h) => match HeaderName::from_bytes(h.as_bytes()) {
@@ -383,51 +369,38 @@ impl Idempotency {
             }
         }
 
-        let backend = match spec.store {
-            IdempotencyStore::Local => {
-                if spec.on_store_error.is_some() {
-                    cx.error(
-                        "/on_store_error",
-                        "on_store_error only applies with store: redis",
-                    );
-                }
+        let choice = cx.store_choice(spec.store, spec.on_store_error, &ON_STORE_ERROR);
+        let (records, on_store_error) = match choice {
+            None => (None, ON_STORE_ERROR.default),
+            Some(StoreChoice::Local) => {
                 let max = spec.max_entries.unwrap_or(DEFAULT_MAX_ENTRIES);
                 if max == 0 {
                     cx.error("/max_entries", "max_entries must be at least 1");
                 }
                 let max = usize::try_from(max).unwrap_or(usize::MAX);
-                cx.env
-                    .metrics
-                    .idempotency_store_errors
+                cx.metrics
+                    .store_errors
                     .with_label_values(&[&**cx.name, "full"]);
-                let previous = match cx.previous {
-                    Some(Policy::Idempotency(p)) => match &p.backend {
-                        Backend::Local(s) if s.max_entries() == max => Some(s.clone()),
-                        _ => None,
-                    },
+                let previous = match cx.previous.map(|p| &p.records) {
+                    Some(Records::Local(s)) if s.max_entries() == max => Some(s.clone()),
                     _ => None,
                 };
-                Some(Backend::Local(
-                    previous.unwrap_or_else(|| Arc::new(LocalStore::new(max))),
-                ))
+                let local = previous.unwrap_or_else(|| Arc::new(LocalRecords::new(max)));
+                (Some(Records::Local(local)), ON_STORE_ERROR.default)
             }
-            IdempotencyStore::Redis => {
-                if spec.max_entries.is_some() {
-                    cx.error("/max_entries", "max_entries only applies with store: local");
-                }
-                let m = &cx.env.metrics;
+            Some(StoreChoice::Redis { redis, on_error }) => {
                 for kind in ["unavailable", "timeout", "error"] {
-                    m.idempotency_store_errors
+                    cx.metrics
+                        .store_errors
                         .with_label_values(&[&**cx.name, kind]);
                 }
-                cx.require_redis("/store").map(|store| {
-                    Backend::Redis(
-                        RedisRecords::new(store, cx.name),
-                        spec.on_store_error.unwrap_or(OnStoreError::Deny),
-                    )
-                })
+                let records = Records::Redis(RedisRecords::new(redis, cx.name));
+                (Some(records), on_error)
             }
         };
+        if spec.store == StoreKind::Redis && spec.max_entries.is_some() {
+            cx.error("/max_entries", "max_entries only applies with store: local");
+        }
         let advertise = spec.advertise.then(|| {
             HeaderValue::try_from(format!(
                 "ttl={}, lease={}",
@@ -448,13 +421,16 @@ impl Idempotency {
             replay_headers: replay_headers.into(),
             max_key_length: spec.max_key_length,
             advertise: advertise.and_then(|v| v.ok()),
-            backend: backend?,
-            clock: cx.env.clock.clone(),
-            metrics: cx.env.metrics.clone(),
-            outcomes: Outcomes::new(&cx.env.metrics, cx.name),
+            records: records?,
+            on_store_error,
+            clock: cx.clock.clone(),
+            metrics: cx.metrics.clone(),
+            outcomes: Outcomes::new(cx.metrics, cx.name),
         })
     }
+}
 
+impl Idempotency {
     fn now_ms(&self) -> u64 {
         ms(self.clock.unix_time())
     }
@@ -537,11 +513,7 @@ impl Idempotency {
         };
         let now = self.now_ms();
         let Some((status, body)) = keep else {
-            let released = match &self.backend {
-                Backend::Local(s) => Ok(s.release(&held.scoped, held.token, now)),
-                Backend::Redis(r, _) => r.release(&held.scoped, held.token, now).await,
-            };
-            match released {
+            match self.records.release(&held.scoped, held.token, now).await {
                 Ok(_) => self.outcomes.released.inc(),
                 // the lease frees the key in the end
                 Err(e) => self.store_failed(&e),
@@ -561,15 +533,10 @@ impl Idempotency {
             headers,
             body: body.clone(),
         };
-        let stored = match &self.backend {
-            Backend::Local(s) => {
-                Ok(s.complete(&held.scoped, held.token, Arc::new(record), now, self.ttl_ms))
-            }
-            Backend::Redis(r, _) => {
-                r.complete(&held.scoped, held.token, &record, now, self.ttl_ms)
-                    .await
-            }
-        };
+        let stored = self
+            .records
+            .complete(&held.scoped, held.token, record, now, self.ttl_ms)
+            .await;
         match stored {
             Ok(true) => self.outcomes.stored.inc(),
             Ok(false) => tracing::warn!(
@@ -581,16 +548,14 @@ impl Idempotency {
     }
 
     fn store_failed(&self, e: &StoreError) {
-        let kind = match e {
-            StoreError::Unavailable(_) => "unavailable",
-            StoreError::Timeout => "timeout",
-            StoreError::Failed(_) => "error",
-        };
         self.metrics
-            .idempotency_store_errors
-            .with_label_values(&[&*self.policy, kind])
+            .store_errors
+            .with_label_values(&[&*self.policy, e.kind()])
             .inc();
-        tracing::warn!(policy = %self.policy, error = %e, "idempotency store call failed");
+        // a full in-process store is a flood's symptom: counted, not logged per request
+        if *e != StoreError::Full {
+            tracing::warn!(policy = %self.policy, error = %e, "idempotency store call failed");
+        }
     }
 
     fn replay(&self, record: &Record) -> Flow {
@@ -832,6 +797,10 @@ impl Phases for Idempotency {
         true
     }
 
+    fn makes_repeats_safe(&self) -> bool {
+        true
+    }
+
     async fn on_request(&self, req: &RequestView<'_>, state: &mut ExchangeState) -> Flow {
         let KeySource::Header { name, structured } = &self.key else {
             return Flow::Continue(());
@@ -905,15 +874,10 @@ impl Phases for Idempotency {
         );
         let token = rand::random::<u64>() | 1;
         let now = self.now_ms();
-        let claim = match &self.backend {
-            Backend::Local(s) => s
-                .claim(&scoped, &fp, token, now, self.lease_ms)
-                .map_err(|_| None),
-            Backend::Redis(r, on_error) => r
-                .claim(&scoped, &fp, token, now, self.lease_ms)
-                .await
-                .map_err(|e| Some((e, *on_error))),
-        };
+        let claim = self
+            .records
+            .claim(&scoped, &fp, token, now, self.lease_ms)
+            .await;
         match claim {
             Ok(Claim::Claimed) => {
                 state.extensions.insert(Held {
@@ -930,21 +894,15 @@ impl Phases for Idempotency {
             }
             Ok(Claim::InFlight { remaining_ms, .. }) => self.conflict(remaining_ms),
             Ok(Claim::Done { record, .. }) => self.replay(&record),
-            Err(None) => {
-                self.metrics
-                    .idempotency_store_errors
-                    .with_label_values(&[&*self.policy, "full"])
-                    .inc();
-                self.unavailable()
-            }
-            Err(Some((e, on_error))) => {
+            Err(e) => {
                 self.store_failed(&e);
-                match on_error {
-                    OnStoreError::Deny => self.unavailable(),
-                    OnStoreError::Pass => {
+                match self.on_store_error {
+                    OnStoreError::Allow => {
                         self.outcomes.unprotected.inc();
                         Flow::Continue(())
                     }
+                    // `local` is refused at compile time
+                    OnStoreError::Deny | OnStoreError::Local => self.unavailable(),
                 }
             }
         }

@@ -9,7 +9,10 @@ use serde_json::json;
 
 use super::*;
 use crate::clock::ManualClock;
-use crate::compile::{CompileEnv, PolicySet, compile_str};
+use crate::compile::compile_str;
+use crate::env::CompileEnv;
+use crate::kinds::{Policy, PolicyMetrics};
+use crate::model::PolicySet;
 use crate::pipeline::Channel;
 use crate::route::PathParams;
 
@@ -65,6 +68,7 @@ impl Harness {
         self.env
             .metrics
             .idempotency
+            .outcomes
             .with_label_values(&[policy, outcome])
             .get()
     }
@@ -492,7 +496,7 @@ fn dead_redis() -> String {
 async fn an_unreachable_redis_denies_or_passes_unprotected_and_is_counted() {
     let h = harness();
     let set = h.compile_with(
-        "  deny:\n    kind: idempotency\n    store: redis\n  pass:\n    kind: idempotency\n    store: redis\n    on_store_error: pass\n",
+        "  deny:\n    kind: idempotency\n    store: redis\n  pass:\n    kind: idempotency\n    store: redis\n    on_store_error: pass\n  allow:\n    kind: idempotency\n    store: redis\n    on_store_error: allow\n",
         &dead_redis(),
         None,
     );
@@ -509,13 +513,18 @@ async fn an_unreachable_redis_denies_or_passes_unprotected_and_is_counted() {
         "nothing claimed"
     );
     assert_eq!(h.outcome("pass", "unprotected"), 1);
+    // `pass` is the older name of `allow`
+    let allowed = send(idem(&set, "allow"), "amazon", &[K1], "{}").await;
+    assert_eq!(allowed.status(), 0);
+    assert_eq!(h.outcome("allow", "unprotected"), 1);
     let errors = |p: &str| -> u64 {
         ["unavailable", "timeout", "error"]
             .iter()
             .map(|k| {
                 h.env
                     .metrics
-                    .idempotency_store_errors
+                    .idempotency
+                    .store_errors
                     .with_label_values(&[p, k])
                     .get()
             })
@@ -538,6 +547,11 @@ fn mistakes_are_reported_at_their_field() {
     ] {
         assert!(errs.contains(expected), "missing {expected:?} in\n{errs}");
     }
+    let errs = h.errors("  a:\n    kind: idempotency\n    store: redis\n    on_store_error: local\n");
+    assert!(
+        errs.contains("p.yaml:9:21: on_store_error: local cannot be honoured here: a record kept by one instance would not stop a repeat that reaches another; use deny or allow"),
+        "{errs}"
+    );
     let errs = h.errors(
         "  a:\n    kind: idempotency\n    key: {body: [AmazonOrderId]}\n    store: redis\n",
     );

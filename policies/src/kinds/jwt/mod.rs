@@ -15,14 +15,15 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{HeaderValue, StatusCode};
 use jsonwebtoken::{Algorithm, Validation};
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{KindContext, Policy};
+use super::{KindContext, PolicyKind};
 use crate::clock::Clock;
-use crate::compile::Channels;
+use crate::metrics::{KindMetrics, SharedMetrics};
+use crate::model::channels::Channels;
 use crate::pipeline::{Channel, ExchangeState, Flow, Phases, RequestView};
 use crate::problem::{Problem, Reply};
 use crate::secret;
@@ -445,10 +446,44 @@ fn challenge(realm: &str, failure: Failure, scopes: &[String]) -> HeaderValue {
     HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("Bearer"))
 }
 
-impl Jwt {
+/// What `jwt` policies record.
+#[derive(Debug, Clone)]
+pub struct JwtMetrics {
+    /// `gateway_auth_failures_total{policy,reason}` (shared with `webhook_signature`).
+    pub auth_failures: IntCounterVec,
+    /// `gateway_jwks_refreshes_total{policy,outcome}`: fetches of an identity provider's key
+    /// set (`success`, `failure`; after a failure the last good set keeps serving).
+    pub jwks_refreshes: IntCounterVec,
+}
+
+impl KindMetrics for JwtMetrics {
+    fn new(shared: &SharedMetrics) -> Result<Self, prometheus::Error> {
+        Ok(JwtMetrics {
+            auth_failures: shared.auth_failures.clone(),
+            jwks_refreshes: IntCounterVec::new(
+                Opts::new(
+                    "gateway_jwks_refreshes_total",
+                    "Fetches of an identity provider's JWKS, by policy and outcome.",
+                ),
+                &["policy", "outcome"],
+            )?,
+        })
+    }
+
+    /// Registers the refresh counter (the shared failure counter is registered once, with the
+    /// shared metrics).
+    fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+        registry.register(Box::new(self.jwks_refreshes.clone()))
+    }
+}
+
+impl PolicyKind for Jwt {
+    type Spec = JwtSpec;
+    type Metrics = JwtMetrics;
+
     /// Compiles the spec: reads the JWKS file and the secrets, checks every setting, and keeps
     /// the fetched key set of the policy it replaces when the key source did not change.
-    pub fn compile(spec: &JwtSpec, cx: &mut KindContext<'_, '_>) -> Option<Jwt> {
+    fn compile(spec: &JwtSpec, cx: &mut KindContext<'_, '_, Self>) -> Option<Jwt> {
         let errors_before = cx.errors.len();
         let issuers = spec.issuer.to_vec();
         if issuers.is_empty() || issuers.iter().any(String::is_empty) {
@@ -526,7 +561,7 @@ impl Jwt {
                 );
                 continue;
             }
-            let value = match secret::expand(reference, cx.base_dir, &*cx.env.secrets) {
+            let value = match secret::expand(reference, cx.base_dir, cx.secrets) {
                 Ok(v) => v,
                 Err(msg) => {
                     cx.error(&at, msg);
@@ -556,7 +591,7 @@ impl Jwt {
             );
         }
         let name = cx.name.clone();
-        let metrics = cx.env.metrics.clone();
+        let metrics = cx.metrics.clone();
         let remote = k.jwks_url.as_ref().and_then(|url| {
             if let Err(msg) = crate::fetch::check_key_url(url) {
                 cx.error("/keys/jwks_url", msg);
@@ -568,7 +603,7 @@ impl Jwt {
                 max_age: k.max_age.0,
                 timeout: k.fetch_timeout.0,
             };
-            if let Some(Policy::Jwt(prev)) = cx.previous
+            if let Some(prev) = cx.previous
                 && let Some(r) = &prev.remote
                 && r.settings == settings
             {
@@ -585,8 +620,8 @@ impl Jwt {
             Some(Arc::new(RemoteKeys::new(
                 settings,
                 name.clone(),
-                cx.env.http.clone(),
-                cx.env.clock.clone(),
+                cx.http.clone(),
+                cx.clock.clone(),
                 counters,
             )))
         });
@@ -672,12 +707,14 @@ impl Jwt {
             static_keys: KeySet::new(static_keys),
             remote,
             cache: TokenCache::new(spec.cache_entries as usize),
-            clock: cx.env.clock.clone(),
+            clock: cx.clock.clone(),
             failures,
             challenges,
         })
     }
+}
 
+impl Jwt {
     fn reject(&self, failure: Failure) -> Flow {
         let i = Failure::ALL
             .iter()

@@ -14,14 +14,16 @@ use serde_json::json;
 
 use super::*;
 use crate::clock::ManualClock;
-use crate::compile::{CompileEnv, PolicySet, compile_str};
+use crate::compile::compile_str;
+use crate::env::CompileEnv;
+use crate::model::PolicySet;
 use crate::fetch::FetchError;
 use crate::fetch::tests::ScriptedGet;
-use crate::metrics::PolicyMetrics;
+use crate::kinds::{Policy, PolicyMetrics};
 use crate::problem::ReplyBody;
 use crate::route::PathParams;
 use crate::secret::tests::FakeEnv;
-use crate::store::Stores;
+use crate::state::redis::Stores;
 
 const NOW: u64 = 1_800_000_000;
 const HS_SECRET: &str = "an-hs256-secret-of-at-least-32-bytes!";
@@ -239,6 +241,7 @@ impl Fx {
 
     fn failures(&self, reason: &str) -> u64 {
         self.metrics
+            .shared
             .auth_failures
             .with_label_values(&["auth", reason])
             .get()
@@ -788,6 +791,7 @@ async fn the_remote_set_is_fetched_at_warm_up_and_a_failure_fails_it() {
     assert!(junk.set.warm_up().await.is_err());
     assert_eq!(
         down.metrics
+            .jwt
             .jwks_refreshes
             .with_label_values(&["auth", "failure"])
             .get(),
@@ -862,6 +866,7 @@ async fn unknown_kids_refresh_at_most_once_per_cooldown() {
     assert_eq!(fx.http.calls(), 2, "one fetch once the cooldown passed");
     assert_eq!(
         fx.metrics
+            .jwt
             .jwks_refreshes
             .with_label_values(&["auth", "success"])
             .get(),

@@ -8,35 +8,32 @@
 //! headers are merged into one list. List the policy after authentication, so a forged token
 //! never spends a channel's quota.
 //!
-//! The local GCRA is this project's own (`gcra.rs`, 60 lines) rather than `governor`: the
+//! The counters live in `state::rate_limit` (in process or on Redis, one interface). The GCRA
+//! is this project's own (`state/rate_limit/gcra.rs`, 60 lines) rather than `governor`: the
 //! `RateLimit` header's `t` needs the theoretical arrival time, which governor keeps private
 //! (`StateSnapshot::tat` is crate-only, a refusal only yields the earliest retry time); and
 //! the Redis script must make the very same decisions, which is checked by running one
 //! integer algorithm in both and comparing them request by request.
-
-pub mod gcra;
-pub mod local;
-pub mod redis;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{KindContext, Policy};
+use super::{KindContext, PolicyKind};
 use crate::clock::Clock;
-use crate::metrics::PolicyMetrics;
+use crate::metrics::{KindMetrics, SharedMetrics};
 use crate::pipeline::{ExchangeState, Flow, Identity, Phases, RequestView};
 use crate::problem::{Problem, Reply};
-use crate::store::StoreError;
+use crate::state::rate_limit::{
+    CounterStore, Counters, Decision, Gcra, LocalCounters, MAX_LIMITS, RedisCounters,
+};
+use crate::state::{OnStoreError, OnStoreErrorRules, StoreChoice, StoreError, StoreKind};
 use crate::units::DurationSpec;
-
-pub use gcra::{Decision, Gcra, LimitOutcome, MAX_LIMITS};
-pub use local::LocalStore;
-pub use redis::RedisLimiter;
 
 /// Settings of a `rate_limit` policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -81,8 +78,9 @@ pub struct RateLimitSpec {
     pub store: StoreKind,
     /// With `store: redis`, how requests are decided while Redis is unreachable or slower than
     /// its timeout: `local` (the default: by an in-process limit of `limit / instances`),
-    /// `allow` (every request passes) or `deny` (every request is answered 503). Redis is
-    /// retried in the background of the traffic, and the limit goes back to it by itself.
+    /// `allow` (every request passes; `pass` is its older name) or `deny` (every request is
+    /// answered 503). Redis is retried in the background of the traffic, and the limit goes
+    /// back to it by itself.
     #[serde(default)]
     pub on_store_error: Option<OnStoreError>,
     /// With `on_store_error: local`, how many gateway instances share the limit: each then
@@ -144,29 +142,6 @@ pub enum KeyPartSpec {
     Param(String),
 }
 
-/// Where a rate limit keeps its counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum StoreKind {
-    /// In this process.
-    #[default]
-    Local,
-    /// In the file's shared Redis.
-    Redis,
-}
-
-/// How a Redis-backed limit decides while Redis fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum OnStoreError {
-    /// Admit every request.
-    Allow,
-    /// Refuse every request (503, `temporary-reduced-capacity`).
-    Deny,
-    /// Decide in this process, at the limit divided by `instances`.
-    Local,
-}
-
 /// Which rate-limit headers responses carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -179,6 +154,12 @@ pub enum HeaderStyle {
     /// None.
     None,
 }
+
+/// `on_store_error` for rate limits: every value is honoured; the default decides locally.
+const ON_STORE_ERROR: OnStoreErrorRules = OnStoreErrorRules {
+    default: OnStoreError::Local,
+    refused: &[],
+};
 
 /// While Redis is failing, at most one decision per this many µs tries it again, so a dead or
 /// stalled Redis costs one timeout per interval instead of one per request.
@@ -215,24 +196,22 @@ struct Health {
     next_probe_us: AtomicU64,
 }
 
+/// What decides while the counters fail (`on_store_error`).
 #[derive(Debug)]
 enum Fallback {
     Allow,
     Deny,
-    Local(Arc<LocalStore>, Limits),
+    /// In-process counters at the limit divided by `instances`, and their headers.
+    Local(Arc<LocalCounters>, Limits),
 }
 
+/// The counters `store` chose, and what stands in for them while they fail (counters in this
+/// process never fail, and have no fallback).
 #[derive(Debug)]
-struct RedisBackend {
-    limiter: RedisLimiter,
-    fallback: Fallback,
+struct Store {
+    counters: Counters,
+    fallback: Option<Fallback>,
     health: Arc<Health>,
-}
-
-#[derive(Debug)]
-enum Backend {
-    Local(Arc<LocalStore>),
-    Redis(Box<RedisBackend>),
 }
 
 /// The compiled `rate_limit` policy.
@@ -248,9 +227,9 @@ pub struct RateLimit {
     names: Box<[Box<str>]>,
     limits: Limits,
     headers: HeaderStyle,
-    backend: Backend,
+    store: Store,
     clock: Arc<dyn Clock>,
-    metrics: Arc<PolicyMetrics>,
+    metrics: RateLimitMetrics,
 }
 
 fn is_limit_name(s: &str) -> bool {
@@ -276,15 +255,50 @@ fn describe(names: &[Box<str>], gcra: &[Gcra]) -> Limits {
     }
 }
 
-impl RateLimit {
+/// What `rate_limit` policies record about their shared store.
+#[derive(Debug, Clone)]
+pub struct RateLimitMetrics {
+    /// `gateway_ratelimit_store_errors_total{policy,kind}`.
+    pub store_errors: IntCounterVec,
+    /// `gateway_ratelimit_degraded{policy}`: 1 while a limit decides with its fallback.
+    pub degraded: IntGaugeVec,
+}
+
+impl KindMetrics for RateLimitMetrics {
+    fn new(_: &SharedMetrics) -> Result<Self, prometheus::Error> {
+        Ok(RateLimitMetrics {
+            store_errors: IntCounterVec::new(
+                Opts::new(
+                    "gateway_ratelimit_store_errors_total",
+                    "Rate-limit decisions the shared store could not make, by policy and kind.",
+                ),
+                &["policy", "kind"],
+            )?,
+            degraded: IntGaugeVec::new(
+                Opts::new(
+                    "gateway_ratelimit_degraded",
+                    "1 while a rate limit runs on its store-failure behaviour instead of the shared store.",
+                ),
+                &["policy"],
+            )?,
+        })
+    }
+
+    fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+        registry.register(Box::new(self.store_errors.clone()))?;
+        registry.register(Box::new(self.degraded.clone()))
+    }
+}
+
+impl PolicyKind for RateLimit {
+    type Spec = RateLimitSpec;
+    type Metrics = RateLimitMetrics;
+
     /// Compiles the spec. State (the buckets) is taken over from the previous policy of the
     /// same name when its key and limits did not change.
-    pub fn compile(spec: &RateLimitSpec, cx: &mut KindContext<'_, '_>) -> Option<RateLimit> {
+    fn compile(spec: &RateLimitSpec, cx: &mut KindContext<'_, '_, Self>) -> Option<RateLimit> {
         let errors_before = cx.errors.len();
-        let prev = match cx.previous {
-            Some(Policy::RateLimit(p)) if p.spec.key == spec.key => Some(&**p),
-            _ => None,
-        };
+        let prev = cx.previous.filter(|p| p.spec.key == spec.key);
 
         if spec.limits.is_empty() || spec.limits.len() > MAX_LIMITS {
             cx.error(
@@ -402,33 +416,32 @@ impl RateLimit {
         };
 
         let limits = describe(&names, &gcras);
-        let backend = match spec.store {
-            StoreKind::Local => {
-                if spec.on_store_error.is_some() {
-                    cx.error(
-                        "/on_store_error",
-                        "on_store_error only applies with store: redis",
-                    );
+        if spec.instances.is_some() {
+            match (spec.store, spec.on_store_error.unwrap_or(ON_STORE_ERROR.default)) {
+                (StoreKind::Local, _) => {
+                    cx.error("/instances", "instances only applies with store: redis")
                 }
-                if spec.instances.is_some() {
-                    cx.error("/instances", "instances only applies with store: redis");
-                }
-                let store = reuse(prev, &gcras, |p| match &p.backend {
-                    Backend::Local(s) => Some(s),
-                    Backend::Redis(_) => None,
-                });
-                Backend::Local(store)
+                (StoreKind::Redis, OnStoreError::Local) => {}
+                (StoreKind::Redis, _) => cx.error(
+                    "/instances",
+                    "instances only applies with on_store_error: local",
+                ),
             }
-            StoreKind::Redis => {
-                let store = cx.require_redis("/store");
-                let on_error = spec.on_store_error.unwrap_or(OnStoreError::Local);
-                let instances = spec.instances.unwrap_or(1);
-                if spec.instances.is_some() && on_error != OnStoreError::Local {
-                    cx.error(
-                        "/instances",
-                        "instances only applies with on_store_error: local",
-                    );
+        }
+        let store = match cx.store_choice(spec.store, spec.on_store_error, &ON_STORE_ERROR)? {
+            StoreChoice::Local => {
+                let local = reuse(prev, &gcras, |p| match &p.store.counters {
+                    Counters::Local(s) => Some(s),
+                    Counters::Redis(_) => None,
+                });
+                Store {
+                    counters: Counters::Local(local),
+                    fallback: None,
+                    health: Arc::default(),
                 }
+            }
+            StoreChoice::Redis { redis, on_error } => {
+                let instances = spec.instances.unwrap_or(1);
                 if instances == 0 {
                     cx.error("/instances", "instances must be at least 1");
                 }
@@ -443,35 +456,29 @@ impl RateLimit {
                                 Err(msg) => cx.error("/instances", msg),
                             }
                         }
-                        let store = reuse(prev, &divided, |p| match &p.backend {
-                            Backend::Redis(r) => match &r.fallback {
-                                Fallback::Local(s, _) => Some(s),
-                                _ => None,
-                            },
-                            Backend::Local(_) => None,
+                        let local = reuse(prev, &divided, |p| match &p.store.fallback {
+                            Some(Fallback::Local(s, _)) => Some(s),
+                            _ => None,
                         });
-                        Fallback::Local(store, describe(&names, &divided))
+                        Fallback::Local(local, describe(&names, &divided))
                     }
                 };
                 let health = match cx.previous {
-                    Some(Policy::RateLimit(p)) => match &p.backend {
-                        Backend::Redis(r) => r.health.clone(),
-                        Backend::Local(_) => Arc::default(),
-                    },
+                    Some(p) if matches!(p.store.counters, Counters::Redis(_)) => {
+                        p.store.health.clone()
+                    }
                     _ => Arc::default(),
                 };
-                let m = &cx.env.metrics;
+                let m = cx.metrics;
                 for kind in ["unavailable", "timeout", "error"] {
-                    m.ratelimit_store_errors
-                        .with_label_values(&[&**cx.name, kind]);
+                    m.store_errors.with_label_values(&[&**cx.name, kind]);
                 }
-                m.ratelimit_degraded.with_label_values(&[&**cx.name]);
-                let store = store?;
-                Backend::Redis(Box::new(RedisBackend {
-                    limiter: RedisLimiter::new(store, cx.name, &gcras, &names),
-                    fallback,
+                m.degraded.with_label_values(&[&**cx.name]);
+                Store {
+                    counters: Counters::Redis(RedisCounters::new(redis, cx.name, &gcras, &names)),
+                    fallback: Some(fallback),
                     health,
-                }))
+                }
             }
         };
         if cx.errors.len() > errors_before {
@@ -487,12 +494,14 @@ impl RateLimit {
             names: names.into(),
             limits,
             headers: spec.headers,
-            backend,
-            clock: cx.env.clock.clone(),
-            metrics: cx.env.metrics.clone(),
+            store,
+            clock: cx.clock.clone(),
+            metrics: cx.metrics.clone(),
         })
     }
+}
 
+impl RateLimit {
     fn now_us(&self) -> u64 {
         u64::try_from(self.clock.monotonic().as_micros()).unwrap_or(u64::MAX)
     }
@@ -576,16 +585,12 @@ impl RateLimit {
         key
     }
 
-    fn decide_local(&self, store: &LocalStore, partition: &str, cost: u64) -> Decision {
-        store.decide(partition, self.now_us(), cost)
-    }
-
     /// Records the answer of the primary store in the health state.
     fn store_ok(&self, health: &Health) {
         if health.degraded.load(Ordering::Relaxed) && health.degraded.swap(false, Ordering::AcqRel)
         {
             self.metrics
-                .ratelimit_degraded
+                .degraded
                 .with_label_values(&[&*self.policy])
                 .set(0);
             tracing::info!(
@@ -596,30 +601,23 @@ impl RateLimit {
     }
 
     fn store_failed(&self, health: &Health, error: &StoreError, now: u64) {
-        let kind = match error {
-            StoreError::Unavailable(_) => "unavailable",
-            StoreError::Timeout => "timeout",
-            StoreError::Failed(_) => "error",
-        };
         self.metrics
-            .ratelimit_store_errors
-            .with_label_values(&[&*self.policy, kind])
+            .store_errors
+            .with_label_values(&[&*self.policy, error.kind()])
             .inc();
         health
             .next_probe_us
             .store(now + PROBE_INTERVAL_US, Ordering::Relaxed);
         if !health.degraded.swap(true, Ordering::AcqRel) {
             self.metrics
-                .ratelimit_degraded
+                .degraded
                 .with_label_values(&[&*self.policy])
                 .set(1);
-            let fallback = match &self.backend {
-                Backend::Redis(r) => match r.fallback {
-                    Fallback::Allow => "allow",
-                    Fallback::Deny => "deny",
-                    Fallback::Local(..) => "local",
-                },
-                Backend::Local(_) => "-",
+            let fallback = match &self.store.fallback {
+                Some(Fallback::Allow) => "allow",
+                Some(Fallback::Deny) => "deny",
+                Some(Fallback::Local(..)) => "local",
+                None => "-",
             };
             tracing::warn!(
                 policy = %self.policy,
@@ -720,17 +718,17 @@ impl RateLimit {
     }
 }
 
-/// A previous policy's local store, when it enforced exactly these limits (same key checked by
-/// the caller); otherwise a new one.
+/// A previous policy's in-process counters, when they enforced exactly these limits (same key
+/// checked by the caller); otherwise new ones.
 fn reuse(
     prev: Option<&RateLimit>,
     limits: &[Gcra],
-    which: impl Fn(&RateLimit) -> Option<&Arc<LocalStore>>,
-) -> Arc<LocalStore> {
+    which: impl Fn(&RateLimit) -> Option<&Arc<LocalCounters>>,
+) -> Arc<LocalCounters> {
     prev.and_then(which)
         .filter(|s| s.limits() == limits)
         .cloned()
-        .unwrap_or_else(|| Arc::new(LocalStore::new(limits)))
+        .unwrap_or_else(|| Arc::new(LocalCounters::new(limits)))
 }
 
 fn push_part(key: &mut String, value: Option<&[u8]>) {
@@ -784,45 +782,41 @@ impl Phases for RateLimit {
             return self.bad_cost();
         };
         let partition = self.partition(req, state);
-        let (decision, limits) = match &self.backend {
-            Backend::Local(store) => (self.decide_local(store, &partition, cost), &self.limits),
-            Backend::Redis(r) => {
-                let now = self.now_us();
-                let mut decided = None;
-                if Self::should_try(&r.health, now) {
-                    match r.limiter.decide(&partition, cost, None).await {
-                        Ok(d) => {
-                            self.store_ok(&r.health);
-                            decided = Some(d);
-                        }
-                        Err(e) => self.store_failed(&r.health, &e, now),
-                    }
+        let store = &self.store;
+        let now = self.now_us();
+        let mut decided = None;
+        if Self::should_try(&store.health, now) {
+            match store.counters.decide(&partition, cost, now).await {
+                Ok(d) => {
+                    self.store_ok(&store.health);
+                    decided = Some(d);
                 }
-                match (decided, &r.fallback) {
-                    (Some(d), _) => (d, &self.limits),
-                    (None, Fallback::Local(store, limits)) => {
-                        (self.decide_local(store, &partition, cost), limits)
-                    }
-                    (None, Fallback::Allow) => {
-                        self.set_headers(state, &self.limits, None);
-                        return Flow::Continue(());
-                    }
-                    (None, Fallback::Deny) => {
-                        self.set_headers(state, &self.limits, None);
-                        let problem = Problem::new(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "temporary-reduced-capacity",
-                            "Temporarily reduced capacity",
-                        )
-                        .with_detail(
-                            "the rate-limit store is unavailable, and this route refuses what it cannot count",
-                        );
-                        return Flow::Break(
-                            Reply::problem(problem, "store_unavailable")
-                                .with_header(http::header::RETRY_AFTER, HeaderValue::from(1u32)),
-                        );
-                    }
-                }
+                Err(e) => self.store_failed(&store.health, &e, now),
+            }
+        }
+        let (decision, limits) = match (decided, &store.fallback) {
+            (Some(d), _) => (d, &self.limits),
+            (None, Some(Fallback::Local(local, limits))) => {
+                (local.decide(&partition, now, cost), limits)
+            }
+            (None, Some(Fallback::Allow) | None) => {
+                self.set_headers(state, &self.limits, None);
+                return Flow::Continue(());
+            }
+            (None, Some(Fallback::Deny)) => {
+                self.set_headers(state, &self.limits, None);
+                let problem = Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporary-reduced-capacity",
+                    "Temporarily reduced capacity",
+                )
+                .with_detail(
+                    "the rate-limit store is unavailable, and this route refuses what it cannot count",
+                );
+                return Flow::Break(
+                    Reply::problem(problem, "store_unavailable")
+                        .with_header(http::header::RETRY_AFTER, HeaderValue::from(1u32)),
+                );
             }
         };
         self.set_headers(state, limits, Some(&decision));
@@ -843,7 +837,10 @@ mod tests {
 
     use super::*;
     use crate::clock::ManualClock;
-    use crate::compile::{CompileEnv, PolicySet, compile_str};
+    use crate::compile::compile_str;
+    use crate::env::CompileEnv;
+    use crate::kinds::{Policy, PolicyMetrics};
+    use crate::model::PolicySet;
     use crate::pipeline::Channel;
     use crate::route::PathParams;
 
@@ -898,8 +895,8 @@ mod tests {
         fn metric(&self, which: &str, labels: &[&str]) -> i64 {
             let m = &self.env.metrics;
             match which {
-                "errors" => m.ratelimit_store_errors.with_label_values(labels).get() as i64,
-                _ => m.ratelimit_degraded.with_label_values(labels).get(),
+                "errors" => m.rate_limit.store_errors.with_label_values(labels).get() as i64,
+                _ => m.rate_limit.degraded.with_label_values(labels).get(),
             }
         }
     }
@@ -1310,6 +1307,19 @@ mod tests {
         assert_eq!(send(p, &AMAZON).await.status, 200);
         assert_eq!(send(p, &AMAZON).await.status, 200);
         assert_eq!(h.metric("errors", &["rl", "unavailable"]), 2);
+    }
+
+    #[tokio::test]
+    async fn pass_is_the_older_name_of_allow() {
+        let h = harness();
+        let set = h.compile_with(
+            &redis_policy("    on_store_error: pass\n"),
+            &dead_redis(),
+            None,
+        );
+        let a = send(rate_limit(&set, "rl"), &AMAZON).await;
+        assert_eq!((a.status, a.header("ratelimit")), (200, None));
+        assert_eq!(h.metric("degraded", &["rl"]), 1);
     }
 
     #[tokio::test]

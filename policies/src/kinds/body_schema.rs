@@ -4,6 +4,7 @@
 //! never reaches the upstream. Optionally validates the upstream's successful answers too.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -13,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use transforms::{PrecheckError, PrecheckLimits, SchemaValidator, Violations};
 
-use super::KindContext;
+use super::{KindContext, PolicyKind};
 use crate::pipeline::{ExchangeState, Flow, ParsedBody, Phases, RequestView, ResponseView};
 use crate::problem::{Problem, Reply};
 
@@ -69,10 +70,7 @@ pub struct Schema {
 }
 
 /// Loads `canonical:<document>` or a schema file relative to the policy file.
-pub fn load_schema(
-    reference: &str,
-    cx: &KindContext<'_, '_>,
-) -> Result<Arc<SchemaValidator>, String> {
+pub fn load_schema(reference: &str, base_dir: &Path) -> Result<Arc<SchemaValidator>, String> {
     if let Some(doc) = reference.strip_prefix("canonical:") {
         return transforms::canonical_schema(doc)
             .ok_or_else(|| {
@@ -84,7 +82,7 @@ pub fn load_schema(
             .and_then(|s| SchemaValidator::compile(s).map_err(|e| e.to_string()))
             .map(Arc::new);
     }
-    let path = cx.base_dir.join(reference);
+    let path = base_dir.join(reference);
     let text = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read schema {}: {e}", path.display()))?;
     let value: Value = serde_json::from_str(&text)
@@ -94,20 +92,24 @@ pub fn load_schema(
         .map_err(|e| format!("schema {}: {e}", path.display()))
 }
 
-impl Schema {
+impl PolicyKind for Schema {
+    type Spec = SchemaSpec;
+    type Metrics = ();
+
     /// Compiles the spec, loading and compiling every schema once.
-    pub fn compile(spec: &SchemaSpec, cx: &mut KindContext<'_, '_>) -> Option<Schema> {
+    fn compile(spec: &SchemaSpec, cx: &mut KindContext<'_, '_, Self>) -> Option<Schema> {
         let mut ok = true;
-        let load = |cx: &mut KindContext<'_, '_>, field: String, reference: &str| match load_schema(
-            reference, cx,
-        ) {
-            Ok(v) => Some(Arc::new(NamedSchema {
-                name: reference.to_owned(),
-                validator: v,
-            })),
-            Err(msg) => {
-                cx.error(&field, msg);
-                None
+        type Cx<'c, 'a, 'm> = &'c mut KindContext<'a, 'm, Schema>;
+        let load = |cx: Cx<'_, '_, '_>, field: String, reference: &str| {
+            match load_schema(reference, cx.base_dir) {
+                Ok(v) => Some(Arc::new(NamedSchema {
+                    name: reference.to_owned(),
+                    validator: v,
+                })),
+                Err(msg) => {
+                    cx.error(&field, msg);
+                    None
+                }
             }
         };
         let mut by_channel = vec![None; cx.channels.names().len()];
@@ -160,7 +162,9 @@ impl Schema {
             max_errors: spec.max_errors as usize,
         })
     }
+}
 
+impl Schema {
     fn schema_for(&self, state: &ExchangeState) -> Option<&Arc<NamedSchema>> {
         state
             .channel

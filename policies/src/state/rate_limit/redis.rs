@@ -1,4 +1,4 @@
-//! The Redis rate-limit store: one Lua script, one round trip per decision, shared by every
+//! The Redis rate-limit counters: one Lua script, one round trip per decision, shared by every
 //! gateway instance. The script is [`gcra::decide`](super::gcra::decide) transcribed; all
 //! limits of a key live in one hash (field = limit name, value = TAT in µs), so a decision
 //! touches one key, which Redis Cluster routes by its hash tag `{gw:rl:<policy>:<key>}`.
@@ -11,8 +11,10 @@ use std::sync::{Arc, LazyLock};
 
 use redis::Script;
 
+use super::CounterStore;
 use super::gcra::{Decision, Gcra, LimitOutcome, MAX_LIMITS};
-use crate::store::{RedisStore, StoreError};
+use crate::state::StoreError;
+use crate::state::redis::RedisStore;
 
 /// KEYS[1]: the partition's hash. ARGV: now in µs (0 = ask Redis), cost, then per limit its
 /// field name, interval (µs) and burst. Returns {allowed, then per limit remaining, reset,
@@ -71,22 +73,22 @@ static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(LUA));
 
 /// Decides requests against state in Redis.
 #[derive(Debug)]
-pub struct RedisLimiter {
+pub struct RedisCounters {
     store: Arc<RedisStore>,
     prefix: String,
     limits: Box<[Gcra]>,
     names: Box<[Box<str>]>,
 }
 
-impl RedisLimiter {
+impl RedisCounters {
     /// A limiter for the policy `policy` with these limits (and names, the hash fields).
     pub fn new(
         store: Arc<RedisStore>,
         policy: &str,
         limits: &[Gcra],
         names: &[Box<str>],
-    ) -> RedisLimiter {
-        RedisLimiter {
+    ) -> RedisCounters {
+        RedisCounters {
             store,
             prefix: format!("{{gw:rl:{policy}:"),
             limits: limits.into(),
@@ -124,6 +126,19 @@ impl RedisLimiter {
             .call(|mut conn| async move { inv.invoke_async(&mut conn).await })
             .await?;
         parse(&reply, self.limits.len())
+    }
+}
+
+impl CounterStore for RedisCounters {
+    /// Decides at Redis's time (`now_us`, the gateway's monotonic clock, means nothing to other
+    /// instances), so instances whose clocks disagree share one limit exactly.
+    fn decide(
+        &self,
+        key: &str,
+        cost: u64,
+        _now_us: u64,
+    ) -> impl Future<Output = Result<Decision, StoreError>> + Send {
+        RedisCounters::decide(self, key, cost, None)
     }
 }
 

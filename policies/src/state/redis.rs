@@ -1,8 +1,8 @@
-//! Shared state stores: the Redis (or Redis Cluster) connection that policies keeping
-//! cluster-wide state use. Connections are made lazily and remade after failures (so the
-//! gateway starts, and recovers, while Redis is down), and every call is bounded by a timeout
-//! so a slow Redis never stalls the proxy. Stores live in the compile environment, so a reload
-//! keeps its connections.
+//! The Redis (or Redis Cluster) connection that the Redis implementations of every state
+//! interface share. Connections are made lazily and remade after failures (so the gateway
+//! starts, and recovers, while Redis is down), and every call is bounded by a timeout so a slow
+//! Redis never stalls the proxy. Stores live in the compile environment, so a reload keeps its
+//! connections.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +16,7 @@ use redis::{Cmd, Pipeline, RedisFuture, Value};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::StoreError;
 use crate::units::DurationSpec;
 
 /// A Redis deployment the policies can share state through.
@@ -43,20 +44,6 @@ fn default_timeout() -> DurationSpec {
 
 fn default_connect_timeout() -> DurationSpec {
     DurationSpec::millis(250)
-}
-
-/// Why a store call failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StoreError {
-    /// No connection could be made (or one was tried too recently).
-    #[error("redis unavailable: {0}")]
-    Unavailable(String),
-    /// The call did not finish within the timeout.
-    #[error("redis call timed out")]
-    Timeout,
-    /// Redis answered with an error, or the connection broke mid-call.
-    #[error("redis error: {0}")]
-    Failed(String),
 }
 
 enum Client {
@@ -157,11 +144,6 @@ impl RedisStore {
             origin: Instant::now(),
             last_failure_ms: AtomicU64::new(0),
         })
-    }
-
-    /// The URL without its password.
-    pub fn display_url(&self) -> &str {
-        &self.display
     }
 
     /// The per-call timeout.

@@ -1,4 +1,4 @@
-//! The in-process idempotency store: claims and stored responses per key, in a map split into
+//! The in-process idempotency records: claims and stored responses per key, in a map split into
 //! shards with a lock each (never held across an await). Bounded: past `max_entries` a shard
 //! first drops what has expired, then the completed record closest to its expiry; in-flight
 //! claims are never evicted (a full store of in-flight claims refuses new ones).
@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 
-use super::{Claim, Fingerprint, Record};
+use super::{Claim, Fingerprint, Record, RecordStore};
+use crate::state::StoreError;
 
 /// Shards of the map (a power of two well above the core counts the gateway runs on).
 const SHARDS: usize = 64;
@@ -38,17 +39,17 @@ pub struct Full;
 
 /// Idempotency records kept in this process.
 #[derive(Debug)]
-pub struct LocalStore {
+pub struct LocalRecords {
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
     max_entries: usize,
     per_shard: usize,
 }
 
-impl LocalStore {
+impl LocalRecords {
     /// An empty store holding at most about `max_entries` keys.
-    pub fn new(max_entries: usize) -> LocalStore {
-        LocalStore {
+    pub fn new(max_entries: usize) -> LocalRecords {
+        LocalRecords {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
             max_entries,
@@ -160,6 +161,41 @@ impl LocalStore {
     }
 }
 
+impl RecordStore for LocalRecords {
+    fn claim(
+        &self,
+        key: &str,
+        fingerprint: &Fingerprint,
+        token: u64,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> impl Future<Output = Result<Claim, StoreError>> + Send {
+        let claimed = LocalRecords::claim(self, key, fingerprint, token, now_ms, lease_ms);
+        std::future::ready(claimed.map_err(|Full| StoreError::Full))
+    }
+
+    fn complete(
+        &self,
+        key: &str,
+        token: u64,
+        record: Record,
+        now_ms: u64,
+        ttl_ms: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let stored = LocalRecords::complete(self, key, token, Arc::new(record), now_ms, ttl_ms);
+        std::future::ready(Ok(stored))
+    }
+
+    fn release(
+        &self,
+        key: &str,
+        token: u64,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        std::future::ready(Ok(LocalRecords::release(self, key, token, now_ms)))
+    }
+}
+
 /// Frees one slot in a full shard: expired entries first, else the record nearest its expiry.
 fn make_room(shard: &mut Shard, now_ms: u64) -> Result<(), Full> {
     let before = shard.entries.len();
@@ -200,7 +236,7 @@ mod tests {
 
     #[test]
     fn a_key_is_claimed_once_then_replayed_until_its_ttl() {
-        let s = LocalStore::new(1000);
+        let s = LocalRecords::new(1000);
         assert_eq!(s.claim("k", &FP, 1, 0, 30_000), Ok(Claim::Claimed));
         assert_eq!(
             s.claim("k", &[8; 32], 2, 1_000, 30_000),
@@ -225,7 +261,7 @@ mod tests {
 
     #[test]
     fn a_lease_runs_out_so_a_crashed_holder_frees_the_key() {
-        let s = LocalStore::new(1000);
+        let s = LocalRecords::new(1000);
         assert_eq!(s.claim("k", &FP, 1, 0, 30_000), Ok(Claim::Claimed));
         assert!(matches!(
             s.claim("k", &FP, 2, 29_999, 30_000),
@@ -244,7 +280,7 @@ mod tests {
     #[test]
     fn a_full_store_evicts_expired_then_oldest_records_never_claims() {
         // one entry per shard
-        let s = LocalStore::new(1);
+        let s = LocalRecords::new(1);
         assert_eq!(s.claim("a", &FP, 1, 0, 1_000), Ok(Claim::Claimed));
         // "a" is in flight and its shard is full: claims of other keys hashing there fail
         let same_shard: Vec<String> = (0..10_000)

@@ -1,4 +1,4 @@
-//! The in-process rate-limit store: the TATs of every key, in a map split into shards with a
+//! The in-process rate-limit counters: the TATs of every key, in a map split into shards with a
 //! lock each, so concurrent decisions on different keys rarely wait for one another. Entries
 //! whose buckets are full again carry no information and are swept out as time passes.
 
@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 
+use super::CounterStore;
 use super::gcra::{self, Decision, Gcra};
+use crate::state::StoreError;
 
 /// Shards of the map; a power of two well above the core counts the gateway runs on.
 const SHARDS: usize = 64;
@@ -22,16 +24,16 @@ struct Shard {
 
 /// Keyed GCRA state kept in this process.
 #[derive(Debug)]
-pub struct LocalStore {
+pub struct LocalCounters {
     limits: Box<[Gcra]>,
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
 }
 
-impl LocalStore {
+impl LocalCounters {
     /// An empty store for these limits (decided together, per key).
-    pub fn new(limits: &[Gcra]) -> LocalStore {
-        LocalStore {
+    pub fn new(limits: &[Gcra]) -> LocalCounters {
+        LocalCounters {
             limits: limits.into(),
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
@@ -79,13 +81,25 @@ impl LocalStore {
     }
 }
 
+impl CounterStore for LocalCounters {
+    /// Decides at `now_us`, in this process; never fails.
+    fn decide(
+        &self,
+        key: &str,
+        cost: u64,
+        now_us: u64,
+    ) -> impl Future<Output = Result<Decision, StoreError>> + Send {
+        std::future::ready(Ok(LocalCounters::decide(self, key, now_us, cost)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn keys_are_limited_independently_and_swept_once_refilled() {
-        let store = LocalStore::new(&[Gcra::new(2, 1_000_000, 2).unwrap()]);
+        let store = LocalCounters::new(&[Gcra::new(2, 1_000_000, 2).unwrap()]);
         for key in ["a", "b"] {
             assert!(store.decide(key, 0, 1).allowed);
             assert!(store.decide(key, 0, 1).allowed);
@@ -108,7 +122,7 @@ mod tests {
 
     #[test]
     fn a_refused_first_request_stores_nothing() {
-        let store = LocalStore::new(&[Gcra::new(1, 1_000_000, 1).unwrap()]);
+        let store = LocalCounters::new(&[Gcra::new(1, 1_000_000, 1).unwrap()]);
         assert!(!store.decide("k", 0, 2).allowed);
         assert!(store.is_empty());
     }

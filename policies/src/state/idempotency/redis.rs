@@ -1,4 +1,4 @@
-//! The Redis idempotency store, shared by every gateway instance: one Lua script claims a key
+//! The Redis idempotency records, shared by every gateway instance: one Lua script claims a key
 //! or answers what holds it (the claim in flight, or the stored response, so a replay costs
 //! one round trip), one completes a claim, one releases it. Each key is one hash,
 //! `{gw:idem:<policy>:<channel>|<route>|<key>}` (the hash tag keeps it on one Cluster slot),
@@ -15,8 +15,9 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use redis::Script;
 
-use super::{Claim, Fingerprint, Record};
-use crate::store::{RedisStore, StoreError};
+use super::{Claim, Fingerprint, Record, RecordStore};
+use crate::state::StoreError;
+use crate::state::redis::RedisStore;
 
 /// KEYS[1]: the record. ARGV: now (unix ms), fingerprint, token, lease (ms).
 /// Returns {'claimed'}, {'inflight', fp, ms left} or {'done', fp, status, headers, body}.
@@ -85,7 +86,7 @@ impl RedisRecords {
         key
     }
 
-    /// See [`LocalStore::claim`](super::LocalStore::claim); one script call.
+    /// See [`LocalRecords::claim`](super::LocalRecords::claim); one script call.
     pub async fn claim(
         &self,
         scoped: &str,
@@ -107,7 +108,7 @@ impl RedisRecords {
         parse_claim(reply)
     }
 
-    /// See [`LocalStore::complete`](super::LocalStore::complete); one script call.
+    /// See [`LocalRecords::complete`](super::LocalRecords::complete); one script call.
     pub async fn complete(
         &self,
         scoped: &str,
@@ -131,7 +132,7 @@ impl RedisRecords {
         Ok(stored == 1)
     }
 
-    /// See [`LocalStore::release`](super::LocalStore::release); one script call.
+    /// See [`LocalRecords::release`](super::LocalRecords::release); one script call.
     pub async fn release(&self, scoped: &str, token: u64, now_ms: u64) -> Result<bool, StoreError> {
         let mut inv = RELEASE_SCRIPT.prepare_invoke();
         inv.key(self.key(scoped)).arg(token).arg(now_ms);
@@ -140,6 +141,39 @@ impl RedisRecords {
             .call(|mut conn| async move { inv.invoke_async(&mut conn).await })
             .await?;
         Ok(released == 1)
+    }
+}
+
+impl RecordStore for RedisRecords {
+    fn claim(
+        &self,
+        key: &str,
+        fingerprint: &Fingerprint,
+        token: u64,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> impl Future<Output = Result<Claim, StoreError>> + Send {
+        RedisRecords::claim(self, key, fingerprint, token, now_ms, lease_ms)
+    }
+
+    async fn complete(
+        &self,
+        key: &str,
+        token: u64,
+        record: Record,
+        now_ms: u64,
+        ttl_ms: u64,
+    ) -> Result<bool, StoreError> {
+        RedisRecords::complete(self, key, token, &record, now_ms, ttl_ms).await
+    }
+
+    fn release(
+        &self,
+        key: &str,
+        token: u64,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        RedisRecords::release(self, key, token, now_ms)
     }
 }
 

@@ -1,0 +1,182 @@
+//! The runtime model: the compiled policy set the gateway serves from (routes with their
+//! precomputed chains, upstreams, channels, limits), immutable once built. `compile` builds it
+//! from a policy file; the gateway only reads it. Nothing here parses or checks a file.
+
+pub(crate) mod channels;
+mod upstream;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::{HeaderValue, Method};
+
+use crate::chain::{Chain, NamedPolicy};
+use crate::error::{ConfigError, ConfigErrors};
+use crate::kinds::Policy;
+use crate::pipeline::Channel;
+use crate::route::{self, Lookup, PathParams, PathTemplate, Router};
+use crate::spec::ListenersSpec;
+
+pub use channels::Channels;
+pub use upstream::{Endpoint, Upstream};
+
+/// Which policy set is serving: a content hash and when it was loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigVersion {
+    /// `sha256:<hex>` of the file's bytes.
+    pub hash: String,
+    /// When it was compiled.
+    pub loaded_at: SystemTime,
+    /// The file it came from.
+    pub file: PathBuf,
+}
+
+/// A compiled route.
+#[derive(Debug)]
+pub struct Route {
+    /// Index in [`PolicySet::routes`].
+    pub index: usize,
+    /// Its name (metrics, logs).
+    pub name: Arc<str>,
+    /// Index of its upstream in [`PolicySet::upstreams`].
+    pub upstream: usize,
+    /// Upstream path template; `None` forwards the path unchanged.
+    pub upstream_path: Option<PathTemplate>,
+    /// Policies in order.
+    pub chain: Chain,
+    /// Largest request body.
+    pub max_body_bytes: u64,
+    /// Whether the path captures `{channel}`, which must name a known channel.
+    pub channel_param: bool,
+}
+
+/// Server-wide limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request head.
+    pub max_header_bytes: u64,
+    /// Default body limit.
+    pub max_body_bytes: u64,
+}
+
+/// The compiled policy file: everything the gateway needs to serve, immutable once built.
+#[derive(Debug)]
+pub struct PolicySet {
+    /// Which file and content.
+    pub version: ConfigVersion,
+    /// Listener settings, with file paths made absolute.
+    pub listeners: ListenersSpec,
+    /// Server-wide limits.
+    pub limits: Limits,
+    /// Known channels.
+    pub channels: Channels,
+    /// Upstream clusters.
+    pub upstreams: Vec<Arc<Upstream>>,
+    /// Routes, in file order.
+    pub routes: Vec<Arc<Route>>,
+    /// Policies by name.
+    pub policies: BTreeMap<String, Arc<NamedPolicy>>,
+    /// The route table over `routes`.
+    pub(crate) router: Router,
+}
+
+/// How a request resolves against the route table.
+#[derive(Debug)]
+pub enum Resolved<'a> {
+    /// A route takes it.
+    Route {
+        /// The route.
+        route: &'a Arc<Route>,
+        /// Its captured parameters.
+        params: PathParams,
+        /// The channel named by the path, if the route captures one.
+        channel: Option<Channel>,
+    },
+    /// No route for this path (deny by default).
+    NotFound,
+    /// The route captures `{channel}` but the value names no known channel.
+    UnknownChannel,
+    /// Known path, other method.
+    MethodNotAllowed(&'a HeaderValue),
+    /// The path has dot segments.
+    BadPath,
+}
+
+impl PolicySet {
+    /// Resolves a request to its route.
+    pub fn resolve(&self, method: &Method, host: Option<&str>, path: &str) -> Resolved<'_> {
+        if route::has_dot_segment(path) {
+            return Resolved::BadPath;
+        }
+        match self.router.lookup(method, host, path) {
+            Lookup::Found { route, params } => {
+                let Some(route) = self.routes.get(route) else {
+                    return Resolved::NotFound;
+                };
+                let channel = if route.channel_param {
+                    match params.get("channel").and_then(|c| self.channels.get(c)) {
+                        Some(c) => Some(c),
+                        None => return Resolved::UnknownChannel,
+                    }
+                } else {
+                    None
+                };
+                Resolved::Route {
+                    route,
+                    params,
+                    channel,
+                }
+            }
+            Lookup::MethodNotAllowed { allow } => Resolved::MethodNotAllowed(allow),
+            Lookup::NotFound => Resolved::NotFound,
+        }
+    }
+
+    /// A one-line summary, as `gateway check` prints it.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} routes, {} upstreams, {} policies, {} channels ({})",
+            self.routes.len(),
+            self.upstreams.len(),
+            self.policies.len(),
+            self.channels.names().len(),
+            self.version.hash
+        )
+    }
+
+    /// Every mapping the set's transform policies use, once each.
+    pub fn mappings_in_use(&self) -> Vec<Arc<transforms::Mapping>> {
+        let mut seen = BTreeMap::new();
+        for p in self.policies.values() {
+            if let Policy::Transform(t) = &p.policy {
+                for m in t.mappings() {
+                    seen.entry(m.name().to_owned()).or_insert(m);
+                }
+            }
+        }
+        seen.into_values().collect()
+    }
+
+    /// Runs every policy's warm-up (such as fetching an identity provider's keys); the gateway
+    /// awaits it before it reports ready and before it swaps a reloaded set in. Every failure is
+    /// reported, naming its policy.
+    pub async fn warm_up(&self) -> Result<(), ConfigErrors> {
+        let mut errors = Vec::new();
+        for (name, p) in &self.policies {
+            if let Err(message) = p.policy.warm_up().await {
+                errors.push(ConfigError {
+                    file: self.version.file.clone(),
+                    location: None,
+                    message: format!("policy {name:?}: {message}"),
+                });
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+}
