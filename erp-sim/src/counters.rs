@@ -31,6 +31,9 @@ pub struct SimStats {
     pub in_flight_conflicts: u64,
     /// TLS handshakes that failed, e.g. a client without the required certificate.
     pub tls_handshake_failures: u64,
+    /// `GET /erp/v1/health` probes answered (kept out of every other counter and of the
+    /// request log, which are about the ERP's business traffic).
+    pub health_checks: u64,
 }
 
 impl SimStats {
@@ -92,6 +95,7 @@ pub(crate) struct Counters {
     duplicates: AtomicU64,
     in_flight_conflicts: AtomicU64,
     tls_handshake_failures: AtomicU64,
+    health_checks: AtomicU64,
     pub(crate) in_flight: Arc<InFlightGauge>,
 }
 
@@ -119,6 +123,10 @@ impl Counters {
 
     pub(crate) fn in_flight_conflict(&self) {
         self.in_flight_conflicts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn health_check(&self) {
+        self.health_checks.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn tls_handshake_failure(&self) {
@@ -150,6 +158,7 @@ impl Counters {
             duplicates: self.duplicates.load(Ordering::Relaxed),
             in_flight_conflicts: self.in_flight_conflicts.load(Ordering::Relaxed),
             tls_handshake_failures: self.tls_handshake_failures.load(Ordering::Relaxed),
+            health_checks: self.health_checks.load(Ordering::Relaxed),
         }
     }
 
@@ -162,6 +171,7 @@ impl Counters {
             &self.duplicates,
             &self.in_flight_conflicts,
             &self.tls_handshake_failures,
+            &self.health_checks,
         ] {
             counter.store(0, Ordering::Relaxed);
         }

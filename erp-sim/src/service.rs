@@ -38,9 +38,43 @@ pub(crate) async fn handle(
         let response = control(&shared, &connection, request).await;
         return Ok(response.map(|body| SimBody::new(body, None)));
     }
+    if path == HEALTH_PATH && request.method() == Method::GET {
+        shared.counters.health_check();
+        let response = health(&shared, &connection).await;
+        return Ok(response.map(|body| SimBody::new(body, None)));
+    }
     let in_flight = shared.counters.in_flight.enter();
     let response = erp(&shared, &connection, request).await;
     Ok(response.map(|body| SimBody::new(body, Some(in_flight))))
+}
+
+/// The ERP's health endpoint, for the gateway's active health checks.
+const HEALTH_PATH: &str = "/erp/v1/health";
+
+/// Answers a health probe as the ERP's state would: failing, hung or dropped while the
+/// behaviour fails every request, slow while it is slow, else `200`. Probes are not business
+/// traffic: they are only counted in `health_checks`, and never consume a behaviour's
+/// `fail_count`, `fail_every` or `fail_ratio` (which count the ERP's requests).
+async fn health(shared: &Shared, connection: &ConnectionInfo) -> Response<Bytes> {
+    let b = shared.faults.behaviour();
+    let fails_all = b.fail_count.is_none() && b.fail_every.is_none() && b.fail_ratio.is_none();
+    if fails_all && (b.hang || b.drop_connection) {
+        if b.drop_connection && !b.hang {
+            connection.close.notify_one();
+        }
+        return std::future::pending().await;
+    }
+    if let Some(ms) = b.delay_ms.filter(|ms| *ms > 0) {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+    match b.fail_status.filter(|_| fails_all) {
+        Some(status) => ErpError::SimulatedFailure {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            retry_after: b.retry_after,
+        }
+        .to_response(),
+        None => json_response(StatusCode::OK, &json!({"status": "ok"})),
+    }
 }
 
 async fn erp(
@@ -149,11 +183,6 @@ fn route(shared: &Shared, parts: &Parts, body: Bytes) -> Response<Bytes> {
     let path = parts.uri.path();
     if path == "/echo" || path.starts_with("/echo/") {
         return echo(parts, &body);
-    }
-    // the ERP's health endpoint, for the gateway's active health checks; faults apply to it
-    // as to every ERP request, so a failing simulator is also an unhealthy one
-    if path == "/erp/v1/health" && parts.method == Method::GET {
-        return json_response(StatusCode::OK, &json!({"status": "ok"}));
     }
     let not_found = || ErpError::NotFound(format!("no route for {} {path}", parts.method));
     let Some((kind, document_id)) = path.strip_prefix("/erp/v1/").and_then(|rest| {

@@ -640,4 +640,21 @@ async fn the_health_endpoint_answers_ok_and_fails_with_the_simulator() {
     sim.set_behaviour(Behaviour::fail(503, None));
     let failing = reqwest::get(&url).await.expect("an answer");
     assert_eq!(failing.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // probes are not business traffic, and do not use up a counted fault
+    assert_eq!(sim.requests_started(), 0);
+    assert!(sim.requests().is_empty());
+    assert_eq!(sim.stats().health_checks, 2);
+    sim.set_behaviour(Behaviour::fail_every(503, 2));
+    for _ in 0..3 {
+        assert_eq!(
+            reqwest::get(&url).await.expect("an answer").status(),
+            StatusCode::OK
+        );
+    }
+    let (first, _) = post_json(&sim, "/erp/v1/orders", &json!({"id": 1})).await;
+    let (second, _) = post_json(&sim, "/erp/v1/orders", &json!({"id": 2})).await;
+    assert_eq!(
+        (first, second),
+        (StatusCode::CREATED, StatusCode::SERVICE_UNAVAILABLE)
+    );
 }

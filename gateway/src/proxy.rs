@@ -15,7 +15,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
-use pingora::{Error, ErrorSource, ErrorType};
+use pingora::{Error, ErrorSource, ErrorType, RetryType};
 use policies::pipeline::{Flow, ResponseView};
 use policies::problem::Problem;
 use policies::resilience::backoff::parse_retry_after;
@@ -274,7 +274,7 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         mut e: Box<Error>,
         ctx: &mut RequestCtx,
-        _client_reused: bool,
+        client_reused: bool,
     ) -> Box<Error> {
         if std::mem::take(&mut ctx.retry_on_answer) {
             e.set_retry(true);
@@ -286,9 +286,14 @@ impl ProxyHttp for Gateway {
             return e;
         }
         let failure = UpstreamError::from_pingora(&e);
-        let retry = ctx.attempts.failed(failure) == Next::Retry;
+        // Pingora marks failures on a pooled connection that may simply have gone stale
+        let next = if client_reused && matches!(e.retry, RetryType::ReusedOnly) {
+            ctx.attempts.failed_on_reused(failure)
+        } else {
+            ctx.attempts.failed(failure)
+        };
         ctx.outcome = Outcome::Upstream(failure);
-        e.set_retry(retry);
+        e.set_retry(next == Next::Retry);
         e
     }
 

@@ -262,6 +262,7 @@ impl Compiler<'_, '_> {
                 circuit_breaker: u.circuit_breaker.as_ref(),
                 retry: u.retry.as_ref(),
                 max_in_flight: u.max_in_flight,
+                max_rate: u.max_rate.as_ref(),
                 queue_timeout: u.queue_timeout.0,
                 total_timeout: u.total_timeout.0,
                 read_timeout: u.read_timeout.0,

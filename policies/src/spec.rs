@@ -13,6 +13,7 @@ use crate::resilience::breaker::CircuitBreakerSpec;
 use crate::resilience::budget::RetrySpec;
 use crate::resilience::ejection::OutlierDetectionSpec;
 use crate::resilience::health::HealthCheckSpec;
+use crate::resilience::pacing::MaxRateSpec;
 use crate::units::{ByteSize, DurationSpec};
 use crate::upstream::UpstreamTlsSpec;
 
@@ -175,7 +176,14 @@ pub struct UpstreamSpec {
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub max_in_flight: Option<u32>,
-    /// How long a request waits for one of the `max_in_flight` slots (at most `total_timeout`).
+    /// The most attempts this gateway instance sends the upstream per period (retries
+    /// included), evenly spaced: `{rate: 50, per: 1s}`, optionally with a `burst`. An attempt
+    /// whose turn is further away than `queue_timeout` gets 503 with `Retry-After`. Absent: no
+    /// rate cap.
+    #[serde(default)]
+    pub max_rate: Option<MaxRateSpec>,
+    /// How long a request waits for one of the `max_in_flight` slots, or for its turn under
+    /// `max_rate` (at most `total_timeout`).
     #[serde(default = "default_queue_timeout")]
     pub queue_timeout: DurationSpec,
     /// Headers added to every request sent to this upstream (for example an ERP API key).

@@ -18,6 +18,7 @@ use crate::resilience::breaker::CircuitBreakerSpec;
 use crate::resilience::budget::RetrySpec;
 use crate::resilience::ejection::OutlierDetectionSpec;
 use crate::resilience::health::{HealthCheckSpec, ProbeKind};
+use crate::resilience::pacing::MaxRateSpec;
 
 /// TLS to an upstream: `true` (certificates checked against the system's roots), or the files
 /// of a private CA and of a client certificate (mutual TLS).
@@ -99,6 +100,8 @@ pub struct Resilience {
     pub retry: Option<RetrySpec>,
     /// The most requests at the upstream at once (per gateway instance).
     pub max_in_flight: Option<u32>,
+    /// The most attempts per period (per gateway instance).
+    pub max_rate: Option<MaxRateSpec>,
     /// How long a request waits for a `max_in_flight` slot.
     pub queue_timeout: Duration,
 }
@@ -122,6 +125,8 @@ pub struct UpstreamKeys<'a> {
     pub retry: Option<&'a RetrySpec>,
     /// `max_in_flight`.
     pub max_in_flight: Option<u32>,
+    /// `max_rate`.
+    pub max_rate: Option<&'a MaxRateSpec>,
     /// `queue_timeout`.
     pub queue_timeout: Duration,
     /// `total_timeout`, which waits must fit in.
@@ -253,6 +258,20 @@ pub fn compile_resilience(
             );
         }
     }
+    if let Some(rate) = keys.max_rate {
+        if rate.rate == 0 {
+            errors.at(&format!("{at}/max_rate/rate"), "rate must be at least 1");
+        }
+        if rate.per.0.is_zero() {
+            errors.at(
+                &format!("{at}/max_rate/per"),
+                "per must be longer than zero",
+            );
+        }
+        if rate.burst == 0 {
+            errors.at(&format!("{at}/max_rate/burst"), "burst must be at least 1");
+        }
+    }
     if keys.max_in_flight == Some(0) {
         errors.at(
             &format!("{at}/max_in_flight"),
@@ -265,6 +284,7 @@ pub fn compile_resilience(
         circuit_breaker: keys.circuit_breaker.cloned(),
         retry: keys.retry.cloned(),
         max_in_flight: keys.max_in_flight,
+        max_rate: keys.max_rate.cloned(),
         // waiting for a slot is part of the exchange, which must fit the total budget
         queue_timeout: keys.queue_timeout.min(keys.total_timeout),
     }

@@ -490,3 +490,43 @@ async fn a_document_breaking_its_channel_schema_is_refused_with_the_field_and_ne
     }
     assert_eq!(sim.requests_started(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demos_order_succeeds_over_https_with_http2_and_http11_and_so_does_the_next_one() {
+    let (sim, gw) = start().await;
+    let https = gw.https.unwrap().port();
+    let bearer = format!("Bearer {}", token("amazon", "orders:write"));
+    let order =
+        std::fs::read(workspace_root().join("policies/files/samples/amazon-order.json")).unwrap();
+    let ca = std::fs::read(workspace_root().join("certs/dev-ca.crt")).unwrap();
+    let http1 = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .http1_only()
+        .build()
+        .unwrap();
+    let cases = [
+        (reqwest::Version::HTTP_2, tests::client().unwrap()),
+        (reqwest::Version::HTTP_11, http1),
+    ];
+    for (version, c) in &cases {
+        // the second request goes over the same client and upstream connections
+        for n in 0..2 {
+            let r = c
+                .post(format!("https://localhost:{https}/channels/amazon/orders"))
+                .header("content-type", "application/json")
+                .header("authorization", &bearer)
+                .header("idempotency-key", format!("\"{version:?}-{n}\""))
+                .body(order.clone())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.version(), *version);
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(status, 201, "{version:?} #{n}: {body}");
+            assert_eq!(body["status"], "accepted", "{body}");
+            assert_eq!(body["document_type"], "order", "{body}");
+        }
+    }
+    assert_eq!(sim.documents(erp_sim::DocumentKind::Order).len(), 4);
+}

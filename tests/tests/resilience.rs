@@ -435,7 +435,7 @@ async fn health_checks_take_an_endpoint_out_and_back_and_their_probes_are_not_at
     let sims = sims(2).await;
     let gw = Gateway::start(&file(
         &sims,
-        "    health_check: {path: /echo/health, interval: 50ms, timeout: 40ms, healthy_threshold: 2, unhealthy_threshold: 2}\n",
+        "    health_check: {path: /erp/v1/health, interval: 50ms, timeout: 40ms, healthy_threshold: 2, unhealthy_threshold: 2}\n",
     ))
     .unwrap();
     let c = reqwest::Client::new();
@@ -449,14 +449,16 @@ async fn health_checks_take_an_endpoint_out_and_back_and_their_probes_are_not_at
     .unwrap();
     let tried = attempts(&gw, &sims[0]);
     let reached = sims[0].requests_started();
+    let probed = sims[0].stats().health_checks;
     get_ok(&c, &gw, 10).await;
     assert_eq!(
         attempts(&gw, &sims[0]),
         tried,
         "no traffic to an unhealthy endpoint"
     );
+    assert_eq!(sims[0].requests_started(), reached);
     eventually("more probes to reach it", Duration::from_secs(10), || {
-        sims[0].requests_started() > reached + 2
+        sims[0].stats().health_checks > probed + 2
     })
     .await
     .unwrap();
@@ -496,4 +498,31 @@ async fn health_checks_take_an_endpoint_out_and_back_and_their_probes_are_not_at
     .unwrap();
     get_ok(&c, &gw, 4).await;
     assert!(attempts(&gw, &sims[0]) > tried, "traffic is back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_rate_refuses_an_attempt_whose_turn_is_further_than_the_queue_timeout() {
+    let sims = sims(1).await;
+    let gw = Gateway::start(&file(
+        &sims,
+        "    max_rate: {rate: 1, per: 20s}\n    queue_timeout: 100ms\n",
+    ))
+    .unwrap();
+    let c = reqwest::Client::new();
+    get_ok(&c, &gw, 1).await;
+    let r = get(&c, &gw).await;
+    assert_eq!(r.status(), 503);
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((15..=20).contains(&retry_after), "{retry_after}");
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["type"], "urn:gateway:problem:upstream-saturated");
+    assert_eq!(
+        sims[0].requests_started(),
+        1,
+        "the refused one was never sent"
+    );
 }

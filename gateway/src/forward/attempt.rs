@@ -43,6 +43,7 @@ pub struct Attempts {
     sent: u32,
     retries: u32,
     connect_failures: u32,
+    stale_retries: u32,
     /// The endpoint of the latest attempt, as logged.
     pub peer: Option<Arc<str>>,
     /// When the whole exchange must be over.
@@ -94,8 +95,12 @@ impl Attempts {
         if self.left().is_zero() {
             return Err(self.refuse(&pool, UpstreamError::TotalTimeout));
         }
+        let queue_timeout = pool.upstream.resilience.queue_timeout;
+        if let Err(e) = pool.pace(queue_timeout.min(self.left())).await {
+            return Err(self.refuse(&pool, e));
+        }
         if self.slot.is_none() {
-            let wait = pool.upstream.resilience.queue_timeout.min(self.left());
+            let wait = queue_timeout.min(self.left());
             match pool.slot(wait).await {
                 Ok(slot) => self.slot = Some(slot),
                 Err(e) => return Err(self.refuse(&pool, e)),
@@ -207,6 +212,26 @@ impl Attempts {
         } else {
             Next::Stop
         }
+    }
+
+    /// The current attempt failed on a pooled connection before any answer: most often the
+    /// upstream closed it while it was idle. That tells nothing about the endpoint, and a
+    /// request safe to repeat is sent again at once on another connection (twice at most),
+    /// outside the retry budget; anything else is an ordinary failure.
+    pub fn failed_on_reused(&mut self, e: UpstreamError) -> Next {
+        if !(self.repeatable && e == UpstreamError::Reset && self.stale_retries < 2) {
+            return self.failed(e);
+        }
+        let Some(pool) = self.pool.clone() else {
+            return Next::Stop;
+        };
+        if self.current.as_ref().is_some_and(|c| c.sent) {
+            self.sent = self.sent.saturating_sub(1);
+        }
+        self.stale_retries += 1;
+        self.end_attempt(AttemptResult::Abandoned);
+        pool.metrics.retry("stale_connection");
+        Next::Retry
     }
 
     /// The current attempt was answered with `status` (and maybe a `Retry-After`): decides

@@ -43,8 +43,8 @@ pub async fn exchange(
         let Some(peer) = at.peer() else {
             return Err(UpstreamError::Internal);
         };
-        let mut session = match connector.get_http_session(&*peer).await {
-            Ok((session, _reused)) => session,
+        let (mut session, reused) = match connector.get_http_session(&*peer).await {
+            Ok(got) => got,
             Err(e) => match at.failed(UpstreamError::from_pingora(&e)) {
                 Next::Retry => continue,
                 Next::Stop => return Err(UpstreamError::from_pingora(&e)),
@@ -66,7 +66,12 @@ pub async fn exchange(
             Ok(h) => h,
             Err(e) => {
                 session.shutdown().await;
-                match at.failed(e) {
+                let next = if reused {
+                    at.failed_on_reused(e)
+                } else {
+                    at.failed(e)
+                };
+                match next {
                     Next::Retry => continue,
                     Next::Stop => return Err(e),
                 }

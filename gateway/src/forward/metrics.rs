@@ -66,7 +66,7 @@ impl UpstreamMetrics {
             )?,
             retries: counter(
                 "gateway_upstream_retries_total",
-                "Further attempts of a request, by upstream and reason (connect, status, reset, timeout).",
+                "Further attempts of a request, by upstream and reason (connect, status, reset, timeout, stale_connection).",
                 &["upstream", "reason"],
             )?,
             retries_skipped: counter(
@@ -184,7 +184,7 @@ impl UpstreamMetrics {
 }
 
 /// Reasons of `gateway_upstream_retries_total`.
-pub const RETRY_REASONS: [&str; 4] = ["connect", "status", "reset", "timeout"];
+pub const RETRY_REASONS: [&str; 5] = ["connect", "status", "reset", "timeout", "stale_connection"];
 /// Reasons of `gateway_upstream_retries_skipped_total`.
 pub const SKIP_REASONS: [&str; 4] = ["budget", "max_attempts", "deadline", "retry_after"];
 

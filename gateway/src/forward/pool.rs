@@ -15,6 +15,7 @@ use policies::resilience::breaker::{Admit, BreakerState, CircuitBreaker, Transit
 use policies::resilience::budget::RetryBudget;
 use policies::resilience::ejection::{Ejection, max_ejected};
 use policies::resilience::health::Health;
+use policies::resilience::pacing::Pacer;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::forward::error::UpstreamError;
@@ -68,6 +69,7 @@ pub struct UpstreamPool {
     next: AtomicUsize,
     max_ejected: usize,
     slots: Option<Arc<Semaphore>>,
+    pacer: Option<Pacer>,
     budget: Option<RetryBudget>,
     prober: Option<Prober>,
     /// Metric handles.
@@ -199,6 +201,7 @@ impl UpstreamPool {
             .retry
             .as_ref()
             .map(|r| RetryBudget::new(r.budget_ratio, r.budget_min_retries, r.budget_window.0));
+        let pacer = resilience.max_rate.as_ref().map(Pacer::new);
         let prober = match (&resilience.health_check, endpoints.first()) {
             (Some(spec), Some(first)) => {
                 let host = transport
@@ -225,6 +228,7 @@ impl UpstreamPool {
             next: AtomicUsize::new(0),
             max_ejected,
             slots,
+            pacer,
             budget,
             prober,
         }))
@@ -413,6 +417,24 @@ impl UpstreamPool {
             _permit: permit,
             gauge: self.metrics.in_flight.clone(),
         })
+    }
+
+    /// Waits for the next attempt's turn under `max_rate`, at most `wait`; a turn further away
+    /// is refused (nothing is reserved for it).
+    pub async fn pace(&self, wait: Duration) -> Result<(), UpstreamError> {
+        let Some(pacer) = &self.pacer else {
+            return Ok(());
+        };
+        match pacer.reserve(now(), wait) {
+            Ok(turn) if turn.is_zero() => Ok(()),
+            Ok(turn) => {
+                self.metrics.queued.inc();
+                tokio::time::sleep(turn).await;
+                self.metrics.queued.dec();
+                Ok(())
+            }
+            Err(turn) => Err(UpstreamError::Saturated { retry_after: turn }),
+        }
     }
 
     /// Requests waiting for a slot and slots in use, for the admin view.
