@@ -526,3 +526,91 @@ async fn max_rate_refuses_an_attempt_whose_turn_is_further_than_the_queue_timeou
         "the refused one was never sent"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_5xx_on_the_streaming_path_is_retried_before_the_client_sees_anything() {
+    let sims = sims(1).await;
+    sims[0].set_behaviour(Behaviour::fail_every(503, 2));
+    let gw = Gateway::start(&file(
+        &sims,
+        "    outlier_detection: {enabled: false}\n    retry: {max_attempts: 2, budget_min_retries: 100, backoff: {base: 1ms, max: 2ms}}\n",
+    ))
+    .unwrap();
+    let c = reqwest::Client::new();
+    // the ERP fails every other request it sees: after the first, each client request meets a
+    // 503 and is answered by its retry
+    get_ok(&c, &gw, 10).await;
+    assert_eq!(sims[0].requests_started(), 19);
+    assert_eq!(
+        gw.metric("gateway_upstream_retries_total{reason=\"status\",upstream=\"erp\"}")
+            .unwrap(),
+        9.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_retry_after_is_honoured_up_to_the_cap_and_passed_on_beyond_it() {
+    let sims = sims(1).await;
+    let gw = Gateway::start(&file(
+        &sims,
+        "    retry: {max_attempts: 2, budget_min_retries: 100, max_retry_after: 1s}\n",
+    ))
+    .unwrap();
+    let c = reqwest::Client::new();
+    // asks for 1 s: waited for, then retried
+    sims[0].set_behaviour(Behaviour::fail(503, Some(1)).with_retry_after(1));
+    get_ok(&c, &gw, 1).await;
+    assert_eq!(sims[0].requests_started(), 2);
+    // asks for 5 s, more than the cap: the client gets the answer as it is, at once
+    sims[0].set_behaviour(Behaviour::fail(503, Some(1)).with_retry_after(5));
+    let r = get(&c, &gw).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    assert_eq!(sims[0].requests_started(), 3);
+    assert_eq!(
+        gw.metric(
+            "gateway_upstream_retries_skipped_total{reason=\"retry_after\",upstream=\"erp\"}"
+        )
+        .unwrap(),
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_not_safe_to_repeat_is_never_sent_twice() {
+    let sims = sims(2).await;
+    for s in &sims {
+        s.set_behaviour(Behaviour::fail(503, None));
+    }
+    let gw = Gateway::start(&file(
+        &sims,
+        "    retry: {max_attempts: 3, budget_min_retries: 100}\n",
+    ))
+    .unwrap();
+    // a POST on a route without an idempotency policy
+    let yaml = std::fs::read_to_string(&gw.config).unwrap();
+    gw.write_config(&format!(
+        "{yaml}  - {{name: notes, methods: [POST], path: /notes, upstream: erp, upstream_path: /erp/v1/orders, policies: [json]}}\n"
+    ))
+    .unwrap();
+    gw.sighup().unwrap();
+    gw.wait_metric("gateway_config_reloads_total{result=\"success\"}", 1.0)
+        .unwrap();
+    let r = reqwest::Client::new()
+        .post(gw.url("/notes"))
+        .header("content-type", "application/json")
+        .header("idempotency-key", "\"client-key\"")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "the ERP's answer, passed through");
+    let seen: u64 = sims.iter().map(ErpSim::requests_started).sum();
+    assert_eq!(seen, 1, "sent once");
+    let record = sims.iter().flat_map(ErpSim::requests).next().unwrap();
+    assert_eq!(
+        record.header("idempotency-key"),
+        Some("\"client-key\""),
+        "no gateway key: the client's own passes unchanged"
+    );
+}
