@@ -136,7 +136,7 @@ pub async fn handle(
     let total = upstream.total_timeout;
     let exchanged = tokio::time::timeout(
         total,
-        forward::exchange(connector, &mut ctx.attempts, &upstream_req, &body),
+        forward::exchange(connector, &mut ctx.attempts, upstream_req, &body),
     )
     .await;
     let answer = match exchanged {

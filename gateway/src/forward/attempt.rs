@@ -157,6 +157,18 @@ impl Attempts {
         configured.min(self.left()).max(Duration::from_millis(1))
     }
 
+    /// Whether the request may be sent again after this attempt sends it on a connection
+    /// (`reused` from the pool, or new), so its head must be kept: a retry, or a resend after
+    /// a stale pooled connection.
+    pub fn may_resend(&self, reused: bool) -> bool {
+        self.repeatable
+            && (reused
+                || self
+                    .pool
+                    .as_ref()
+                    .is_some_and(|p| p.upstream.resilience.retry.is_some()))
+    }
+
     /// The request of the current attempt is on its way upstream.
     pub fn sending(&mut self) {
         self.forwarded = true;

@@ -30,7 +30,7 @@ pub struct Answer {
 pub async fn exchange(
     connector: &Connector,
     at: &mut Attempts,
-    req: &RequestHeader,
+    req: RequestHeader,
     body: &Bytes,
 ) -> Result<Answer, UpstreamError> {
     let Some(pool) = at.pool().cloned() else {
@@ -38,12 +38,17 @@ pub async fn exchange(
     };
     let max_response = pool.upstream.max_response_bytes;
     let tls = pool.upstream.transport.tls;
+    // the head is only kept for another attempt when one may follow its sending; otherwise
+    // the first attempt takes it, without a copy
+    let mut req = Some(req);
     loop {
-        at.next().await?;
-        let Some(peer) = at.peer() else {
+        let index = at.next().await?;
+        // the pool's own peer: the whole exchange is bounded by the caller's total timeout,
+        // and each read and write by the session timeouts set below
+        let Some(peer) = pool.endpoint(index).map(|ep| &ep.peer) else {
             return Err(UpstreamError::Internal);
         };
-        let (mut session, reused) = match connector.get_http_session(&*peer).await {
+        let (mut session, reused) = match connector.get_http_session(peer).await {
             Ok(got) => got,
             Err(e) => match at.failed(UpstreamError::from_pingora(&e)) {
                 Next::Retry => continue,
@@ -55,7 +60,14 @@ pub async fn exchange(
         session.set_read_timeout(timeout);
         session.set_write_timeout(timeout);
         let h2 = matches!(session, HttpSession::H2(_));
-        let head = match request::for_connection(req, body.len(), h2, tls) {
+        let Some(original) = (if at.may_resend(reused) {
+            req.clone()
+        } else {
+            req.take()
+        }) else {
+            return Err(UpstreamError::Internal);
+        };
+        let head = match request::for_connection(original, body.len(), h2, tls) {
             Ok(h) => h,
             Err(_) => {
                 at.failed(UpstreamError::Internal);
@@ -87,7 +99,7 @@ pub async fn exchange(
                 match read_body(&mut session, max_response).await {
                     Ok(_) => {
                         connector
-                            .release_http_session(session, &*peer, peer.idle_timeout())
+                            .release_http_session(session, peer, peer.idle_timeout())
                             .await
                     }
                     Err(_) => session.shutdown().await,
@@ -99,7 +111,7 @@ pub async fn exchange(
         return match read_body(&mut session, max_response).await {
             Ok(body) => {
                 connector
-                    .release_http_session(session, &*peer, peer.idle_timeout())
+                    .release_http_session(session, peer, peer.idle_timeout())
                     .await;
                 Ok(Answer {
                     head: answer_head,

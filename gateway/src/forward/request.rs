@@ -145,12 +145,12 @@ pub fn rewrite(req: &mut RequestHeader, o: &Outbound<'_>) -> Result<()> {
 /// Prepares a buffered request head whose whole body (`body_len` bytes) is known, for an
 /// upstream connection speaking HTTP/2 (`h2`) or HTTP/1.1.
 pub fn for_connection(
-    req: &RequestHeader,
+    req: RequestHeader,
     body_len: usize,
     h2: bool,
     tls: bool,
 ) -> Result<Box<RequestHeader>> {
-    let mut out = Box::new(req.clone());
+    let mut out = Box::new(req);
     for h in [TRANSFER_ENCODING, EXPECT] {
         if out.headers.contains_key(&h) {
             out.remove_header(&h);
@@ -202,12 +202,12 @@ mod tests {
         let mut req = RequestHeader::build("POST", b"/erp/v1/orders?channel=amazon", None).unwrap();
         req.set_version(Version::HTTP_2);
         req.insert_header(HOST, "erp.internal").unwrap();
-        let h1 = for_connection(&req, 12, false, false).unwrap();
+        let h1 = for_connection(req.clone(), 12, false, false).unwrap();
         assert_eq!(h1.version, Version::HTTP_11);
         assert_eq!(h1.uri.to_string(), "/erp/v1/orders?channel=amazon");
         assert_eq!(h1.headers[HOST], "erp.internal");
         assert_eq!(h1.headers[CONTENT_LENGTH], "12");
-        let h2 = for_connection(&req, 12, true, true).unwrap();
+        let h2 = for_connection(req, 12, true, true).unwrap();
         assert_eq!(
             h2.uri.to_string(),
             "https://erp.internal/erp/v1/orders?channel=amazon"
