@@ -4,6 +4,7 @@
 //! kind with state chooses its store with the same two keys, `store: local | redis` and
 //! `on_store_error: allow | deny | local`; the kinds talk to these interfaces, never to Redis.
 
+pub mod delivery;
 pub mod idempotency;
 pub mod rate_limit;
 pub mod redis;
