@@ -7,9 +7,13 @@
 //! Ordering: deliveries that share an ordering key are attempted one at a time, oldest first;
 //! a dead letter parks its key (the later ones are `blocked`) until it is requeued or purged.
 
+pub mod embedded;
+
 use std::future::Future;
 
 use serde::{Deserialize, Serialize};
+
+pub use embedded::{CommitHook, EmbeddedDeliveries};
 
 /// The format version written in every record; a reader refuses a newer one by name.
 pub const FORMAT_VERSION: u32 = 1;

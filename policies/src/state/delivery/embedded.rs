@@ -1,0 +1,1746 @@
+//! The embedded delivery store: every queue of a gateway in one redb file on local disk, so
+//! accepted documents survive `kill -9`. One writer thread owns every mutation and commits
+//! whatever is waiting in one transaction with one fsync (group commit); an in-memory index,
+//! rebuilt at open, answers `claim`, `next_due` and `stats` without touching the disk.
+//!
+//! Leases live in memory only: after a restart every delivery that was in flight is pending
+//! again, and its next attempt re-sends it with the same upstream key.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
+use std::thread::JoinHandle;
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition};
+use serde::Deserialize;
+use tokio::sync::oneshot;
+
+use super::{
+    AttemptRecord, Claimed, Delivery, DeliveryError, DeliveryRecord, DeliveryState,
+    DeliveryStatus, DeliveryStore, FORMAT_VERSION, Filter, KEPT_ATTEMPTS, QueueLimits,
+    QueueStats, Settle,
+};
+
+/// Records (JSON) by sequence: insertion order, the order `list` walks.
+const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
+/// Statuses (JSON) by sequence, apart from the records so a settle rewrites only the small part.
+const STATUS: TableDefinition<u64, &[u8]> = TableDefinition::new("status");
+/// Delivery id to sequence.
+const IDS: TableDefinition<&str, u64> = TableDefinition::new("ids");
+
+/// The most requests one commit takes, so one huge backlog cannot delay its first waiter long.
+const MAX_BATCH: usize = 4096;
+
+/// Called after each commit with the number of requests (records written) it held: the
+/// gateway counts fsyncs and observes records per fsync with it. Runs on the writer thread, so
+/// it must be quick and must not panic.
+pub type CommitHook = Arc<dyn Fn(usize) + Send + Sync>;
+
+/// The commit statistics the writer keeps.
+struct CommitStats {
+    commits: AtomicU64,
+    records: AtomicU64,
+    hook: Option<CommitHook>,
+}
+
+/// The embedded [`DeliveryStore`]: one redb file, one writer thread (group commit), an
+/// in-memory index. Dropping it stops the writer after the commits already requested.
+pub struct EmbeddedDeliveries {
+    path: PathBuf,
+    db: Arc<Database>,
+    index: Arc<Mutex<Index>>,
+    writer: Option<mpsc::Sender<Request>>,
+    thread: Option<JoinHandle<()>>,
+    stats: Arc<CommitStats>,
+}
+
+impl fmt::Debug for EmbeddedDeliveries {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedDeliveries")
+            .field("path", &self.path)
+            .field("commits", &self.commits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedDeliveries {
+    /// Opens the store at `path`, creating the file (and its folders) when absent. A file that
+    /// is not a readable store, or holds a record of a newer format, is an error naming the
+    /// path: never an empty queue.
+    pub fn open(path: &Path) -> Result<Self, DeliveryError> {
+        Self::open_inner(path, None)
+    }
+
+    /// [`EmbeddedDeliveries::open`], calling `on_commit` after every commit with the number
+    /// of records it wrote (for the fsync counter and the records-per-fsync histogram).
+    pub fn open_with(path: &Path, on_commit: CommitHook) -> Result<Self, DeliveryError> {
+        Self::open_inner(path, Some(on_commit))
+    }
+
+    fn open_inner(path: &Path, hook: Option<CommitHook>) -> Result<Self, DeliveryError> {
+        let unreadable = |message: String| DeliveryError::Unreadable {
+            location: path.display().to_string(),
+            message,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| unreadable(format!("cannot create its folder: {e}")))?;
+        }
+        let db = Database::create(path).map_err(|e| unreadable(e.to_string()))?;
+        // Create the tables once, so readers never meet a missing one.
+        let create = || -> Result<(), redb::Error> {
+            let txn = db.begin_write()?;
+            txn.open_table(RECORDS)?;
+            txn.open_table(STATUS)?;
+            txn.open_table(IDS)?;
+            txn.commit()?;
+            Ok(())
+        };
+        create().map_err(|e| unreadable(e.to_string()))?;
+        let index = load_index(&db).map_err(unreadable)?;
+
+        let db = Arc::new(db);
+        let index = Arc::new(Mutex::new(index));
+        let stats = Arc::new(CommitStats {
+            commits: AtomicU64::new(0),
+            records: AtomicU64::new(0),
+            hook,
+        });
+        let (tx, rx) = mpsc::channel();
+        let thread = {
+            let (db, index, stats) = (db.clone(), index.clone(), stats.clone());
+            std::thread::Builder::new()
+                .name("delivery-writer".into())
+                .spawn(move || run_writer(&db, &index, &stats, &rx))
+                .map_err(|e| unreadable(format!("cannot start its writer: {e}")))?
+        };
+        Ok(EmbeddedDeliveries {
+            path: path.to_path_buf(),
+            db,
+            index,
+            writer: Some(tx),
+            thread: Some(thread),
+            stats,
+        })
+    }
+
+    /// The file it is in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Commits (fsyncs) so far.
+    pub fn commits(&self) -> u64 {
+        self.stats.commits.load(Ordering::Relaxed)
+    }
+
+    /// Records written by those commits.
+    pub fn records_committed(&self) -> u64 {
+        self.stats.records.load(Ordering::Relaxed)
+    }
+
+    /// Removes the delivered records whose delivery is older than `older_than_ms` (retention:
+    /// delivered records stay for `get`, `list` and event replay until pruned). Returns how
+    /// many it removed.
+    pub async fn prune_delivered(&self, older_than_ms: u64) -> Result<u64, DeliveryError> {
+        match self.write(Op::Prune { older_than_ms }).await? {
+            Done::Pruned(ids) => Ok(ids.len() as u64),
+            _ => Ok(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Index> {
+        lock(&self.index)
+    }
+
+    /// Hands `op` to the writer and waits for its commit. The writer updates the index itself
+    /// after the commit, so a caller that goes away mid-wait leaves nothing half done.
+    async fn write(&self, op: Op) -> Result<Done, DeliveryError> {
+        let (reply, answer) = oneshot::channel();
+        let request = Request { op, reply };
+        let Some(writer) = self.writer.as_ref() else {
+            return Err(self.writer_gone(request.op));
+        };
+        if let Err(mpsc::SendError(request)) = writer.send(request) {
+            return Err(self.writer_gone(request.op));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(DeliveryError::Failed("the delivery writer stopped".into())))
+    }
+
+    /// Undoes what the caller reserved for `op` when the writer cannot take it.
+    fn writer_gone(&self, op: Op) -> DeliveryError {
+        let err = || DeliveryError::Failed("the delivery writer stopped".into());
+        finish(&mut self.lock(), &op, &Err(err()));
+        err()
+    }
+
+    /// Reads deliveries by sequence off the async threads.
+    async fn read(&self, seqs: Vec<u64>) -> Result<Vec<Option<Delivery>>, DeliveryError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || read_deliveries(&db, &seqs))
+            .await
+            .map_err(|e| DeliveryError::Failed(e.to_string()))?
+    }
+}
+
+impl Drop for EmbeddedDeliveries {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer once it answered what was sent; joining it
+        // releases the file, so the same process can open it again.
+        self.writer.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn lock(index: &Mutex<Index>) -> MutexGuard<'_, Index> {
+    // A panic while holding the lock leaves the index as consistent as any single step is.
+    index.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn failed(e: impl fmt::Display) -> DeliveryError {
+    DeliveryError::Failed(e.to_string())
+}
+
+fn lease_token(seq: u64, nonce: u64) -> String {
+    format!("{seq}:{nonce}")
+}
+
+fn parse_lease(token: &str) -> Option<(u64, u64)> {
+    let (seq, nonce) = token.split_once(':')?;
+    Some((seq.parse().ok()?, nonce.parse().ok()?))
+}
+
+impl DeliveryStore for EmbeddedDeliveries {
+    async fn enqueue(
+        &self,
+        record: DeliveryRecord,
+        limits: QueueLimits,
+        now_ms: u64,
+    ) -> Result<(), DeliveryError> {
+        if record.v > FORMAT_VERSION {
+            return Err(DeliveryError::NewerFormat {
+                id: record.id,
+                found: record.v,
+            });
+        }
+        let bytes = serde_json::to_vec(&record).map_err(failed)?;
+        let status = serde_json::to_vec(&DeliveryStatus::accepted(now_ms)).map_err(failed)?;
+        let size = bytes.len() as u64;
+        let seq = {
+            let mut ix = self.lock();
+            if ix.ids.contains_key(&record.id) {
+                return Err(DeliveryError::Failed(format!(
+                    "delivery {} is already stored",
+                    record.id
+                )));
+            }
+            // Reserved (not yet durable) entries count, so concurrent enqueues cannot together
+            // pass the limits.
+            let (entries, used) = ix.queues.get(&record.queue).map_or((0, 0), |q| {
+                (q.live.len() as u64 + q.dead, q.bytes)
+            });
+            if entries >= limits.max_entries {
+                return Err(DeliveryError::Full {
+                    queue: record.queue,
+                    what: "entries",
+                });
+            }
+            if used.saturating_add(size) > limits.max_bytes {
+                return Err(DeliveryError::Full {
+                    queue: record.queue,
+                    what: "bytes",
+                });
+            }
+            let seq = ix.next_seq;
+            ix.next_seq += 1;
+            ix.ids.insert(record.id.clone(), seq);
+            // Busy until committed: in the index (its key's head, its bytes) but not claimable.
+            ix.busy.insert(seq);
+            ix.insert(
+                seq,
+                Entry {
+                    queue: record.queue.clone(),
+                    key: record.ordering_key.clone(),
+                    dead: false,
+                    due_ms: now_ms,
+                    lease: None,
+                    bytes: size,
+                    accepted_at_ms: record.accepted_at_ms,
+                    in_ready: false,
+                },
+            );
+            seq
+        };
+        self.write(Op::Enqueue {
+            seq,
+            id: record.id,
+            record: bytes,
+            status,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn claim(
+        &self,
+        queue: &str,
+        max: usize,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Result<Vec<Claimed>, DeliveryError> {
+        let picked = self.lock().claim(queue, max, now_ms, lease_ms);
+        if picked.is_empty() {
+            return Ok(Vec::new());
+        }
+        let read = self.read(picked.iter().map(|p| p.0).collect()).await;
+        let release = |seqs: &mut dyn Iterator<Item = &(u64, u64)>| {
+            let mut ix = self.lock();
+            for &(seq, nonce) in seqs {
+                ix.release(seq, nonce);
+            }
+        };
+        let deliveries = match read {
+            Ok(d) => d,
+            Err(e) => {
+                release(&mut picked.iter());
+                return Err(e);
+            }
+        };
+        let mut claimed = Vec::with_capacity(picked.len());
+        for (&(seq, nonce), delivery) in picked.iter().zip(deliveries) {
+            match delivery {
+                Some(mut delivery) => {
+                    delivery.status.state = DeliveryState::InFlight;
+                    claimed.push(Claimed {
+                        delivery,
+                        lease: lease_token(seq, nonce),
+                    });
+                }
+                // Purged between the claim and the read cannot happen (purge refuses a held
+                // delivery); let it go rather than hand out nothing under a lease.
+                None => release(&mut std::iter::once(&(seq, nonce))),
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn settle(
+        &self,
+        claimed: &Claimed,
+        attempt: Option<AttemptRecord>,
+        outcome: Settle,
+        now_ms: u64,
+    ) -> Result<(), DeliveryError> {
+        let id = &claimed.delivery.record.id;
+        let lost = || DeliveryError::LeaseLost(id.clone());
+        let (seq, nonce) = parse_lease(&claimed.lease).ok_or_else(lost)?;
+        {
+            let mut ix = self.lock();
+            let holds = ix
+                .entries
+                .get(&seq)
+                .and_then(|e| e.lease)
+                .is_some_and(|l| l.nonce == nonce);
+            if !holds || ix.busy.contains(&seq) {
+                return Err(lost());
+            }
+            // Busy: no other claim may take it, even with its lease run out, while it settles.
+            ix.busy.insert(seq);
+        }
+        self.write(Op::Settle {
+            seq,
+            attempt,
+            outcome,
+            now_ms,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Delivery>, DeliveryError> {
+        let Some(seq) = self.lock().ids.get(id).copied() else {
+            return Ok(None);
+        };
+        let Some(mut delivery) = self.read(vec![seq]).await?.into_iter().flatten().next() else {
+            return Ok(None);
+        };
+        self.lock().overlay(seq, &mut delivery.status);
+        Ok(Some(delivery))
+    }
+
+    async fn list(
+        &self,
+        filter: &Filter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, DeliveryError> {
+        let start = match after {
+            None => Start::Beginning,
+            Some(id) => match self.lock().ids.get(id) {
+                Some(seq) => Start::AfterSeq(*seq),
+                // Purged or pruned since the last page: ids sort by acceptance, so go on by id.
+                None => Start::AfterId(id.to_owned()),
+            },
+        };
+        let (db, index, filter) = (self.db.clone(), self.index.clone(), filter.clone());
+        tokio::task::spawn_blocking(move || list_deliveries(&db, &index, &filter, start, limit))
+            .await
+            .map_err(failed)?
+    }
+
+    async fn requeue(
+        &self,
+        id: &str,
+        body: Option<String>,
+        now_ms: u64,
+    ) -> Result<bool, DeliveryError> {
+        let seq = {
+            let mut ix = self.lock();
+            let Some(seq) = ix.ids.get(id).copied() else {
+                return Ok(false);
+            };
+            // In the index and not dead: pending or in flight, so not final.
+            if ix.busy.contains(&seq) || ix.entries.get(&seq).is_some_and(|e| !e.dead) {
+                return Ok(false);
+            }
+            ix.busy.insert(seq);
+            seq
+        };
+        let done = self.write(Op::Requeue { seq, body, now_ms }).await?;
+        Ok(matches!(done, Done::Requeued(_)))
+    }
+
+    async fn purge(&self, id: &str) -> Result<bool, DeliveryError> {
+        let seq = {
+            let mut ix = self.lock();
+            let Some(seq) = ix.ids.get(id).copied() else {
+                return Ok(false);
+            };
+            // Any lease, even one run out, may still have a worker attempting it.
+            if ix.busy.contains(&seq) || ix.entries.get(&seq).is_some_and(|e| e.lease.is_some())
+            {
+                return Ok(false);
+            }
+            ix.busy.insert(seq);
+            seq
+        };
+        let done = self
+            .write(Op::Purge {
+                seq,
+                id: id.to_owned(),
+            })
+            .await?;
+        Ok(matches!(done, Done::Written))
+    }
+
+    async fn stats(&self, queue: &str) -> Result<QueueStats, DeliveryError> {
+        Ok(self.lock().queue_stats(queue))
+    }
+
+    async fn next_due(&self, queue: &str) -> Result<Option<u64>, DeliveryError> {
+        Ok(self.lock().next_due(queue))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The in-memory index.
+
+/// What the index knows of every delivery not final or dead, per queue, plus every id.
+#[derive(Default)]
+struct Index {
+    next_seq: u64,
+    next_lease: u64,
+    /// Every stored delivery, delivered ones included (`get`, `requeue`, `purge` by id).
+    ids: HashMap<String, u64>,
+    /// Deliveries not delivered: pending, in flight, blocked, dead.
+    entries: HashMap<u64, Entry>,
+    queues: HashMap<String, QueueIndex>,
+    /// Deliveries with a write on its way: neither claimable nor open to another mutation.
+    busy: HashSet<u64>,
+}
+
+struct Entry {
+    queue: String,
+    key: Option<String>,
+    dead: bool,
+    due_ms: u64,
+    lease: Option<Lease>,
+    /// Size of its stored record, counted against `max_bytes`.
+    bytes: u64,
+    accepted_at_ms: u64,
+    /// Whether it is in its queue's `ready` set (kept with it so removal finds the due time).
+    in_ready: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    nonce: u64,
+    expires_ms: u64,
+}
+
+#[derive(Default)]
+struct QueueIndex {
+    /// (due, sequence) of the claimable candidates: not dead, and unordered or the head of
+    /// their ordering key. Leased and busy ones stay in and are skipped.
+    ready: BTreeSet<(u64, u64)>,
+    /// Not final and not dead (pending, in flight, blocked), by sequence.
+    live: BTreeSet<u64>,
+    dead: u64,
+    bytes: u64,
+    keys: HashMap<String, KeyState>,
+}
+
+#[derive(Default)]
+struct KeyState {
+    /// Its deliveries not delivered (dead ones included), oldest first: the first is the head.
+    seqs: BTreeSet<u64>,
+    /// Its dead letters: everything after the first of them is blocked.
+    dead: BTreeSet<u64>,
+    /// The delivery of this key a worker took last: a requeue may put an older one ahead of a
+    /// held one, and the key must still never be with two workers.
+    held: Option<u64>,
+}
+
+impl Index {
+    fn insert(&mut self, seq: u64, entry: Entry) {
+        let q = self.queues.entry(entry.queue.clone()).or_default();
+        q.bytes = q.bytes.saturating_add(entry.bytes);
+        if entry.dead {
+            q.dead += 1;
+        } else {
+            q.live.insert(seq);
+        }
+        let old_head = entry.key.as_ref().and_then(|k| {
+            let ks = q.keys.entry(k.clone()).or_default();
+            let old = ks.seqs.first().copied();
+            ks.seqs.insert(seq);
+            if entry.dead {
+                ks.dead.insert(seq);
+            }
+            old
+        });
+        self.entries.insert(seq, entry);
+        self.sync_ready(seq);
+        if let Some(h) = old_head {
+            self.sync_ready(h);
+        }
+    }
+
+    fn remove(&mut self, seq: u64) -> Option<Entry> {
+        let mut entry = self.entries.remove(&seq)?;
+        let Some(q) = self.queues.get_mut(&entry.queue) else {
+            return Some(entry);
+        };
+        if entry.in_ready {
+            q.ready.remove(&(entry.due_ms, seq));
+            entry.in_ready = false;
+        }
+        q.bytes = q.bytes.saturating_sub(entry.bytes);
+        if entry.dead {
+            q.dead = q.dead.saturating_sub(1);
+        } else {
+            q.live.remove(&seq);
+        }
+        let mut new_head = None;
+        if let Some(k) = &entry.key
+            && let Some(ks) = q.keys.get_mut(k)
+        {
+            ks.seqs.remove(&seq);
+            ks.dead.remove(&seq);
+            if ks.held == Some(seq) {
+                ks.held = None;
+            }
+            new_head = ks.seqs.first().copied();
+            if ks.seqs.is_empty() {
+                q.keys.remove(k);
+            }
+        }
+        if let Some(h) = new_head {
+            self.sync_ready(h);
+        }
+        Some(entry)
+    }
+
+    /// Puts `seq` in or out of its queue's ready set, as its state and key say.
+    fn sync_ready(&mut self, seq: u64) {
+        let Some(e) = self.entries.get_mut(&seq) else {
+            return;
+        };
+        let Some(q) = self.queues.get_mut(&e.queue) else {
+            return;
+        };
+        let head = match &e.key {
+            None => true,
+            Some(k) => q.keys.get(k).and_then(|ks| ks.seqs.first()) == Some(&seq),
+        };
+        let want = !e.dead && head;
+        if want && !e.in_ready {
+            q.ready.insert((e.due_ms, seq));
+            e.in_ready = true;
+        } else if !want && e.in_ready {
+            q.ready.remove(&(e.due_ms, seq));
+            e.in_ready = false;
+        }
+    }
+
+    fn set_due(&mut self, seq: u64, due_ms: u64) {
+        let Some(e) = self.entries.get_mut(&seq) else {
+            return;
+        };
+        if e.in_ready
+            && let Some(q) = self.queues.get_mut(&e.queue)
+        {
+            q.ready.remove(&(e.due_ms, seq));
+            q.ready.insert((due_ms, seq));
+        }
+        e.due_ms = due_ms;
+    }
+
+    fn set_dead(&mut self, seq: u64, dead: bool) {
+        let Some(e) = self.entries.get_mut(&seq) else {
+            return;
+        };
+        if e.dead == dead {
+            return;
+        }
+        e.dead = dead;
+        if let Some(q) = self.queues.get_mut(&e.queue) {
+            if dead {
+                q.dead += 1;
+                q.live.remove(&seq);
+            } else {
+                q.dead = q.dead.saturating_sub(1);
+                q.live.insert(seq);
+            }
+            if let Some(ks) = e.key.as_ref().and_then(|k| q.keys.get_mut(k)) {
+                if dead {
+                    ks.dead.insert(seq);
+                } else {
+                    ks.dead.remove(&seq);
+                }
+            }
+        }
+        self.sync_ready(seq);
+    }
+
+    fn set_bytes(&mut self, seq: u64, bytes: u64) {
+        let Some(e) = self.entries.get_mut(&seq) else {
+            return;
+        };
+        if let Some(q) = self.queues.get_mut(&e.queue) {
+            q.bytes = q.bytes.saturating_sub(e.bytes).saturating_add(bytes);
+        }
+        e.bytes = bytes;
+    }
+
+    /// Drops a lease (its delivery pending again) if it is still the one given.
+    fn release(&mut self, seq: u64, nonce: u64) {
+        let Some(e) = self.entries.get_mut(&seq) else {
+            return;
+        };
+        if e.lease.is_some_and(|l| l.nonce == nonce) {
+            e.lease = None;
+            self.clear_held(seq);
+        }
+    }
+
+    fn clear_held(&mut self, seq: u64) {
+        let Some(e) = self.entries.get(&seq) else {
+            return;
+        };
+        if let Some(ks) = e
+            .key
+            .as_ref()
+            .and_then(|k| self.queues.get_mut(&e.queue)?.keys.get_mut(k))
+            && ks.held == Some(seq)
+        {
+            ks.held = None;
+        }
+    }
+
+    /// Whether a worker holds `seq` at `now_ms` (a lease not run out, or a settle on its way).
+    fn is_held(&self, seq: u64, now_ms: u64) -> bool {
+        self.busy.contains(&seq)
+            || self
+                .entries
+                .get(&seq)
+                .and_then(|e| e.lease)
+                .is_some_and(|l| now_ms <= l.expires_ms)
+    }
+
+    /// Leases up to `max` due candidates of `queue`; returns (sequence, lease nonce) of each.
+    fn claim(&mut self, queue: &str, max: usize, now_ms: u64, lease_ms: u64) -> Vec<(u64, u64)> {
+        let Some(q) = self.queues.get(queue) else {
+            return Vec::new();
+        };
+        let mut picked = Vec::new();
+        for &(due, seq) in &q.ready {
+            if picked.len() >= max || due > now_ms {
+                break;
+            }
+            if self.is_held(seq, now_ms) {
+                continue;
+            }
+            let key_held = self
+                .entries
+                .get(&seq)
+                .and_then(|e| e.key.as_ref())
+                .and_then(|k| q.keys.get(k)?.held)
+                .is_some_and(|h| h != seq && self.is_held(h, now_ms));
+            if !key_held {
+                picked.push(seq);
+            }
+        }
+        let mut leased = Vec::with_capacity(picked.len());
+        for seq in picked {
+            self.next_lease += 1;
+            let nonce = self.next_lease;
+            let Some(e) = self.entries.get_mut(&seq) else {
+                continue;
+            };
+            e.lease = Some(Lease {
+                nonce,
+                expires_ms: now_ms.saturating_add(lease_ms),
+            });
+            if let Some(ks) = e
+                .key
+                .as_ref()
+                .and_then(|k| self.queues.get_mut(&e.queue)?.keys.get_mut(k))
+            {
+                ks.held = Some(seq);
+            }
+            leased.push((seq, nonce));
+        }
+        leased
+    }
+
+    /// The earliest time a candidate of `queue` becomes claimable: its due time, or for one
+    /// under a lease, the end of that lease (it may be claimed again then).
+    fn next_due(&self, queue: &str) -> Option<u64> {
+        let q = self.queues.get(queue)?;
+        let mut best: Option<u64> = None;
+        for &(due, seq) in &q.ready {
+            if best.is_some_and(|b| b <= due) {
+                break;
+            }
+            if self.busy.contains(&seq) {
+                continue;
+            }
+            let at = match self.entries.get(&seq).and_then(|e| e.lease) {
+                Some(l) => due.max(l.expires_ms.saturating_add(1)),
+                None => due,
+            };
+            best = Some(best.map_or(at, |b| b.min(at)));
+        }
+        best
+    }
+
+    fn queue_stats(&self, queue: &str) -> QueueStats {
+        let Some(q) = self.queues.get(queue) else {
+            return QueueStats::default();
+        };
+        QueueStats {
+            depth: q.live.len() as u64,
+            dead: q.dead,
+            bytes: q.bytes,
+            oldest_pending_ms: q
+                .live
+                .first()
+                .and_then(|s| self.entries.get(s))
+                .map(|e| e.accepted_at_ms),
+        }
+    }
+
+    /// The state of a delivery not final as of now, `blocked` and `in_flight` computed.
+    fn state_of(&self, seq: u64) -> Option<DeliveryState> {
+        let e = self.entries.get(&seq)?;
+        if e.dead {
+            return Some(DeliveryState::Dead);
+        }
+        if e.lease.is_some() {
+            return Some(DeliveryState::InFlight);
+        }
+        let blocked = e
+            .key
+            .as_ref()
+            .and_then(|k| self.queues.get(&e.queue)?.keys.get(k)?.dead.first().copied())
+            .is_some_and(|d| d < seq);
+        Some(if blocked {
+            DeliveryState::Blocked
+        } else {
+            DeliveryState::Pending
+        })
+    }
+
+    /// Corrects a stored status to the state as of now. The disk is ahead of the index (the
+    /// writer commits, then updates the index), so a final state on disk wins.
+    fn overlay(&self, seq: u64, status: &mut DeliveryStatus) {
+        if status.state.is_final() {
+            return;
+        }
+        match self.state_of(seq) {
+            Some(DeliveryState::Dead) | None => status.state = DeliveryState::Pending,
+            Some(state) => status.state = state,
+        }
+    }
+}
+
+/// Rebuilds the index from the file; an error message says what is wrong (the caller names
+/// the path).
+fn load_index(db: &Database) -> Result<Index, String> {
+    #[derive(Deserialize)]
+    struct RecordHead {
+        v: u32,
+        id: String,
+        queue: String,
+        #[serde(default)]
+        ordering_key: Option<String>,
+        accepted_at_ms: u64,
+    }
+    let run = || -> Result<Result<Index, String>, redb::Error> {
+        let txn = db.begin_read()?;
+        let records = txn.open_table(RECORDS)?;
+        let status = txn.open_table(STATUS)?;
+        let mut ix = Index::default();
+        for row in records.iter()? {
+            let (seq, bytes) = row?;
+            let seq = seq.value();
+            let head: RecordHead = match serde_json::from_slice(bytes.value()) {
+                Ok(h) => h,
+                Err(e) => return Ok(Err(format!("record {seq} is not readable: {e}"))),
+            };
+            if head.v > FORMAT_VERSION {
+                let newer = DeliveryError::NewerFormat {
+                    id: head.id,
+                    found: head.v,
+                };
+                return Ok(Err(newer.to_string()));
+            }
+            let Some(st) = status.get(seq)? else {
+                return Ok(Err(format!("delivery {} has no status", head.id)));
+            };
+            let st: DeliveryStatus = match serde_json::from_slice(st.value()) {
+                Ok(s) => s,
+                Err(e) => return Ok(Err(format!("status of {} is not readable: {e}", head.id))),
+            };
+            ix.next_seq = ix.next_seq.max(seq + 1);
+            ix.ids.insert(head.id, seq);
+            if st.state == DeliveryState::Delivered {
+                continue;
+            }
+            // In flight or blocked are never stored, but a leaseless restart makes them pending.
+            ix.insert(
+                seq,
+                Entry {
+                    queue: head.queue,
+                    key: head.ordering_key,
+                    dead: st.state == DeliveryState::Dead,
+                    due_ms: st.next_attempt_at_ms,
+                    lease: None,
+                    bytes: bytes.value().len() as u64,
+                    accepted_at_ms: head.accepted_at_ms,
+                    in_ready: false,
+                },
+            );
+        }
+        Ok(Ok(ix))
+    };
+    run().map_err(|e| e.to_string())?
+}
+
+fn read_deliveries(db: &Database, seqs: &[u64]) -> Result<Vec<Option<Delivery>>, DeliveryError> {
+    let txn = db.begin_read().map_err(failed)?;
+    let records = txn.open_table(RECORDS).map_err(failed)?;
+    let status = txn.open_table(STATUS).map_err(failed)?;
+    seqs.iter()
+        .map(|&seq| {
+            let (Some(r), Some(s)) = (
+                records.get(seq).map_err(failed)?,
+                status.get(seq).map_err(failed)?,
+            ) else {
+                return Ok(None);
+            };
+            Ok(Some(Delivery {
+                record: serde_json::from_slice(r.value()).map_err(failed)?,
+                status: serde_json::from_slice(s.value()).map_err(failed)?,
+            }))
+        })
+        .collect()
+}
+
+enum Start {
+    Beginning,
+    AfterSeq(u64),
+    AfterId(String),
+}
+
+/// Walks the records in insertion order: correct rather than clever (the admin API pages).
+fn list_deliveries(
+    db: &Database,
+    index: &Mutex<Index>,
+    filter: &Filter,
+    start: Start,
+    limit: usize,
+) -> Result<Vec<Delivery>, DeliveryError> {
+    let txn = db.begin_read().map_err(failed)?;
+    let records = txn.open_table(RECORDS).map_err(failed)?;
+    let status = txn.open_table(STATUS).map_err(failed)?;
+    let from = match start {
+        Start::AfterSeq(s) => s.saturating_add(1),
+        _ => 0,
+    };
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    for row in records.range(from..).map_err(failed)? {
+        let (seq, bytes) = row.map_err(failed)?;
+        let seq = seq.value();
+        let record: DeliveryRecord = serde_json::from_slice(bytes.value()).map_err(failed)?;
+        if let Start::AfterId(after) = &start
+            && record.id.as_str() <= after.as_str()
+        {
+            continue;
+        }
+        if filter.queue.as_deref().is_some_and(|q| q != record.queue) {
+            continue;
+        }
+        let Some(st) = status.get(seq).map_err(failed)? else {
+            continue;
+        };
+        let mut st: DeliveryStatus = serde_json::from_slice(st.value()).map_err(failed)?;
+        lock(index).overlay(seq, &mut st);
+        let delivery = Delivery { record, status: st };
+        if filter.matches(&delivery) {
+            out.push(delivery);
+            if out.len() >= limit {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The writer: group commit.
+
+/// A mutation, prepared (and reserved in the index) by the caller.
+enum Op {
+    Enqueue {
+        seq: u64,
+        id: String,
+        record: Vec<u8>,
+        status: Vec<u8>,
+    },
+    Settle {
+        seq: u64,
+        attempt: Option<AttemptRecord>,
+        outcome: Settle,
+        now_ms: u64,
+    },
+    Requeue {
+        seq: u64,
+        body: Option<String>,
+        now_ms: u64,
+    },
+    Purge {
+        seq: u64,
+        id: String,
+    },
+    Prune {
+        older_than_ms: u64,
+    },
+}
+
+/// What a committed mutation did.
+enum Done {
+    Written,
+    /// Its record was not there (purged meanwhile).
+    Missing,
+    /// A requeue of a delivery that is not final.
+    NotFinal,
+    Requeued(Requeued),
+    /// The ids of the records removed.
+    Pruned(Vec<String>),
+}
+
+/// What the index needs of a requeued delivery (a delivered one is not in it any more).
+struct Requeued {
+    queue: String,
+    key: Option<String>,
+    bytes: u64,
+    accepted_at_ms: u64,
+    due_ms: u64,
+}
+
+struct Request {
+    op: Op,
+    reply: oneshot::Sender<Result<Done, DeliveryError>>,
+}
+
+fn run_writer(
+    db: &Database,
+    index: &Mutex<Index>,
+    stats: &CommitStats,
+    rx: &mpsc::Receiver<Request>,
+) {
+    while let Ok(first) = rx.recv() {
+        // Everything that arrived while the last commit was syncing goes in this one.
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let results = match commit(db, &batch) {
+            Ok(results) => {
+                let n = batch.len();
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+                stats.records.fetch_add(n as u64, Ordering::Relaxed);
+                if let Some(hook) = &stats.hook {
+                    hook(n);
+                }
+                results
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "delivery store commit failed");
+                batch
+                    .iter()
+                    .map(|_| Err(DeliveryError::Failed(e.clone())))
+                    .collect()
+            }
+        };
+        {
+            let mut ix = lock(index);
+            for (request, result) in batch.iter().zip(&results) {
+                finish(&mut ix, &request.op, result);
+            }
+        }
+        for (request, result) in batch.into_iter().zip(results) {
+            // A caller that went away does not need its answer; the index is already right.
+            let _ = request.reply.send(result);
+        }
+    }
+}
+
+type Tables<'t> = (
+    Table<'t, u64, &'static [u8]>,
+    Table<'t, u64, &'static [u8]>,
+    Table<'t, &'static str, u64>,
+);
+
+/// Applies every request in one transaction with one fsync. An error of one request (a
+/// record not there) is its answer; a storage error fails them all.
+fn commit(db: &Database, batch: &[Request]) -> Result<Vec<Result<Done, DeliveryError>>, String> {
+    let s = |e: redb::Error| e.to_string();
+    let mut txn = db.begin_write().map_err(|e| s(e.into()))?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(|e| s(e.into()))?;
+    let mut results = Vec::with_capacity(batch.len());
+    {
+        let mut tables: Tables<'_> = (
+            txn.open_table(RECORDS).map_err(|e| s(e.into()))?,
+            txn.open_table(STATUS).map_err(|e| s(e.into()))?,
+            txn.open_table(IDS).map_err(|e| s(e.into()))?,
+        );
+        for request in batch {
+            results.push(apply(&mut tables, &request.op).map_err(s)?);
+        }
+    }
+    txn.commit().map_err(|e| s(e.into()))?;
+    Ok(results)
+}
+
+/// One request's writes. Checks come before writes, so an answered error wrote nothing.
+fn apply(t: &mut Tables<'_>, op: &Op) -> Result<Result<Done, DeliveryError>, redb::Error> {
+    let (records, status, ids) = t;
+    let read_status = |status: &Table<'_, u64, &'static [u8]>, seq: u64| {
+        Ok::<_, redb::Error>(match status.get(seq)? {
+            None => None,
+            Some(g) => Some(serde_json::from_slice::<DeliveryStatus>(g.value())),
+        })
+    };
+    match op {
+        Op::Enqueue {
+            seq,
+            id,
+            record,
+            status: st,
+        } => {
+            records.insert(*seq, record.as_slice())?;
+            status.insert(*seq, st.as_slice())?;
+            ids.insert(id.as_str(), *seq)?;
+            Ok(Ok(Done::Written))
+        }
+        Op::Settle {
+            seq,
+            attempt,
+            outcome,
+            now_ms,
+        } => {
+            let mut st = match read_status(status, *seq)? {
+                None => return Ok(Ok(Done::Missing)),
+                Some(Err(e)) => return Ok(Err(failed(e))),
+                Some(Ok(st)) => st,
+            };
+            settle_status(&mut st, attempt.as_ref(), outcome, *now_ms);
+            let bytes = match serde_json::to_vec(&st) {
+                Ok(b) => b,
+                Err(e) => return Ok(Err(failed(e))),
+            };
+            status.insert(*seq, bytes.as_slice())?;
+            Ok(Ok(Done::Written))
+        }
+        Op::Requeue { seq, body, now_ms } => {
+            let mut st = match read_status(status, *seq)? {
+                None => return Ok(Ok(Done::Missing)),
+                Some(Err(e)) => return Ok(Err(failed(e))),
+                Some(Ok(st)) => st,
+            };
+            if !st.state.is_final() {
+                return Ok(Ok(Done::NotFinal));
+            }
+            let Some(rec) = records.get(*seq)?.map(|g| g.value().to_vec()) else {
+                return Ok(Ok(Done::Missing));
+            };
+            let mut record: DeliveryRecord = match serde_json::from_slice(&rec) {
+                Ok(r) => r,
+                Err(e) => return Ok(Err(failed(e))),
+            };
+            let mut size = rec.len() as u64;
+            if let Some(body) = body {
+                record.body = body.clone();
+                let rec = match serde_json::to_vec(&record) {
+                    Ok(r) => r,
+                    Err(e) => return Ok(Err(failed(e))),
+                };
+                size = rec.len() as u64;
+                records.insert(*seq, rec.as_slice())?;
+            }
+            // The history (attempts, the last answer, when delivered) stays for operators.
+            st.state = DeliveryState::Pending;
+            st.next_attempt_at_ms = *now_ms;
+            st.reason = None;
+            st.replays = st.replays.saturating_add(1);
+            st.updated_at_ms = *now_ms;
+            let bytes = match serde_json::to_vec(&st) {
+                Ok(b) => b,
+                Err(e) => return Ok(Err(failed(e))),
+            };
+            status.insert(*seq, bytes.as_slice())?;
+            Ok(Ok(Done::Requeued(Requeued {
+                queue: record.queue,
+                key: record.ordering_key,
+                bytes: size,
+                accepted_at_ms: record.accepted_at_ms,
+                due_ms: *now_ms,
+            })))
+        }
+        Op::Purge { seq, id } => {
+            let found = records.remove(*seq)?.is_some();
+            status.remove(*seq)?;
+            ids.remove(id.as_str())?;
+            Ok(Ok(if found { Done::Written } else { Done::Missing }))
+        }
+        Op::Prune { older_than_ms } => {
+            let mut old = Vec::new();
+            for row in status.iter()? {
+                let (seq, st) = row?;
+                if let Ok(st) = serde_json::from_slice::<DeliveryStatus>(st.value())
+                    && st.state == DeliveryState::Delivered
+                    && st.delivered_at_ms.unwrap_or(st.updated_at_ms) < *older_than_ms
+                {
+                    old.push(seq.value());
+                }
+            }
+            #[derive(Deserialize)]
+            struct Id {
+                id: String,
+            }
+            let mut pruned = Vec::with_capacity(old.len());
+            for seq in old {
+                status.remove(seq)?;
+                let id = records
+                    .remove(seq)?
+                    .and_then(|g| serde_json::from_slice::<Id>(g.value()).ok());
+                if let Some(Id { id }) = id {
+                    ids.remove(id.as_str())?;
+                    pruned.push(id);
+                }
+            }
+            Ok(Ok(Done::Pruned(pruned)))
+        }
+    }
+}
+
+/// The status after an attempt ended with `outcome`.
+fn settle_status(
+    st: &mut DeliveryStatus,
+    attempt: Option<&AttemptRecord>,
+    outcome: &Settle,
+    now_ms: u64,
+) {
+    // A release means nothing was sent (or it was cut short by shutdown): not an attempt.
+    if !matches!(outcome, Settle::Release(_)) {
+        st.attempt_count = st.attempt_count.saturating_add(1);
+        if let Some(a) = attempt {
+            st.attempts.push(a.clone());
+            let extra = st.attempts.len().saturating_sub(KEPT_ATTEMPTS);
+            st.attempts.drain(..extra);
+        }
+    }
+    match outcome {
+        Settle::Delivered(answer) => {
+            st.state = DeliveryState::Delivered;
+            st.answer = Some(answer.clone());
+            st.delivered_at_ms = Some(now_ms);
+            st.reason = None;
+        }
+        Settle::RetryAt(at) | Settle::Release(at) => {
+            st.state = DeliveryState::Pending;
+            st.next_attempt_at_ms = *at;
+        }
+        Settle::Dead(reason) => {
+            st.state = DeliveryState::Dead;
+            st.reason = Some(reason.clone());
+        }
+    }
+    st.updated_at_ms = now_ms;
+}
+
+/// Brings the index in line with what was committed (or undoes what the caller reserved when
+/// it was not).
+fn finish(ix: &mut Index, op: &Op, result: &Result<Done, DeliveryError>) {
+    match op {
+        Op::Enqueue { seq, id, .. } => {
+            ix.busy.remove(seq);
+            if result.is_err() {
+                ix.remove(*seq);
+                ix.ids.remove(id);
+            }
+        }
+        Op::Settle { seq, outcome, .. } => {
+            ix.busy.remove(seq);
+            if !matches!(result, Ok(Done::Written)) {
+                // The lease stays: the worker may settle again.
+                return;
+            }
+            ix.clear_held(*seq);
+            if let Some(e) = ix.entries.get_mut(seq) {
+                e.lease = None;
+            }
+            match outcome {
+                Settle::Delivered(_) => {
+                    ix.remove(*seq);
+                }
+                Settle::RetryAt(at) | Settle::Release(at) => ix.set_due(*seq, *at),
+                Settle::Dead(_) => ix.set_dead(*seq, true),
+            }
+        }
+        Op::Requeue { seq, .. } => {
+            ix.busy.remove(seq);
+            let Ok(Done::Requeued(r)) = result else {
+                return;
+            };
+            if ix.entries.contains_key(seq) {
+                // It was dead: its key is unparked (if no other dead letter parks it).
+                ix.set_bytes(*seq, r.bytes);
+                ix.set_due(*seq, r.due_ms);
+                ix.set_dead(*seq, false);
+            } else {
+                ix.insert(
+                    *seq,
+                    Entry {
+                        queue: r.queue.clone(),
+                        key: r.key.clone(),
+                        dead: false,
+                        due_ms: r.due_ms,
+                        lease: None,
+                        bytes: r.bytes,
+                        accepted_at_ms: r.accepted_at_ms,
+                        in_ready: false,
+                    },
+                );
+            }
+        }
+        Op::Purge { seq, id } => {
+            ix.busy.remove(seq);
+            if matches!(result, Ok(Done::Written)) {
+                ix.remove(*seq);
+                ix.ids.remove(id);
+            }
+        }
+        Op::Prune { .. } => {
+            if let Ok(Done::Pruned(ids)) = result {
+                for id in ids {
+                    ix.ids.remove(id);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::state::delivery::{Destination, StoredAnswer};
+
+    /// A folder under the system's temp dir, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!(
+                "gw-deliveries-{name}-{}-{n}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            TempDir(dir)
+        }
+
+        fn file(&self) -> PathBuf {
+            self.0.join("queue").join("deliveries.redb")
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn rec(id: &str, key: Option<&str>) -> DeliveryRecord {
+        rec_in("erp", id, key)
+    }
+
+    fn rec_in(queue: &str, id: &str, key: Option<&str>) -> DeliveryRecord {
+        DeliveryRecord {
+            v: FORMAT_VERSION,
+            id: id.into(),
+            queue: queue.into(),
+            route: "orders".into(),
+            channel: Some("amazon".into()),
+            destination: Destination {
+                upstream: "erp".into(),
+                method: "POST".into(),
+                path: "/erp/v1/orders".into(),
+                mapping: None,
+            },
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: format!("{{\"order\":\"{id}\"}}"),
+            original: None,
+            upstream_key: format!("key-{id}"),
+            ordering_key: key.map(Into::into),
+            traceparent: None,
+            tracestate: None,
+            request_id: format!("req-{id}"),
+            accepted_at_ms: 1_000,
+        }
+    }
+
+    const ROOMY: QueueLimits = QueueLimits {
+        max_entries: 1_000,
+        max_bytes: 1 << 30,
+    };
+
+    const LEASE: u64 = 30_000;
+
+    fn ok_answer() -> Settle {
+        Settle::Delivered(StoredAnswer {
+            status: 201,
+            content_type: None,
+            body: "{}".into(),
+        })
+    }
+
+    fn attempt(at_ms: u64) -> Option<AttemptRecord> {
+        Some(AttemptRecord {
+            at_ms,
+            duration_ms: 3,
+            status: Some(503),
+            error: None,
+        })
+    }
+
+    fn ids(claimed: &[Claimed]) -> Vec<&str> {
+        let mut v: Vec<&str> = claimed
+            .iter()
+            .map(|c| c.delivery.record.id.as_str())
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    async fn state(store: &EmbeddedDeliveries, id: &str) -> DeliveryState {
+        store
+            .get(id)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{id} is gone"))
+            .status
+            .state
+    }
+
+    async fn store_with(dir: &TempDir, records: &[(&str, Option<&str>)]) -> EmbeddedDeliveries {
+        let store = EmbeddedDeliveries::open(&dir.file()).unwrap();
+        for (id, key) in records {
+            store.enqueue(rec(id, *key), ROOMY, 1_000).await.unwrap();
+        }
+        store
+    }
+
+    #[tokio::test]
+    async fn only_the_head_of_each_ordering_key_is_claimed() {
+        let dir = TempDir::new("order");
+        let store = store_with(
+            &dir,
+            &[
+                ("a1", Some("A")),
+                ("b1", Some("B")),
+                ("a2", Some("A")),
+                ("b2", Some("B")),
+                ("u", None),
+            ],
+        )
+        .await;
+        let first = store.claim("erp", 10, 1_000, LEASE).await.unwrap();
+        assert_eq!(ids(&first), ["a1", "b1", "u"]);
+        assert_eq!(first[0].delivery.status.state, DeliveryState::InFlight);
+        assert_eq!(state(&store, "a1").await, DeliveryState::InFlight);
+        assert_eq!(state(&store, "a2").await, DeliveryState::Pending);
+        // Another worker gets nothing: both keys are held, the unordered one too.
+        assert!(store.claim("erp", 10, 1_000, LEASE).await.unwrap().is_empty());
+
+        let a1 = first.iter().find(|c| c.delivery.record.id == "a1").unwrap();
+        let b1 = first.iter().find(|c| c.delivery.record.id == "b1").unwrap();
+        store.settle(a1, attempt(1_000), ok_answer(), 1_010).await.unwrap();
+        let next = store.claim("erp", 10, 1_010, LEASE).await.unwrap();
+        assert_eq!(ids(&next), ["a2"]);
+        // b1 retries later; b2 behind it must wait for it, even though b2 is due.
+        store
+            .settle(b1, attempt(1_000), Settle::RetryAt(5_000), 1_010)
+            .await
+            .unwrap();
+        assert!(store.claim("erp", 10, 1_020, LEASE).await.unwrap().is_empty());
+        let b = store.claim("erp", 10, 5_000, LEASE).await.unwrap();
+        assert_eq!(ids(&b), ["b1"]);
+        assert_eq!(store.stats("erp").await.unwrap().depth, 4);
+    }
+
+    #[tokio::test]
+    async fn one_key_is_never_with_two_workers_and_a_lease_runs_out() {
+        let dir = TempDir::new("lease");
+        let store = store_with(&dir, &[("k1", Some("K")), ("k2", Some("K"))]).await;
+        let w1 = store.claim("erp", 1, 1_000, 100).await.unwrap();
+        assert_eq!(ids(&w1), ["k1"]);
+        for now in [1_000, 1_050, 1_100] {
+            assert!(
+                store.claim("erp", 10, now, 100).await.unwrap().is_empty(),
+                "claimed at {now} while the lease holds"
+            );
+        }
+        assert_eq!(store.next_due("erp").await.unwrap(), Some(1_101));
+        // Past the lease another worker takes the same head, never k2.
+        let w2 = store.claim("erp", 10, 1_101, 100).await.unwrap();
+        assert_eq!(ids(&w2), ["k1"]);
+        let lost = store.settle(&w1[0], attempt(1_000), ok_answer(), 1_102).await;
+        assert!(matches!(lost, Err(DeliveryError::LeaseLost(ref id)) if id == "k1"), "{lost:?}");
+        assert!(!store.purge("k1").await.unwrap(), "purged a held delivery");
+        store.settle(&w2[0], attempt(1_101), ok_answer(), 1_102).await.unwrap();
+        assert_eq!(state(&store, "k1").await, DeliveryState::Delivered);
+        let w3 = store.claim("erp", 10, 1_102, 100).await.unwrap();
+        assert_eq!(ids(&w3), ["k2"]);
+    }
+
+    #[tokio::test]
+    async fn a_dead_letter_blocks_its_key_until_requeued() {
+        let dir = TempDir::new("dead");
+        let store = store_with(
+            &dir,
+            &[("d1", Some("K")), ("d2", Some("K")), ("d3", Some("K")), ("o", Some("O"))],
+        )
+        .await;
+        let c = store.claim("erp", 10, 1_000, LEASE).await.unwrap();
+        let d1 = c.iter().find(|c| c.delivery.record.id == "d1").unwrap();
+        let o = c.iter().find(|c| c.delivery.record.id == "o").unwrap();
+        store
+            .settle(d1, attempt(1_000), Settle::Dead("422".into()), 1_001)
+            .await
+            .unwrap();
+        store.settle(o, attempt(1_000), ok_answer(), 1_001).await.unwrap();
+        assert_eq!(state(&store, "d1").await, DeliveryState::Dead);
+        assert_eq!(state(&store, "d2").await, DeliveryState::Blocked);
+        assert_eq!(state(&store, "d3").await, DeliveryState::Blocked);
+        assert!(store.claim("erp", 10, 9_000, LEASE).await.unwrap().is_empty());
+        assert_eq!(store.next_due("erp").await.unwrap(), None);
+        let blocked = Filter {
+            state: Some(DeliveryState::Blocked),
+            ..Filter::default()
+        };
+        let listed = store.list(&blocked, None, 10).await.unwrap();
+        let listed: Vec<&str> = listed.iter().map(|d| d.record.id.as_str()).collect();
+        assert_eq!(listed, ["d2", "d3"]);
+        let stats = store.stats("erp").await.unwrap();
+        assert_eq!((stats.depth, stats.dead), (2, 1));
+
+        assert!(!store.requeue("d2", None, 2_000).await.unwrap(), "d2 is not final");
+        assert!(store.requeue("d1", Some("{\"fixed\":1}".into()), 2_000).await.unwrap());
+        let d1 = store.get("d1").await.unwrap().unwrap();
+        assert_eq!(d1.status.state, DeliveryState::Pending);
+        assert_eq!((d1.status.replays, d1.status.attempt_count), (1, 1));
+        assert_eq!(d1.record.body, "{\"fixed\":1}");
+        assert_eq!(state(&store, "d2").await, DeliveryState::Pending);
+        // Then in order: d1, d2, d3, one at a time.
+        for (id, now) in [("d1", 2_000), ("d2", 2_001), ("d3", 2_002)] {
+            let c = store.claim("erp", 10, now, LEASE).await.unwrap();
+            assert_eq!(ids(&c), [id]);
+            store.settle(&c[0], None, ok_answer(), now).await.unwrap();
+        }
+        let stats = store.stats("erp").await.unwrap();
+        assert_eq!((stats.depth, stats.dead, stats.bytes), (0, 0, 0));
+        // A delivered one replays too, at the head of its key again.
+        assert!(store.requeue("o", None, 3_000).await.unwrap());
+        let c = store.claim("erp", 10, 3_000, LEASE).await.unwrap();
+        assert_eq!(ids(&c), ["o"]);
+        assert_eq!(c[0].delivery.status.replays, 1);
+    }
+
+    #[tokio::test]
+    async fn purging_a_dead_letter_unblocks_its_key() {
+        let dir = TempDir::new("purge");
+        let store = store_with(&dir, &[("d1", Some("K")), ("d2", Some("K"))]).await;
+        let c = store.claim("erp", 10, 1_000, LEASE).await.unwrap();
+        store
+            .settle(&c[0], None, Settle::Dead("gone".into()), 1_001)
+            .await
+            .unwrap();
+        assert!(store.claim("erp", 10, 1_002, LEASE).await.unwrap().is_empty());
+        assert!(store.purge("d1").await.unwrap());
+        assert!(store.get("d1").await.unwrap().is_none());
+        assert!(!store.purge("d1").await.unwrap(), "purged twice");
+        let c = store.claim("erp", 10, 1_002, LEASE).await.unwrap();
+        assert_eq!(ids(&c), ["d2"]);
+        assert_eq!(store.stats("erp").await.unwrap().dead, 0);
+    }
+
+    #[tokio::test]
+    async fn a_retry_waits_for_its_time_and_a_release_is_not_an_attempt() {
+        let dir = TempDir::new("retry");
+        let store = store_with(&dir, &[("r", None)]).await;
+        let c = store.claim("erp", 1, 1_000, LEASE).await.unwrap();
+        store
+            .settle(&c[0], attempt(1_000), Settle::RetryAt(1_500), 1_003)
+            .await
+            .unwrap();
+        assert_eq!(store.next_due("erp").await.unwrap(), Some(1_500));
+        assert!(store.claim("erp", 1, 1_499, LEASE).await.unwrap().is_empty());
+        let c = store.claim("erp", 1, 1_500, LEASE).await.unwrap();
+        assert_eq!(c[0].delivery.status.attempt_count, 1);
+        assert_eq!(c[0].delivery.status.attempts.len(), 1);
+        assert_eq!(store.next_due("erp").await.unwrap(), Some(1_500 + LEASE + 1));
+
+        store
+            .settle(&c[0], attempt(1_500), Settle::Release(1_600), 1_501)
+            .await
+            .unwrap();
+        let c = store.claim("erp", 1, 1_600, LEASE).await.unwrap();
+        let st = &c[0].delivery.status;
+        assert_eq!((st.attempt_count, st.attempts.len()), (1, 1), "release counted");
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_by_entries_and_by_bytes() {
+        let dir = TempDir::new("full");
+        let store = EmbeddedDeliveries::open(&dir.file()).unwrap();
+        let two = QueueLimits {
+            max_entries: 2,
+            max_bytes: 1 << 20,
+        };
+        store.enqueue(rec("e1", None), two, 1_000).await.unwrap();
+        store.enqueue(rec("e2", None), two, 1_000).await.unwrap();
+        let full = store.enqueue(rec("e3", None), two, 1_000).await;
+        assert!(matches!(full, Err(DeliveryError::Full { what: "entries", .. })), "{full:?}");
+        // Another queue has its own limits.
+        store.enqueue(rec_in("wms", "w1", None), two, 1_000).await.unwrap();
+        let c = store.claim("erp", 2, 1_000, LEASE).await.unwrap();
+        // A dead letter still occupies the queue; a delivered one does not.
+        store
+            .settle(&c[0], None, Settle::Dead("x".into()), 1_001)
+            .await
+            .unwrap();
+        assert!(store.enqueue(rec("e3", None), two, 1_002).await.is_err());
+        store.settle(&c[1], None, ok_answer(), 1_001).await.unwrap();
+        store.enqueue(rec("e3", None), two, 1_002).await.unwrap();
+
+        let size = serde_json::to_vec(&rec("b1", None)).unwrap().len() as u64;
+        let bytes = QueueLimits {
+            max_entries: 100,
+            max_bytes: size * 3 / 2,
+        };
+        store.enqueue(rec_in("b", "b1", None), bytes, 1_000).await.unwrap();
+        assert_eq!(store.stats("b").await.unwrap().bytes, size);
+        let full = store.enqueue(rec_in("b", "b2", None), bytes, 1_000).await;
+        assert!(matches!(full, Err(DeliveryError::Full { what: "bytes", .. })), "{full:?}");
+        assert!(store.get("b2").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn everything_survives_a_reopen_and_in_flight_is_pending_again() {
+        let dir = TempDir::new("durable");
+        {
+            let store = store_with(
+                &dir,
+                &[("p1", Some("K")), ("p2", Some("K")), ("x", Some("X")), ("y", Some("Y"))],
+            )
+            .await;
+            let c = store.claim("erp", 10, 1_000, LEASE).await.unwrap();
+            assert_eq!(ids(&c), ["p1", "x", "y"]);
+            let x = c.iter().find(|c| c.delivery.record.id == "x").unwrap();
+            let y = c.iter().find(|c| c.delivery.record.id == "y").unwrap();
+            store
+                .settle(x, attempt(1_000), Settle::Dead("bad".into()), 1_001)
+                .await
+                .unwrap();
+            store.settle(y, attempt(1_000), ok_answer(), 1_001).await.unwrap();
+            store.enqueue(rec("x2", Some("X")), ROOMY, 1_002).await.unwrap();
+            // p1 stays in flight: the process "dies" here.
+        }
+        let store = EmbeddedDeliveries::open(&dir.file()).unwrap();
+        assert_eq!(state(&store, "p1").await, DeliveryState::Pending);
+        assert_eq!(state(&store, "p2").await, DeliveryState::Pending);
+        assert_eq!(state(&store, "x").await, DeliveryState::Dead);
+        assert_eq!(state(&store, "x2").await, DeliveryState::Blocked);
+        let y = store.get("y").await.unwrap().unwrap();
+        assert_eq!(y.status.state, DeliveryState::Delivered);
+        assert_eq!(y.record, rec("y", Some("Y")));
+        let stats = store.stats("erp").await.unwrap();
+        assert_eq!((stats.depth, stats.dead), (3, 1));
+        let c = store.claim("erp", 10, 2_000, LEASE).await.unwrap();
+        assert_eq!(ids(&c), ["p1"]);
+        assert_eq!(c[0].delivery.record.upstream_key, "key-p1");
+        let all = store.list(&Filter::default(), None, 100).await.unwrap();
+        let all: Vec<&str> = all.iter().map(|d| d.record.id.as_str()).collect();
+        assert_eq!(all, ["p1", "p2", "x", "y", "x2"]);
+        // Paging goes on after the last id it gave.
+        let page = store.list(&Filter::default(), Some("x"), 1).await.unwrap();
+        assert_eq!(page[0].record.id, "y");
+        // New sequences continue after the old ones.
+        store.enqueue(rec("z", None), ROOMY, 2_001).await.unwrap();
+        let last = store.list(&Filter::default(), Some("x2"), 10).await.unwrap();
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0].record.id, "z");
+    }
+
+    #[test]
+    fn concurrent_enqueues_share_commits() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = TempDir::new("group");
+        let hooked = Arc::new(AtomicUsize::new(0));
+        let seen = hooked.clone();
+        let hook: CommitHook = Arc::new(move |n| {
+            seen.fetch_add(n, Ordering::Relaxed);
+        });
+        let store = Arc::new(EmbeddedDeliveries::open_with(&dir.file(), hook).unwrap());
+        runtime.block_on(async {
+            let tasks: Vec<_> = (0..64)
+                .map(|i| {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        store
+                            .enqueue(rec(&format!("g{i:02}"), None), ROOMY, 1_000)
+                            .await
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap().unwrap();
+            }
+        });
+        assert_eq!(store.records_committed(), 64);
+        assert_eq!(hooked.load(Ordering::Relaxed), 64);
+        // Table creation at open is not counted; 64 enqueues took fewer than 64 fsyncs.
+        assert!(store.commits() < 64, "{} commits", store.commits());
+        assert!(store.commits() >= 1);
+        let depth = runtime.block_on(store.stats("erp")).unwrap().depth;
+        assert_eq!(depth, 64);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_an_error_naming_its_path() {
+        let dir = TempDir::new("corrupt");
+        let file = dir.file();
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, vec![0x5a_u8; 8192]).unwrap();
+        let err = EmbeddedDeliveries::open(&file).unwrap_err();
+        assert!(matches!(err, DeliveryError::Unreadable { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains(&file.display().to_string()),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_record_of_a_newer_format_is_an_error_naming_the_path() {
+        let dir = TempDir::new("newer");
+        let file = dir.file();
+        drop(EmbeddedDeliveries::open(&file).unwrap());
+        {
+            let db = Database::create(&file).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut r = rec("future", None);
+                r.v = FORMAT_VERSION + 1;
+                let r = serde_json::to_vec(&r).unwrap();
+                let s = serde_json::to_vec(&DeliveryStatus::accepted(1)).unwrap();
+                txn.open_table(RECORDS).unwrap().insert(0, r.as_slice()).unwrap();
+                txn.open_table(STATUS).unwrap().insert(0, s.as_slice()).unwrap();
+                txn.open_table(IDS).unwrap().insert("future", 0).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let err = EmbeddedDeliveries::open(&file).unwrap_err().to_string();
+        assert!(err.contains(&file.display().to_string()), "{err}");
+        assert!(err.contains("future") && err.contains("format version 2"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn prune_removes_only_old_delivered_records() {
+        let dir = TempDir::new("prune");
+        let store = store_with(&dir, &[("old", None), ("new", None), ("dead", None), ("p", None)]).await;
+        let c = store.claim("erp", 10, 1_000, LEASE).await.unwrap();
+        let by = |id: &str| c.iter().find(|c| c.delivery.record.id == id).unwrap();
+        store.settle(by("old"), None, ok_answer(), 2_000).await.unwrap();
+        store.settle(by("new"), None, ok_answer(), 5_000).await.unwrap();
+        store
+            .settle(by("dead"), None, Settle::Dead("x".into()), 2_000)
+            .await
+            .unwrap();
+        store.settle(by("p"), None, Settle::RetryAt(9_000), 2_000).await.unwrap();
+        assert_eq!(store.prune_delivered(3_000).await.unwrap(), 1);
+        assert!(store.get("old").await.unwrap().is_none());
+        assert!(!store.requeue("old", None, 6_000).await.unwrap());
+        for id in ["new", "dead", "p"] {
+            assert!(store.get(id).await.unwrap().is_some(), "{id} pruned");
+        }
+        assert_eq!(store.prune_delivered(3_000).await.unwrap(), 0);
+        drop(store);
+        let store = EmbeddedDeliveries::open(&dir.file()).unwrap();
+        assert!(store.get("old").await.unwrap().is_none());
+        assert!(store.get("new").await.unwrap().is_some());
+    }
+}
