@@ -1,0 +1,178 @@
+//! Cost of making an accepted document durable in the embedded delivery store: one `enqueue`
+//! alone (one fsync each), and 64 concurrent ones (group commit: the writer puts what waits in
+//! one transaction, one fsync). The same two for the raw engines the store could sit on, redb
+//! (what it uses) and fjall (an LSM tree; a record written then its journal fsynced), so the
+//! choice is measured. Files go under cargo's target tmp dir, on the disk the target is on
+//! (a tmpfs would make every fsync free).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use policies::state::delivery::{
+    DeliveryRecord, DeliveryStore, Destination, EmbeddedDeliveries, FORMAT_VERSION, QueueLimits,
+};
+
+const CONCURRENT: usize = 64;
+
+fn dir(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("delivery-bench-{name}"));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// A 1 KiB order, as a queued route stores it.
+fn record(id: u64) -> DeliveryRecord {
+    DeliveryRecord {
+        v: FORMAT_VERSION,
+        id: format!("0193b0a4-0000-7000-8000-{id:012}"),
+        queue: "erp".into(),
+        route: "amazon-orders".into(),
+        channel: Some("amazon".into()),
+        destination: Destination {
+            upstream: "erp".into(),
+            method: "POST".into(),
+            path: "/erp/v1/orders?channel=amazon".into(),
+            mapping: Some("amazon/order".into()),
+        },
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: format!("{{\"order\":{id},\"lines\":\"{}\"}}", "x".repeat(1000)),
+        original: None,
+        upstream_key: format!("\"k{id}\""),
+        ordering_key: Some(format!("amazon:{}", id % 97)),
+        traceparent: None,
+        tracestate: None,
+        request_id: format!("r{id}"),
+        accepted_at_ms: 1_700_000_000_000,
+    }
+}
+
+const ROOMY: QueueLimits = QueueLimits {
+    max_entries: u64::MAX,
+    max_bytes: u64::MAX,
+};
+
+fn bench_store(c: &mut Criterion) {
+    let path = dir("store").join("deliveries.redb");
+    let store = Arc::new(EmbeddedDeliveries::open(&path).unwrap_or_else(|e| panic!("{e}")));
+    let next = Arc::new(AtomicU64::new(0));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let mut g = c.benchmark_group("delivery_store/embedded_redb");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("enqueue_alone", |b| {
+        b.iter(|| {
+            let r = record(next.fetch_add(1, Ordering::Relaxed));
+            rt.block_on(store.enqueue(r, ROOMY, 1)).unwrap_or_else(|e| panic!("{e}"));
+        })
+    });
+    g.throughput(Throughput::Elements(CONCURRENT as u64));
+    g.bench_function("enqueue_64_concurrent", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let tasks: Vec<_> = (0..CONCURRENT)
+                    .map(|_| {
+                        let (store, next) = (store.clone(), next.clone());
+                        tokio::spawn(async move {
+                            let r = record(next.fetch_add(1, Ordering::Relaxed));
+                            store.enqueue(r, ROOMY, 1).await
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await
+                        .unwrap_or_else(|e| panic!("{e}"))
+                        .unwrap_or_else(|e| panic!("{e}"));
+                }
+            })
+        })
+    });
+    g.finish();
+    println!(
+        "embedded store: {} records in {} commits",
+        store.records_committed(),
+        store.commits()
+    );
+}
+
+const RECORDS: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("records");
+
+/// redb alone: `n` records in one transaction with `Durability::Immediate` (one fsync).
+fn redb_commit(db: &redb::Database, next: &mut u64, n: usize) {
+    let txn = db.begin_write().unwrap_or_else(|e| panic!("{e}"));
+    {
+        let mut t = txn.open_table(RECORDS).unwrap_or_else(|e| panic!("{e}"));
+        for _ in 0..n {
+            let bytes = serde_json::to_vec(&record(*next)).unwrap_or_default();
+            t.insert(*next, bytes.as_slice())
+                .unwrap_or_else(|e| panic!("{e}"));
+            *next += 1;
+        }
+    }
+    txn.commit().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// fjall alone: `n` records in one batch, then its journal fsynced (`PersistMode::SyncAll`).
+fn fjall_commit(db: &fjall::Database, ks: &fjall::Keyspace, next: &mut u64, n: usize) {
+    let mut batch = db.batch().durability(Some(fjall::PersistMode::SyncAll));
+    for _ in 0..n {
+        let bytes = serde_json::to_vec(&record(*next)).unwrap_or_default();
+        batch.insert(ks, next.to_be_bytes(), bytes);
+        *next += 1;
+    }
+    batch.commit().unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn bench_engines(c: &mut Criterion) {
+    let path = dir("redb").join("raw.redb");
+    let _ = std::fs::create_dir_all(path.parent().unwrap_or(&path));
+    let db = redb::Database::create(&path).unwrap_or_else(|e| panic!("{e}"));
+    let mut next = 0u64;
+    let mut g = c.benchmark_group("delivery_store/redb");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("commit_1", |b| b.iter(|| redb_commit(&db, &mut next, 1)));
+    g.throughput(Throughput::Elements(CONCURRENT as u64));
+    g.bench_function("commit_64", |b| {
+        b.iter(|| redb_commit(&db, &mut next, CONCURRENT))
+    });
+    g.finish();
+    drop(db);
+
+    let db = fjall::Database::builder(dir("fjall"))
+        .open()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ks = db
+        .keyspace("records", fjall::KeyspaceCreateOptions::default)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut next = 0u64;
+    let mut g = c.benchmark_group("delivery_store/fjall");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("commit_1", |b| {
+        b.iter(|| fjall_commit(&db, &ks, &mut next, 1))
+    });
+    g.throughput(Throughput::Elements(CONCURRENT as u64));
+    g.bench_function("commit_64", |b| {
+        b.iter(|| fjall_commit(&db, &ks, &mut next, CONCURRENT))
+    });
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = bench_store, bench_engines
+}
+criterion_main!(benches);
