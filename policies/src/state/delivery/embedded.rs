@@ -1583,7 +1583,7 @@ mod tests {
         store.settle(&c[1], None, ok_answer(), 1_001).await.unwrap();
         store.enqueue(rec("e3", None), two, 1_002).await.unwrap();
 
-        let size = serde_json::to_vec(&rec("b1", None)).unwrap().len() as u64;
+        let size = serde_json::to_vec(&rec_in("b", "b1", None)).unwrap().len() as u64;
         let bytes = QueueLimits {
             max_entries: 100,
             max_bytes: size * 3 / 2,
