@@ -69,7 +69,8 @@ fn bench_store(c: &mut Criterion) {
     g.bench_function("enqueue_alone", |b| {
         b.iter(|| {
             let r = record(next.fetch_add(1, Ordering::Relaxed));
-            rt.block_on(store.enqueue(r, ROOMY, 1)).unwrap_or_else(|e| panic!("{e}"));
+            rt.block_on(store.enqueue(r, ROOMY, 1))
+                .unwrap_or_else(|e| panic!("{e}"));
         })
     });
     g.throughput(Throughput::Elements(CONCURRENT as u64));

@@ -16,6 +16,7 @@ use pingora::services::background::BackgroundService;
 use policies::problem::{PROBLEM_CONTENT_TYPE, Problem};
 use serde_json::json;
 
+use crate::delivery;
 use crate::forward::pool::now;
 use crate::metrics::Metrics;
 use crate::snapshot::ConfigStore;
@@ -196,6 +197,26 @@ impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
         let path = req.uri.path().to_owned();
+        if delivery::admin::handles(&path) {
+            let method = req.method.clone();
+            let query = req.uri.query().map(str::to_owned);
+            let snapshot = self.store.current();
+            let (status, body) = delivery::admin::handle(
+                &snapshot,
+                &self.metrics.delivery,
+                &method,
+                &path,
+                query.as_deref(),
+            )
+            .await;
+            let content_type = if status.is_success() {
+                "application/json"
+            } else {
+                PROBLEM_CONTENT_TYPE
+            };
+            let body = serde_json::to_vec_pretty(&body).unwrap_or_default();
+            return respond(status, content_type, body);
+        }
         if req.method != Method::GET && req.method != Method::HEAD {
             return problem(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -231,7 +252,7 @@ impl ServeHttp for AdminApp {
             }
             _ => problem(
                 StatusCode::NOT_FOUND,
-                "admin endpoints: /healthz /readyz /metrics /config /upstreams",
+                "admin endpoints: /healthz /readyz /metrics /config /upstreams /queues /deliveries",
                 &path,
             ),
         }

@@ -18,9 +18,11 @@ use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use policies::pipeline::{Flow, RequestView, ResponseView};
+use policies::queue::DeliveryMode;
 
 use crate::answer;
 use crate::context::{Outcome, RequestCtx};
+use crate::delivery::accept;
 use crate::edge::too_large;
 use crate::forward::{self, Outbound};
 use crate::ids::{self, REQUEST_ID};
@@ -90,6 +92,8 @@ pub async fn handle(
     }
     ctx.bytes_in = buf.len();
     let mut body = buf.freeze();
+    // a stored document keeps what the caller sent too (a cheap reference to the same bytes)
+    let original = route.delivery.as_ref().map(|_| body.clone());
 
     {
         let req = session.req_header();
@@ -111,7 +115,9 @@ pub async fn handle(
 
     // the total budget covers the upstream exchange, not the time body policies took
     let method = &session.req_header().method;
-    let by_policy = route.chain.repeat_safe();
+    // a stored document is delivered with one upstream key too, so its sync attempt and every
+    // queued one are the same document to the upstream
+    let by_policy = route.chain.repeat_safe() || route.delivery.is_some();
     let repeatable = by_policy || method == http::Method::GET || method == http::Method::HEAD;
     ctx.attempts
         .begin(pool, Instant::now() + upstream.total_timeout, repeatable);
@@ -133,6 +139,32 @@ pub async fn handle(
         };
         forward::request::rewrite(&mut upstream_req, &outbound)?;
     }
+    let readable = route.delivery.as_ref().is_some_and(|d| d.readable);
+    let stored = route.delivery.as_ref().and_then(|d| {
+        let rt = snapshot.queues.get(d.queue)?;
+        let record = |ctx: &RequestCtx, head: &RequestHeader| {
+            let out = accept::Outgoing {
+                head,
+                body: &body,
+                original: original.as_ref(),
+                trace: ctx.trace.as_ref(),
+            };
+            let now_ms = rt.clock_ms();
+            accept::record(ctx, &route, upstream, d, &rt.queue.name, &out, now_ms)
+        };
+        Some((d.mode, rt, record))
+    });
+    if let Some((DeliveryMode::Queued, rt, record)) = &stored {
+        let record = record(ctx, &upstream_req);
+        ctx.attempts.finish();
+        return accept::store_and_answer(&metrics.delivery, session, ctx, rt, record, readable)
+            .await;
+    }
+    // a fallback route stores the document when the upstream cannot take it
+    let fallback = match &stored {
+        Some((DeliveryMode::Fallback, rt, record)) => Some((rt, record(ctx, &upstream_req))),
+        _ => None,
+    };
     let total = upstream.total_timeout;
     let exchanged = tokio::time::timeout(
         total,
@@ -143,16 +175,44 @@ pub async fn handle(
         Ok(Ok(answer)) => answer,
         Ok(Err(e)) => {
             ctx.attempts.finish();
+            if let Some((rt, record)) = fallback {
+                return accept::store_and_answer(
+                    &metrics.delivery,
+                    session,
+                    ctx,
+                    rt,
+                    record,
+                    readable,
+                )
+                .await;
+            }
             return answer::upstream_failure(session, ctx, e, false).await;
         }
         Err(_) => {
             let e = forward::UpstreamError::TotalTimeout;
             pool.metrics.error(&e);
             ctx.attempts.finish();
+            if let Some((rt, record)) = fallback {
+                return accept::store_and_answer(
+                    &metrics.delivery,
+                    session,
+                    ctx,
+                    rt,
+                    record,
+                    readable,
+                )
+                .await;
+            }
             return answer::upstream_failure(session, ctx, e, false).await;
         }
     };
     ctx.attempts.finish();
+    if let Some((rt, record)) = fallback
+        && answer.head.status.is_server_error()
+    {
+        return accept::store_and_answer(&metrics.delivery, session, ctx, rt, record, readable)
+            .await;
+    }
     let forward::Answer {
         head,
         body: mut resp_body,

@@ -44,7 +44,9 @@ pub async fn complete(
             } else {
                 status
             },
-            forwarded: ctx.attempts.forwarded,
+            // a document stored for delivery is handed on as surely as a forwarded one: its 202
+            // is what a repeat must get
+            forwarded: ctx.attempts.forwarded || matches!(ctx.outcome, Outcome::Queued),
             headers,
             body,
         };
@@ -68,6 +70,8 @@ pub async fn complete(
         Outcome::Edge(r) => ("refused", None, *r),
         Outcome::Policy { policy, reason } => ("policy", policy.as_deref(), *reason),
         Outcome::Upstream(e) => ("upstream_error", None, e.kind()),
+        Outcome::Queued => ("queued", None, ""),
+        Outcome::Served => ("served", None, ""),
     };
     access_log.write(&AccessLine {
         timestamp: Timestamp(SystemTime::now()),

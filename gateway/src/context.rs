@@ -34,6 +34,10 @@ pub enum Outcome {
     },
     /// The upstream failed (or the forwarding layer refused to try it).
     Upstream(UpstreamError),
+    /// Stored for later delivery and answered 202.
+    Queued,
+    /// Answered by the gateway itself (a delivery's state).
+    Served,
 }
 
 /// Per-request context.

@@ -56,6 +56,12 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
             port: erp.port(),
         }],
     );
+    // a fresh store per demo run: what an earlier run left pending is not delivered to this
+    // run's simulator
+    let data_dir = std::env::temp_dir().join(format!("gateway-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    overrides.data_dir = Some(data_dir);
     let run = RunOptions {
         config,
         http: opts.http,

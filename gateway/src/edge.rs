@@ -28,6 +28,8 @@ pub enum Arrival {
     Stream,
     /// The buffered exchange takes it.
     Buffer,
+    /// It reads a delivery's state (its guard policies passed).
+    DeliveryStatus,
 }
 
 /// The request's `Content-Length`, if it has one.
@@ -153,9 +155,12 @@ pub async fn arrive(
         return Ok(Arrival::Answered);
     }
 
+    if route.status_of.is_some() {
+        return Ok(Arrival::DeliveryStatus);
+    }
     // A chunked body has no declared size: buffer it so an oversized one is refused before
-    // anything reaches the upstream.
-    if route.chain.needs_body() || chunked {
+    // anything reaches the upstream. A route that may store its documents buffers them.
+    if route.chain.needs_body() || chunked || route.delivery.is_some() {
         Ok(Arrival::Buffer)
     } else {
         Ok(Arrival::Stream)

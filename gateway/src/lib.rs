@@ -8,6 +8,8 @@ pub mod answer;
 pub mod buffered;
 pub mod completion;
 pub mod context;
+pub mod deliveries_cli;
+pub mod delivery;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod edge;

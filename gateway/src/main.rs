@@ -54,6 +54,10 @@ enum Command {
         /// Seconds to let in-flight requests finish when shutting down.
         #[arg(long, default_value_t = 30)]
         shutdown_timeout: u64,
+        /// Folder of the embedded delivery stores the file names by relative paths (default:
+        /// next to the policy file).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Compile a policy file offline: exit 0 with a summary, or 1 listing every error.
     Check {
@@ -79,6 +83,14 @@ enum Command {
         /// Admin listener, overriding the file.
         #[arg(long)]
         admin: Option<String>,
+    },
+    /// Operate the store-and-forward queues of a running gateway through its admin API:
+    /// list, show, replay, purge deliveries.
+    Deliveries {
+        #[command(flatten)]
+        target: gateway::deliveries_cli::AdminTarget,
+        #[command(subcommand)]
+        command: gateway::deliveries_cli::DeliveriesCommand,
     },
     /// Print the JSON Schema of the policy-file format.
     Schema,
@@ -150,6 +162,16 @@ fn main() -> ExitCode {
             mappings,
             file,
         } => transform(&mapping, &mappings, file.as_deref()),
+        Command::Deliveries { target, command } => {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return report(Err(e.into())),
+            };
+            report(rt.block_on(gateway::deliveries_cli::run(&target, command)))
+        }
         Command::Schema => {
             print!("{}", policies::file_schema::policy_file_schema_text());
             ExitCode::SUCCESS
@@ -191,6 +213,7 @@ fn main() -> ExitCode {
             upgrade,
             grace_period,
             shutdown_timeout,
+            data_dir,
         } => {
             server::init_logging();
             let opts = RunOptions {
@@ -202,7 +225,10 @@ fn main() -> ExitCode {
                 upgrade,
                 grace_period_secs: grace_period,
                 shutdown_timeout_secs: shutdown_timeout,
-                overrides: Overrides::default(),
+                overrides: Overrides {
+                    data_dir,
+                    ..Overrides::default()
+                },
             };
             report(server::run(opts, |_| {}))
         }

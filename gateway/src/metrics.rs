@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use crate::delivery::DeliveryMetrics;
 use crate::forward::UpstreamMetrics;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
@@ -20,6 +21,8 @@ pub struct Metrics {
     pub duration: HistogramVec,
     /// The forwarding layer's metrics.
     pub upstream: UpstreamMetrics,
+    /// Store-and-forward's metrics.
+    pub delivery: DeliveryMetrics,
     /// `gateway_policy_rejections_total{policy,reason}`.
     pub policy_rejections: IntCounterVec,
     /// `gateway_edge_rejections_total{reason}`: requests the gateway refused before any policy
@@ -112,6 +115,7 @@ impl Metrics {
         registry.register(Box::new(inflight.clone()))?;
         registry.register(Box::new(access_log_dropped.clone()))?;
         let upstream = UpstreamMetrics::register(&registry)?;
+        let delivery = DeliveryMetrics::register(&registry)?;
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
@@ -120,6 +124,7 @@ impl Metrics {
             requests,
             duration,
             upstream,
+            delivery,
             policy_rejections,
             edge_rejections,
             config_reloads,

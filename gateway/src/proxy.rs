@@ -25,6 +25,7 @@ use crate::answer;
 use crate::buffered;
 use crate::completion;
 use crate::context::{Outcome, RequestCtx};
+use crate::delivery;
 use crate::edge::{self, Arrival};
 use crate::forward::{self, Next, Outbound, UpstreamError};
 use crate::ids::REQUEST_ID;
@@ -86,6 +87,9 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         match edge::arrive(&self.metrics, session, ctx).await? {
             Arrival::Answered => Ok(true),
+            Arrival::DeliveryStatus => {
+                delivery::view::serve(&self.metrics.delivery, session, ctx).await
+            }
             Arrival::Buffer => buffered::handle(&self.metrics, &self.connector, session, ctx).await,
             Arrival::Stream => {
                 let snapshot = ctx.snapshot.clone();

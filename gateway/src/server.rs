@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use pingora::apps::http_app::HttpServer;
+use pingora::connectors::http::Connector;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::Server;
 use pingora::server::ShutdownWatch;
@@ -18,6 +19,7 @@ use policies::env::CompileEnv;
 use policies::kinds::PolicyMetrics;
 
 use crate::admin::{AdminApp, Lifecycle, Readiness};
+use crate::delivery::worker::DeliveryService;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::snapshot::{ConfigStore, Overrides};
@@ -199,6 +201,14 @@ pub fn run(
     server.add_service(background_service(
         "upstream health",
         UpstreamUpkeep(store.clone()),
+    ));
+    server.add_service(background_service(
+        "deliveries",
+        DeliveryService {
+            config: store.clone(),
+            metrics: metrics.delivery.clone(),
+            connector: Arc::new(Connector::new(None)),
+        },
     ));
 
     tracing::info!(

@@ -11,7 +11,9 @@ use policies::compile::compile_file;
 use policies::env::CompileEnv;
 use policies::error::{ConfigError, ConfigErrors};
 use policies::model::{Endpoint, PolicySet};
+use policies::queue::QueueStore;
 
+use crate::delivery::runtime::{DeliveryStores, QueueRuntime, queue_runtimes};
 use crate::forward::UpstreamPool;
 use crate::metrics::{Metrics, RouteMetricHandles};
 
@@ -25,6 +27,9 @@ pub struct Snapshot {
     pub pools: Vec<Arc<UpstreamPool>>,
     /// Metric handles for this set's routes and channels.
     pub route_metrics: RouteMetricHandles,
+    /// One runtime per queue, by the queue's index (kept from the previous snapshot when the
+    /// queue did not change).
+    pub queues: Vec<Arc<QueueRuntime>>,
 }
 
 /// Changes applied on top of the file at every load (command-line overrides).
@@ -32,6 +37,9 @@ pub struct Snapshot {
 pub struct Overrides {
     /// Replace the endpoints of these upstreams (the demo points `erp` at its simulator).
     pub upstream_endpoints: BTreeMap<String, Vec<Endpoint>>,
+    /// Where the embedded delivery stores named by relative paths live, instead of next to the
+    /// policy file (`--data-dir`; the demo uses a fresh folder).
+    pub data_dir: Option<PathBuf>,
 }
 
 /// How the last reload went, for `/config`.
@@ -53,6 +61,7 @@ pub struct ConfigStore {
     overrides: Overrides,
     metrics: Arc<Metrics>,
     reload_lock: Mutex<Option<ReloadStatus>>,
+    deliveries: DeliveryStores,
 }
 
 impl std::fmt::Debug for ConfigStore {
@@ -68,6 +77,7 @@ fn build(
     env: &CompileEnv,
     overrides: &Overrides,
     metrics: &Metrics,
+    deliveries: &DeliveryStores,
     previous: Option<&Snapshot>,
 ) -> Result<Snapshot, ConfigErrors> {
     let mut set = compile_file(file, env, previous.map(|p| &p.set))?;
@@ -75,6 +85,17 @@ fn build(
     for (name, endpoints) in &overrides.upstream_endpoints {
         if let Some(u) = set.upstreams.iter_mut().find(|u| &*u.name == name) {
             Arc::make_mut(u).endpoints = endpoints.clone();
+        }
+    }
+    if let Some(dir) = &overrides.data_dir {
+        for q in &mut set.queues {
+            if matches!(q.store, QueueStore::Embedded(_)) {
+                let file = q.spec.path.as_deref().unwrap_or("deliveries.redb");
+                let path = Path::new(file);
+                if path.is_relative() {
+                    Arc::make_mut(q).store = QueueStore::Embedded(dir.join(path));
+                }
+            }
         }
     }
     let mut pools = Vec::with_capacity(set.upstreams.len());
@@ -93,10 +114,26 @@ fn build(
         set.routes.iter().map(|r| r.name.clone()).collect(),
         set.channels.names().to_vec(),
     );
+    let queues = queue_runtimes(
+        &set.queues,
+        set.redis.as_ref(),
+        deliveries,
+        &metrics.delivery,
+        &env.clock,
+        previous.map_or(&[], |p| &p.queues[..]),
+    )
+    .map_err(|message| {
+        ConfigErrors(vec![ConfigError {
+            file: file.to_path_buf(),
+            location: None,
+            message,
+        }])
+    })?;
     Ok(Snapshot {
         set,
         pools,
         route_metrics,
+        queues,
     })
 }
 
@@ -138,7 +175,8 @@ impl ConfigStore {
         overrides: Overrides,
         metrics: Arc<Metrics>,
     ) -> Result<Self, ConfigErrors> {
-        let snapshot = build(&file, &env, &overrides, &metrics, None)?;
+        let deliveries = DeliveryStores::default();
+        let snapshot = build(&file, &env, &overrides, &metrics, &deliveries, None)?;
         metrics
             .config_loaded_at
             .set(unix_secs(snapshot.set.version.loaded_at));
@@ -149,12 +187,19 @@ impl ConfigStore {
             overrides,
             metrics,
             reload_lock: Mutex::new(None),
+            deliveries,
         })
     }
 
     /// The snapshot new requests use.
     pub fn current(&self) -> Arc<Snapshot> {
         self.current.load_full()
+    }
+
+    /// The clock policies use (the test clock in a `test-hooks` build), which deliveries
+    /// schedule by too.
+    pub fn clock(&self) -> &Arc<dyn policies::clock::Clock> {
+        &self.env.clock
     }
 
     /// The policy file.
@@ -180,6 +225,7 @@ impl ConfigStore {
             &self.env,
             &self.overrides,
             &self.metrics,
+            &self.deliveries,
             Some(&previous),
         );
         match result {

@@ -17,6 +17,7 @@ use crate::env::CompileEnv;
 use crate::error::{ConfigError, ConfigErrors, ErrorSink};
 use crate::kinds::CompileScope;
 use crate::model::{Channels, ConfigVersion, Endpoint, Limits, PolicySet, Route, Upstream};
+use crate::queue::{DeliveryMode, Queue, RouteDelivery, check_pointer, compile_queue};
 use crate::route::{self, PathTemplate, RouteKey, Router};
 use crate::secret;
 use crate::source::{parse_yaml, push_token};
@@ -129,7 +130,15 @@ impl Compiler<'_, '_> {
             max_header_bytes: spec.limits.max_header_bytes.0,
             max_body_bytes: spec.limits.max_body_bytes.0,
         };
-        let (routes, router) = self.routes(&spec, &upstream_index, &policies, &channels, limits);
+        let queues = self.queues(&spec, &upstreams);
+        let (routes, router) = self.routes(
+            &spec,
+            &upstream_index,
+            &policies,
+            &channels,
+            limits,
+            &queues,
+        );
         let hash = format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes())));
         Some(PolicySet {
             version: ConfigVersion {
@@ -143,6 +152,8 @@ impl Compiler<'_, '_> {
             upstreams,
             routes,
             policies,
+            queues,
+            redis,
             router: router?,
         })
     }
@@ -353,6 +364,96 @@ impl Compiler<'_, '_> {
         out
     }
 
+    fn queues(&mut self, spec: &PolicyFileSpec, upstreams: &[Arc<Upstream>]) -> Vec<Arc<Queue>> {
+        let longest = upstreams
+            .iter()
+            .map(|u| u.total_timeout)
+            .max()
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(spec.queues.len());
+        for (name, q) in &spec.queues {
+            let at = push_token("/queues", name);
+            if !is_name(name) {
+                self.errors.at_key(
+                    &at,
+                    format!("queue name {name:?} may only use letters, digits, '_', '-', '.'"),
+                );
+            }
+            match compile_queue(name, q, self.base_dir, spec.redis.is_some(), longest) {
+                Ok(queue) => out.push(Arc::new(queue)),
+                Err(errors) => {
+                    for (field, message) in errors {
+                        self.errors.at(&format!("{at}{field}"), message);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// A route's delivery: `None` for `sync`; errors reported.
+    fn delivery(
+        &mut self,
+        at: &str,
+        r: &crate::spec::RouteSpec,
+        queues: &[Arc<Queue>],
+        spec: &PolicyFileSpec,
+    ) -> Option<RouteDelivery> {
+        let d = r.delivery.as_ref()?;
+        if let Some(p) = &d.ordering_key
+            && let Err(msg) = check_pointer(p)
+        {
+            self.errors.at(&format!("{at}/delivery/ordering_key"), msg);
+        }
+        if d.mode == DeliveryMode::Sync {
+            if d.queue.is_some() {
+                self.errors.at(
+                    &format!("{at}/delivery/queue"),
+                    "a sync route uses no queue (did you mean mode: queued or fallback?)",
+                );
+            }
+            return None;
+        }
+        if r.methods.iter().any(|m| m == "GET" || m == "HEAD") {
+            self.errors.at(
+                &format!("{at}/delivery/mode"),
+                format!(
+                    "mode: {} stores request bodies; a GET or HEAD route has none to store",
+                    d.mode.as_str()
+                ),
+            );
+        }
+        let Some(name) = &d.queue else {
+            self.errors.at(
+                &format!("{at}/delivery"),
+                format!("mode: {} needs a queue", d.mode.as_str()),
+            );
+            return None;
+        };
+        match queues.iter().position(|q| &*q.name == name.as_str()) {
+            Some(queue) => Some(RouteDelivery {
+                mode: d.mode,
+                queue,
+                ordering_key: d.ordering_key.clone(),
+                readable: false,
+            }),
+            // defined, but its own errors were reported
+            None if spec.queues.contains_key(name) => None,
+            None => {
+                let known: Vec<&str> = queues.iter().map(|q| &*q.name).collect();
+                self.errors.at(
+                    &format!("{at}/delivery/queue"),
+                    format!(
+                        "route {:?} names queue {name:?}, which is not defined (defined: {})",
+                        r.name,
+                        list(&known)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
     fn routes(
         &mut self,
         spec: &PolicyFileSpec,
@@ -360,6 +461,7 @@ impl Compiler<'_, '_> {
         policies: &BTreeMap<String, Arc<NamedPolicy>>,
         channels: &Channels,
         limits: Limits,
+        queues: &[Arc<Queue>],
     ) -> (Vec<Arc<Route>>, Option<Router>) {
         let mut routes = Vec::with_capacity(spec.routes.len());
         let mut keys_owned: Vec<(usize, Option<String>, String, Vec<Method>)> = Vec::new();
@@ -451,6 +553,15 @@ impl Compiler<'_, '_> {
                     }
                 }
             }
+            // deny by default: without a policy that authenticates a read (a signed webhook's
+            // signature covers its body, not a later GET), a route's deliveries are only
+            // visible to operators
+            let readable = chain
+                .iter()
+                .any(|p| matches!(p.policy, crate::kinds::Policy::Jwt(_)));
+            let delivery = self
+                .delivery(&at, r, queues, spec)
+                .map(|d| RouteDelivery { readable, ..d });
             keys_owned.push((i, r.host.clone(), r.path.clone(), methods));
             routes.push(Arc::new(Route {
                 index: i,
@@ -460,12 +571,51 @@ impl Compiler<'_, '_> {
                 chain: Chain::new(chain),
                 max_body_bytes: r.max_body_bytes.map_or(limits.max_body_bytes, |b| b.0),
                 channel_param,
+                delivery,
+                status_of: None,
             }));
         }
+        // each delivery route serves its deliveries' state under its own path, guarded by the
+        // policies that guard reads
+        let mut status_routes = Vec::new();
+        for route in &routes {
+            if !route.delivery.as_ref().is_some_and(|d| d.readable) {
+                continue;
+            }
+            let Some(r) = spec.routes.get(route.index) else {
+                continue;
+            };
+            let index = routes.len() + status_routes.len();
+            let guards: Vec<Arc<NamedPolicy>> = route
+                .chain
+                .policies()
+                .iter()
+                .filter(|p| p.policy.guards_reads())
+                .cloned()
+                .collect();
+
+            let path = format!(
+                "{}/deliveries/{{delivery_id}}",
+                r.path.trim_end_matches('/')
+            );
+            keys_owned.push((index, r.host.clone(), path, vec![Method::GET]));
+            status_routes.push(Arc::new(Route {
+                index,
+                name: Arc::from(format!("{}.deliveries", route.name)),
+                upstream: route.upstream,
+                upstream_path: None,
+                chain: Chain::new(guards),
+                max_body_bytes: 0,
+                channel_param: route.channel_param,
+                delivery: None,
+                status_of: Some(route.index),
+            }));
+        }
+        routes.extend(status_routes);
         let keys: Vec<RouteKey<'_>> = keys_owned
             .iter()
             .filter(|(i, _, path, _)| {
-                route::template_params(path).is_ok() && spec.routes.get(*i).is_some()
+                route::template_params(path).is_ok() && routes.get(*i).is_some()
             })
             .map(|(i, host, path, methods)| RouteKey {
                 route: *i,
@@ -474,13 +624,17 @@ impl Compiler<'_, '_> {
                 methods,
             })
             .collect();
-        let names: Vec<&str> = spec.routes.iter().map(|r| r.name.as_str()).collect();
+        let names: Vec<&str> = routes.iter().map(|r| &*r.name).collect();
         let router = match Router::build(&keys, &names) {
             Ok(r) => Some(r),
             Err(conflicts) => {
                 for c in conflicts {
-                    self.errors
-                        .at(&format!("/routes/{}/path", c.route), c.message);
+                    // a conflict of a delivery-state route is its delivery route's
+                    let at = match routes.get(c.route).and_then(|r| r.status_of) {
+                        Some(of) => format!("/routes/{of}/delivery"),
+                        None => format!("/routes/{}/path", c.route),
+                    };
+                    self.errors.at(&at, c.message);
                 }
                 None
             }

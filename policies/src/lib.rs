@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod problem;
+pub mod queue;
 pub mod resilience;
 pub mod route;
 pub mod secret;

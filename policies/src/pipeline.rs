@@ -54,7 +54,7 @@ pub struct Completion<'a> {
     /// The status sent to the client (0 if none could be sent). For a buffered exchange
     /// whose client went away before the answer was written, the status it had.
     pub status: u16,
-    /// Whether the request was forwarded upstream.
+    /// Whether the request was forwarded upstream, or stored for a later delivery to it.
     pub forwarded: bool,
     /// The response headers sent, when the exchange was buffered.
     pub headers: Option<&'a HeaderMap>,
@@ -128,6 +128,13 @@ pub trait Phases {
     /// Whether this policy needs the whole request or response body (it has a body phase);
     /// routes with such a policy buffer the exchange.
     fn needs_body(&self) -> bool {
+        false
+    }
+
+    /// Whether this policy also guards the reads a route serves besides its own requests (the
+    /// state of its deliveries): authentication and rate limits do; body checks, transforms
+    /// and idempotency do not apply to a read.
+    fn guards_reads(&self) -> bool {
         false
     }
 

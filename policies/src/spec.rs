@@ -44,6 +44,10 @@ pub struct PolicyFileSpec {
     /// Named policy instances that routes list in the order they run.
     #[serde(default)]
     pub policies: BTreeMap<String, PolicySpec>,
+    /// Store-and-forward queues, by name: where the documents of `queued` and `fallback`
+    /// routes wait, durably, until they are delivered.
+    #[serde(default)]
+    pub queues: BTreeMap<String, crate::queue::QueueSpec>,
     /// Routes, matched by method, path template and optionally host. A request that no route
     /// names is answered 404 and never forwarded.
     pub routes: Vec<RouteSpec>,
@@ -242,4 +246,10 @@ pub struct RouteSpec {
     /// Absent: `limits.max_body_bytes`.
     #[serde(default)]
     pub max_body_bytes: Option<ByteSize>,
+    /// How documents reach the upstream: `sync` (the default: forwarded now), `queued`
+    /// (stored, answered 202, delivered by a worker) or `fallback` (forwarded now, stored when
+    /// the upstream cannot take it). A `queued` or `fallback` route also serves its
+    /// deliveries' state at `<path>/deliveries/{id}`, behind the same authentication.
+    #[serde(default)]
+    pub delivery: Option<crate::queue::RouteDeliverySpec>,
 }

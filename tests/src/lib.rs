@@ -314,6 +314,22 @@ impl Gateway {
         }
     }
 
+    /// Kills the process with SIGKILL (`kill -9`): no shutdown, nothing flushed.
+    pub fn kill_9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Calls the admin API: its status and JSON body.
+    pub fn admin_json(&self, method: &str, path_and_query: &str) -> Result<(u16, Value)> {
+        let req = format!(
+            "{method} {path_and_query} HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let resp = raw_request(self.admin, req.as_bytes())?;
+        let body = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
+        Ok((resp.status, body))
+    }
+
     /// The admin `/config` document.
     pub fn config_doc(&self) -> Result<Value> {
         let resp = raw_request(

@@ -284,6 +284,13 @@ macro_rules! policy_kinds {
                 }
             }
 
+            /// See [`Phases::guards_reads`].
+            pub fn guards_reads(&self) -> bool {
+                match self {
+                    $(Policy::$kind(p) => p.guards_reads(),)*
+                }
+            }
+
             /// See [`Phases::makes_repeats_safe`].
             pub fn makes_repeats_safe(&self) -> bool {
                 match self {

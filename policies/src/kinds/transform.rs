@@ -166,6 +166,26 @@ fn serialize(value: &Value) -> Bytes {
     Bytes::from(serde_json::to_vec(value).unwrap_or_default())
 }
 
+impl Transform {
+    /// The document this route carries (`order`, `shipment`, ...).
+    pub fn document(&self) -> &str {
+        &self.document
+    }
+
+    /// Maps a document again with the channel's current mapping (an operator's replay after
+    /// the mapping was fixed): the canonical body, or why it cannot be mapped.
+    pub fn remap(&self, channel: usize, body: &[u8]) -> Result<Bytes, String> {
+        let mapping = self
+            .by_channel
+            .get(channel)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| format!("there is no {} mapping for this channel", self.document))?;
+        let input = transforms::parse_checked(body, &self.limits).map_err(|e| e.to_string())?;
+        let doc = mapping.apply(input).map_err(|e| e.to_string())?;
+        Ok(serialize(&doc))
+    }
+}
+
 impl Phases for Transform {
     fn needs_body(&self) -> bool {
         true

@@ -16,6 +16,7 @@ use crate::chain::{Chain, NamedPolicy};
 use crate::error::{ConfigError, ConfigErrors};
 use crate::kinds::Policy;
 use crate::pipeline::Channel;
+use crate::queue::{Queue, RouteDelivery};
 use crate::route::{self, Lookup, PathParams, PathTemplate, Router};
 use crate::spec::ListenersSpec;
 
@@ -50,6 +51,11 @@ pub struct Route {
     pub max_body_bytes: u64,
     /// Whether the path captures `{channel}`, which must name a known channel.
     pub channel_param: bool,
+    /// For `queued` and `fallback` routes: the queue and ordering.
+    pub delivery: Option<RouteDelivery>,
+    /// For the `<path>/deliveries/{id}` route of a delivery route: that route's index. Such a
+    /// route runs only the policies that guard reads (authentication, rate limits).
+    pub status_of: Option<usize>,
 }
 
 /// Server-wide limits.
@@ -78,6 +84,10 @@ pub struct PolicySet {
     pub routes: Vec<Arc<Route>>,
     /// Policies by name.
     pub policies: BTreeMap<String, Arc<NamedPolicy>>,
+    /// Store-and-forward queues, by name order.
+    pub queues: Vec<Arc<Queue>>,
+    /// The file's Redis, when it has one (its queues with `store: redis` use it).
+    pub redis: Option<Arc<crate::state::redis::RedisStore>>,
     /// The route table over `routes`.
     pub(crate) router: Router,
 }

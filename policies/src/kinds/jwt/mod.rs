@@ -981,6 +981,10 @@ fn bearer_token<'r>(req: &'r RequestView<'_>, max: usize) -> Result<&'r str, Fai
 }
 
 impl Phases for Jwt {
+    fn guards_reads(&self) -> bool {
+        true
+    }
+
     async fn warm_up(&self) -> Result<(), String> {
         match &self.remote {
             Some(remote) => remote.ensure_loaded().await,

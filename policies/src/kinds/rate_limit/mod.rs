@@ -768,6 +768,10 @@ fn append_list(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
 }
 
 impl Phases for RateLimit {
+    fn guards_reads(&self) -> bool {
+        true
+    }
+
     async fn on_request(&self, req: &RequestView<'_>, state: &mut ExchangeState) -> Flow {
         if let Some(only) = &self.only {
             let applies = state

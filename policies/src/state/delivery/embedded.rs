@@ -18,9 +18,8 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use super::{
-    AttemptRecord, Claimed, Delivery, DeliveryError, DeliveryRecord, DeliveryState,
-    DeliveryStatus, DeliveryStore, FORMAT_VERSION, Filter, KEPT_ATTEMPTS, QueueLimits,
-    QueueStats, Settle,
+    AttemptRecord, Claimed, Delivery, DeliveryError, DeliveryRecord, DeliveryState, DeliveryStatus,
+    DeliveryStore, FORMAT_VERSION, Filter, KEPT_ATTEMPTS, QueueLimits, QueueStats, Settle,
 };
 
 /// Records (JSON) by sequence: insertion order, the order `list` walks.
@@ -242,9 +241,10 @@ impl DeliveryStore for EmbeddedDeliveries {
             }
             // Reserved (not yet durable) entries count, so concurrent enqueues cannot together
             // pass the limits.
-            let (entries, used) = ix.queues.get(&record.queue).map_or((0, 0), |q| {
-                (q.live.len() as u64 + q.dead, q.bytes)
-            });
+            let (entries, used) = ix
+                .queues
+                .get(&record.queue)
+                .map_or((0, 0), |q| (q.live.len() as u64 + q.dead, q.bytes));
             if entries >= limits.max_entries {
                 return Err(DeliveryError::Full {
                     queue: record.queue,
@@ -423,8 +423,7 @@ impl DeliveryStore for EmbeddedDeliveries {
                 return Ok(false);
             };
             // Any lease, even one run out, may still have a worker attempting it.
-            if ix.busy.contains(&seq) || ix.entries.get(&seq).is_some_and(|e| e.lease.is_some())
-            {
+            if ix.busy.contains(&seq) || ix.entries.get(&seq).is_some_and(|e| e.lease.is_some()) {
                 return Ok(false);
             }
             ix.busy.insert(seq);
@@ -769,7 +768,15 @@ impl Index {
         let blocked = e
             .key
             .as_ref()
-            .and_then(|k| self.queues.get(&e.queue)?.keys.get(k)?.dead.first().copied())
+            .and_then(|k| {
+                self.queues
+                    .get(&e.queue)?
+                    .keys
+                    .get(k)?
+                    .dead
+                    .first()
+                    .copied()
+            })
             .is_some_and(|d| d < seq);
         Some(if blocked {
             DeliveryState::Blocked
@@ -1301,10 +1308,8 @@ mod tests {
         fn new(name: &str) -> Self {
             static N: AtomicUsize = AtomicUsize::new(0);
             let n = N.fetch_add(1, Ordering::Relaxed);
-            let dir = std::env::temp_dir().join(format!(
-                "gw-deliveries-{name}-{}-{n}",
-                std::process::id()
-            ));
+            let dir = std::env::temp_dir()
+                .join(format!("gw-deliveries-{name}-{}-{n}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             TempDir(dir)
         }
@@ -1420,11 +1425,20 @@ mod tests {
         assert_eq!(state(&store, "a1").await, DeliveryState::InFlight);
         assert_eq!(state(&store, "a2").await, DeliveryState::Pending);
         // Another worker gets nothing: both keys are held, the unordered one too.
-        assert!(store.claim("erp", 10, 1_000, LEASE).await.unwrap().is_empty());
+        assert!(
+            store
+                .claim("erp", 10, 1_000, LEASE)
+                .await
+                .unwrap()
+                .is_empty()
+        );
 
         let a1 = first.iter().find(|c| c.delivery.record.id == "a1").unwrap();
         let b1 = first.iter().find(|c| c.delivery.record.id == "b1").unwrap();
-        store.settle(a1, attempt(1_000), ok_answer(), 1_010).await.unwrap();
+        store
+            .settle(a1, attempt(1_000), ok_answer(), 1_010)
+            .await
+            .unwrap();
         let next = store.claim("erp", 10, 1_010, LEASE).await.unwrap();
         assert_eq!(ids(&next), ["a2"]);
         // b1 retries later; b2 behind it must wait for it, even though b2 is due.
@@ -1432,7 +1446,13 @@ mod tests {
             .settle(b1, attempt(1_000), Settle::RetryAt(5_000), 1_010)
             .await
             .unwrap();
-        assert!(store.claim("erp", 10, 1_020, LEASE).await.unwrap().is_empty());
+        assert!(
+            store
+                .claim("erp", 10, 1_020, LEASE)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         let b = store.claim("erp", 10, 5_000, LEASE).await.unwrap();
         assert_eq!(ids(&b), ["b1"]);
         assert_eq!(store.stats("erp").await.unwrap().depth, 4);
@@ -1454,10 +1474,18 @@ mod tests {
         // Past the lease another worker takes the same head, never k2.
         let w2 = store.claim("erp", 10, 1_101, 100).await.unwrap();
         assert_eq!(ids(&w2), ["k1"]);
-        let lost = store.settle(&w1[0], attempt(1_000), ok_answer(), 1_102).await;
-        assert!(matches!(lost, Err(DeliveryError::LeaseLost(ref id)) if id == "k1"), "{lost:?}");
+        let lost = store
+            .settle(&w1[0], attempt(1_000), ok_answer(), 1_102)
+            .await;
+        assert!(
+            matches!(lost, Err(DeliveryError::LeaseLost(ref id)) if id == "k1"),
+            "{lost:?}"
+        );
         assert!(!store.purge("k1").await.unwrap(), "purged a held delivery");
-        store.settle(&w2[0], attempt(1_101), ok_answer(), 1_102).await.unwrap();
+        store
+            .settle(&w2[0], attempt(1_101), ok_answer(), 1_102)
+            .await
+            .unwrap();
         assert_eq!(state(&store, "k1").await, DeliveryState::Delivered);
         let w3 = store.claim("erp", 10, 1_102, 100).await.unwrap();
         assert_eq!(ids(&w3), ["k2"]);
@@ -1468,7 +1496,12 @@ mod tests {
         let dir = TempDir::new("dead");
         let store = store_with(
             &dir,
-            &[("d1", Some("K")), ("d2", Some("K")), ("d3", Some("K")), ("o", Some("O"))],
+            &[
+                ("d1", Some("K")),
+                ("d2", Some("K")),
+                ("d3", Some("K")),
+                ("o", Some("O")),
+            ],
         )
         .await;
         let c = store.claim("erp", 10, 1_000, LEASE).await.unwrap();
@@ -1478,11 +1511,20 @@ mod tests {
             .settle(d1, attempt(1_000), Settle::Dead("422".into()), 1_001)
             .await
             .unwrap();
-        store.settle(o, attempt(1_000), ok_answer(), 1_001).await.unwrap();
+        store
+            .settle(o, attempt(1_000), ok_answer(), 1_001)
+            .await
+            .unwrap();
         assert_eq!(state(&store, "d1").await, DeliveryState::Dead);
         assert_eq!(state(&store, "d2").await, DeliveryState::Blocked);
         assert_eq!(state(&store, "d3").await, DeliveryState::Blocked);
-        assert!(store.claim("erp", 10, 9_000, LEASE).await.unwrap().is_empty());
+        assert!(
+            store
+                .claim("erp", 10, 9_000, LEASE)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(store.next_due("erp").await.unwrap(), None);
         let blocked = Filter {
             state: Some(DeliveryState::Blocked),
@@ -1494,8 +1536,16 @@ mod tests {
         let stats = store.stats("erp").await.unwrap();
         assert_eq!((stats.depth, stats.dead), (2, 1));
 
-        assert!(!store.requeue("d2", None, 2_000).await.unwrap(), "d2 is not final");
-        assert!(store.requeue("d1", Some("{\"fixed\":1}".into()), 2_000).await.unwrap());
+        assert!(
+            !store.requeue("d2", None, 2_000).await.unwrap(),
+            "d2 is not final"
+        );
+        assert!(
+            store
+                .requeue("d1", Some("{\"fixed\":1}".into()), 2_000)
+                .await
+                .unwrap()
+        );
         let d1 = store.get("d1").await.unwrap().unwrap();
         assert_eq!(d1.status.state, DeliveryState::Pending);
         assert_eq!((d1.status.replays, d1.status.attempt_count), (1, 1));
@@ -1525,7 +1575,13 @@ mod tests {
             .settle(&c[0], None, Settle::Dead("gone".into()), 1_001)
             .await
             .unwrap();
-        assert!(store.claim("erp", 10, 1_002, LEASE).await.unwrap().is_empty());
+        assert!(
+            store
+                .claim("erp", 10, 1_002, LEASE)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert!(store.purge("d1").await.unwrap());
         assert!(store.get("d1").await.unwrap().is_none());
         assert!(!store.purge("d1").await.unwrap(), "purged twice");
@@ -1544,11 +1600,20 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.next_due("erp").await.unwrap(), Some(1_500));
-        assert!(store.claim("erp", 1, 1_499, LEASE).await.unwrap().is_empty());
+        assert!(
+            store
+                .claim("erp", 1, 1_499, LEASE)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         let c = store.claim("erp", 1, 1_500, LEASE).await.unwrap();
         assert_eq!(c[0].delivery.status.attempt_count, 1);
         assert_eq!(c[0].delivery.status.attempts.len(), 1);
-        assert_eq!(store.next_due("erp").await.unwrap(), Some(1_500 + LEASE + 1));
+        assert_eq!(
+            store.next_due("erp").await.unwrap(),
+            Some(1_500 + LEASE + 1)
+        );
 
         store
             .settle(&c[0], attempt(1_500), Settle::Release(1_600), 1_501)
@@ -1556,7 +1621,11 @@ mod tests {
             .unwrap();
         let c = store.claim("erp", 1, 1_600, LEASE).await.unwrap();
         let st = &c[0].delivery.status;
-        assert_eq!((st.attempt_count, st.attempts.len()), (1, 1), "release counted");
+        assert_eq!(
+            (st.attempt_count, st.attempts.len()),
+            (1, 1),
+            "release counted"
+        );
     }
 
     #[tokio::test]
@@ -1570,9 +1639,21 @@ mod tests {
         store.enqueue(rec("e1", None), two, 1_000).await.unwrap();
         store.enqueue(rec("e2", None), two, 1_000).await.unwrap();
         let full = store.enqueue(rec("e3", None), two, 1_000).await;
-        assert!(matches!(full, Err(DeliveryError::Full { what: "entries", .. })), "{full:?}");
+        assert!(
+            matches!(
+                full,
+                Err(DeliveryError::Full {
+                    what: "entries",
+                    ..
+                })
+            ),
+            "{full:?}"
+        );
         // Another queue has its own limits.
-        store.enqueue(rec_in("wms", "w1", None), two, 1_000).await.unwrap();
+        store
+            .enqueue(rec_in("wms", "w1", None), two, 1_000)
+            .await
+            .unwrap();
         let c = store.claim("erp", 2, 1_000, LEASE).await.unwrap();
         // A dead letter still occupies the queue; a delivered one does not.
         store
@@ -1588,10 +1669,16 @@ mod tests {
             max_entries: 100,
             max_bytes: size * 3 / 2,
         };
-        store.enqueue(rec_in("b", "b1", None), bytes, 1_000).await.unwrap();
+        store
+            .enqueue(rec_in("b", "b1", None), bytes, 1_000)
+            .await
+            .unwrap();
         assert_eq!(store.stats("b").await.unwrap().bytes, size);
         let full = store.enqueue(rec_in("b", "b2", None), bytes, 1_000).await;
-        assert!(matches!(full, Err(DeliveryError::Full { what: "bytes", .. })), "{full:?}");
+        assert!(
+            matches!(full, Err(DeliveryError::Full { what: "bytes", .. })),
+            "{full:?}"
+        );
         assert!(store.get("b2").await.unwrap().is_none());
     }
 
@@ -1601,7 +1688,12 @@ mod tests {
         {
             let store = store_with(
                 &dir,
-                &[("p1", Some("K")), ("p2", Some("K")), ("x", Some("X")), ("y", Some("Y"))],
+                &[
+                    ("p1", Some("K")),
+                    ("p2", Some("K")),
+                    ("x", Some("X")),
+                    ("y", Some("Y")),
+                ],
             )
             .await;
             let c = store.claim("erp", 10, 1_000, LEASE).await.unwrap();
@@ -1612,8 +1704,14 @@ mod tests {
                 .settle(x, attempt(1_000), Settle::Dead("bad".into()), 1_001)
                 .await
                 .unwrap();
-            store.settle(y, attempt(1_000), ok_answer(), 1_001).await.unwrap();
-            store.enqueue(rec("x2", Some("X")), ROOMY, 1_002).await.unwrap();
+            store
+                .settle(y, attempt(1_000), ok_answer(), 1_001)
+                .await
+                .unwrap();
+            store
+                .enqueue(rec("x2", Some("X")), ROOMY, 1_002)
+                .await
+                .unwrap();
             // p1 stays in flight: the process "dies" here.
         }
         let store = EmbeddedDeliveries::open(&dir.file()).unwrap();
@@ -1637,7 +1735,10 @@ mod tests {
         assert_eq!(page[0].record.id, "y");
         // New sequences continue after the old ones.
         store.enqueue(rec("z", None), ROOMY, 2_001).await.unwrap();
-        let last = store.list(&Filter::default(), Some("x2"), 10).await.unwrap();
+        let last = store
+            .list(&Filter::default(), Some("x2"), 10)
+            .await
+            .unwrap();
         assert_eq!(last.len(), 1);
         assert_eq!(last[0].record.id, "z");
     }
@@ -1707,30 +1808,52 @@ mod tests {
                 r.v = FORMAT_VERSION + 1;
                 let r = serde_json::to_vec(&r).unwrap();
                 let s = serde_json::to_vec(&DeliveryStatus::accepted(1)).unwrap();
-                txn.open_table(RECORDS).unwrap().insert(0, r.as_slice()).unwrap();
-                txn.open_table(STATUS).unwrap().insert(0, s.as_slice()).unwrap();
+                txn.open_table(RECORDS)
+                    .unwrap()
+                    .insert(0, r.as_slice())
+                    .unwrap();
+                txn.open_table(STATUS)
+                    .unwrap()
+                    .insert(0, s.as_slice())
+                    .unwrap();
                 txn.open_table(IDS).unwrap().insert("future", 0).unwrap();
             }
             txn.commit().unwrap();
         }
         let err = EmbeddedDeliveries::open(&file).unwrap_err().to_string();
         assert!(err.contains(&file.display().to_string()), "{err}");
-        assert!(err.contains("future") && err.contains("format version 2"), "{err}");
+        assert!(
+            err.contains("future") && err.contains("format version 2"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
     async fn prune_removes_only_old_delivered_records() {
         let dir = TempDir::new("prune");
-        let store = store_with(&dir, &[("old", None), ("new", None), ("dead", None), ("p", None)]).await;
+        let store = store_with(
+            &dir,
+            &[("old", None), ("new", None), ("dead", None), ("p", None)],
+        )
+        .await;
         let c = store.claim("erp", 10, 1_000, LEASE).await.unwrap();
         let by = |id: &str| c.iter().find(|c| c.delivery.record.id == id).unwrap();
-        store.settle(by("old"), None, ok_answer(), 2_000).await.unwrap();
-        store.settle(by("new"), None, ok_answer(), 5_000).await.unwrap();
+        store
+            .settle(by("old"), None, ok_answer(), 2_000)
+            .await
+            .unwrap();
+        store
+            .settle(by("new"), None, ok_answer(), 5_000)
+            .await
+            .unwrap();
         store
             .settle(by("dead"), None, Settle::Dead("x".into()), 2_000)
             .await
             .unwrap();
-        store.settle(by("p"), None, Settle::RetryAt(9_000), 2_000).await.unwrap();
+        store
+            .settle(by("p"), None, Settle::RetryAt(9_000), 2_000)
+            .await
+            .unwrap();
         assert_eq!(store.prune_delivered(3_000).await.unwrap(), 1);
         assert!(store.get("old").await.unwrap().is_none());
         assert!(!store.requeue("old", None, 6_000).await.unwrap());

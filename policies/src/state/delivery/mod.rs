@@ -1,18 +1,20 @@
 //! Store-and-forward: the documents a `queued` or `fallback` route accepted, stored durably
 //! until a worker delivered them, behind [`DeliveryStore`], with an embedded implementation on
-//! local disk (`embedded`) and one on Redis Streams (`redis`). A store holds every queue of a
+//! local disk (`embedded`); Redis Streams are to follow. A store holds every queue of a
 //! gateway; the gateway's workers drive it (claim what is due, attempt, settle) and its admin
 //! API reads and replays it. Times are unix milliseconds passed in, so tests move time by hand.
 //!
 //! Ordering: deliveries that share an ordering key are attempted one at a time, oldest first;
 //! a dead letter parks its key (the later ones are `blocked`) until it is requeued or purged.
 
+mod any;
 pub mod embedded;
 
 use std::future::Future;
 
 use serde::{Deserialize, Serialize};
 
+pub use any::Deliveries;
 pub use embedded::{CommitHook, EmbeddedDeliveries};
 
 /// The format version written in every record; a reader refuses a newer one by name.
@@ -310,7 +312,9 @@ pub enum DeliveryError {
         message: String,
     },
     /// A record written by a newer gateway.
-    #[error("delivery record {id} has format version {found}, newer than this gateway's {FORMAT_VERSION}")]
+    #[error(
+        "delivery record {id} has format version {found}, newer than this gateway's {FORMAT_VERSION}"
+    )]
     NewerFormat {
         /// The record.
         id: String,
@@ -358,10 +362,8 @@ pub trait DeliveryStore: Send + Sync {
     ) -> impl Future<Output = Result<(), DeliveryError>> + Send;
 
     /// One delivery by id, with its state as of now (`blocked` computed).
-    fn get(
-        &self,
-        id: &str,
-    ) -> impl Future<Output = Result<Option<Delivery>, DeliveryError>> + Send;
+    fn get(&self, id: &str)
+    -> impl Future<Output = Result<Option<Delivery>, DeliveryError>> + Send;
 
     /// Deliveries matching `filter`, oldest first, at most `limit`, starting after the id
     /// `after` (paging).
@@ -387,10 +389,7 @@ pub trait DeliveryStore: Send + Sync {
     fn purge(&self, id: &str) -> impl Future<Output = Result<bool, DeliveryError>> + Send;
 
     /// What each queue holds.
-    fn stats(
-        &self,
-        queue: &str,
-    ) -> impl Future<Output = Result<QueueStats, DeliveryError>> + Send;
+    fn stats(&self, queue: &str) -> impl Future<Output = Result<QueueStats, DeliveryError>> + Send;
 
     /// The earliest time a delivery of `queue` not held by a worker becomes due, so an idle
     /// worker knows how long it may sleep (`None`: nothing pending).

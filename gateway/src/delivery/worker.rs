@@ -1,0 +1,496 @@
+//! Delivering what the queues hold. One dispatcher per queue claims what is due (the store
+//! hands out, per ordering key, only its oldest delivery) and runs up to `workers` attempts at
+//! once; each goes through the forwarding layer (the upstream's `max_in_flight`, `max_rate`,
+//! health, breaker and retry rules apply as to any request) with the record's one upstream
+//! `Idempotency-Key`. Then the outcome is settled: delivered (the answer mapped back as the
+//! sync path would have), tried again later with backoff and jitter (the upstream's
+//! `Retry-After` honoured), or given up as a dead letter, which parks its ordering key.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HOST, RETRY_AFTER};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use pingora::connectors::http::Connector;
+use pingora::http::RequestHeader;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use policies::pipeline::{ExchangeState, Flow, ResponseView};
+use policies::resilience::backoff::parse_retry_after;
+use policies::state::delivery::{
+    AttemptRecord, Claimed, DeliveryRecord, DeliveryStore, Settle, StoredAnswer,
+};
+use tokio::sync::Semaphore;
+
+use crate::delivery::metrics::{DeliveryMetrics, NO_CHANNEL};
+use crate::delivery::runtime::QueueRuntime;
+use crate::forward::{self, Attempts, IDEMPOTENCY_KEY, UpstreamError};
+use crate::snapshot::{ConfigStore, Snapshot};
+
+/// How a reason is cut in a dead letter (the answer's body can be large).
+const REASON_BODY_CHARS: usize = 512;
+
+/// The background service that runs every queue's dispatcher.
+pub struct DeliveryService {
+    /// Where the current snapshot (and its queues) comes from.
+    pub config: Arc<ConfigStore>,
+    /// Metrics.
+    pub metrics: DeliveryMetrics,
+    /// Upstream connections of deliveries (pooled per peer).
+    pub connector: Arc<Connector>,
+}
+
+#[async_trait]
+impl BackgroundService for DeliveryService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut running: Vec<Arc<QueueRuntime>> = Vec::new();
+        let mut stats_due = Instant::now();
+        loop {
+            let snapshot = self.config.current();
+            // start the dispatcher of every queue the snapshot has and none runs for yet
+            running.retain(|rt| snapshot.queues.iter().any(|q| Arc::ptr_eq(q, rt)));
+            for rt in &snapshot.queues {
+                if running.iter().any(|r| Arc::ptr_eq(r, rt)) {
+                    continue;
+                }
+                running.push(rt.clone());
+                let dispatcher = Dispatcher {
+                    rt: rt.clone(),
+                    config: self.config.clone(),
+                    metrics: self.metrics.clone(),
+                    connector: self.connector.clone(),
+                };
+                let stop = shutdown.clone();
+                tokio::spawn(async move { dispatcher.run(stop).await });
+            }
+            if Instant::now() >= stats_due {
+                stats_due = Instant::now() + Duration::from_secs(1);
+                record_stats(&self.metrics, &snapshot).await;
+            }
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+    }
+}
+
+async fn record_stats(metrics: &DeliveryMetrics, snapshot: &Snapshot) {
+    for rt in &snapshot.queues {
+        let name = &*rt.queue.name;
+        let Ok(stats) = rt.store.stats(name).await else {
+            continue;
+        };
+        let m = metrics;
+        m.depth.with_label_values(&[name]).set(stats.depth as i64);
+        m.dead_letters
+            .with_label_values(&[name])
+            .set(stats.dead as i64);
+        let age = stats
+            .oldest_pending_ms
+            .map_or(0, |t| rt.clock_ms().saturating_sub(t) / 1000);
+        m.oldest_age.with_label_values(&[name]).set(age as i64);
+    }
+}
+
+/// The dispatcher of one queue.
+struct Dispatcher {
+    rt: Arc<QueueRuntime>,
+    config: Arc<ConfigStore>,
+    metrics: DeliveryMetrics,
+    connector: Arc<Connector>,
+}
+
+impl Dispatcher {
+    fn current(&self) -> bool {
+        self.config
+            .current()
+            .queues
+            .iter()
+            .any(|q| Arc::ptr_eq(q, &self.rt))
+    }
+
+    async fn run(self, mut shutdown: ShutdownWatch) {
+        let queue = self.rt.queue.clone();
+        let slots = Arc::new(Semaphore::new(queue.workers as usize));
+        let lease_ms = queue.lease.as_millis() as u64;
+        let this = Arc::new(self);
+        let mut failing = false;
+        loop {
+            if *shutdown.borrow() || !this.current() {
+                return;
+            }
+            let free = slots.available_permits();
+            if free > 0 {
+                let now = this.rt.clock_ms();
+                match this.rt.store.claim(&queue.name, free, now, lease_ms).await {
+                    Ok(claimed) if !claimed.is_empty() => {
+                        failing = false;
+                        for c in claimed {
+                            let Ok(slot) = slots.clone().acquire_owned().await else {
+                                return;
+                            };
+                            let me = this.clone();
+                            tokio::spawn(async move {
+                                me.attempt(c).await;
+                                drop(slot);
+                            });
+                        }
+                        continue;
+                    }
+                    Ok(_) => failing = false,
+                    Err(e) => {
+                        this.metrics
+                            .store_errors
+                            .with_label_values(&[&queue.name, "claim"])
+                            .inc();
+                        if !failing {
+                            tracing::warn!(queue = %queue.name, error = %e, "cannot claim deliveries");
+                        }
+                        failing = true;
+                    }
+                }
+            }
+            // idle (or every worker busy): wait for a document, a worker, the next due time or
+            // the poll interval, whichever comes first
+            let mut wait = queue.poll_interval;
+            if free > 0
+                && let Ok(Some(due)) = this.rt.store.next_due(&queue.name).await
+            {
+                let now = this.rt.clock_ms();
+                wait = wait.min(Duration::from_millis(due.saturating_sub(now)));
+            }
+            if wait.is_zero() && free == 0 {
+                wait = Duration::from_millis(5);
+            }
+            tokio::select! {
+                _ = this.rt.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// One attempt of a claimed delivery, then its settlement.
+    async fn attempt(&self, claimed: Claimed) {
+        let record = &claimed.delivery.record;
+        let queue = &*self.rt.queue.name;
+        let started_ms = self.rt.clock_ms();
+        let t0 = Instant::now();
+        let snapshot = self.config.current();
+        let result = deliver(&self.connector, &snapshot, record).await;
+        let duration_ms = t0.elapsed().as_millis() as u64;
+        let retry = self.rt.queue.retry;
+        let attempt_no = claimed.delivery.status.attempt_count + 1;
+        let age = Duration::from_millis(started_ms.saturating_sub(record.accepted_at_ms));
+        let now = self.rt.clock_ms();
+        let channel = record.channel.as_deref().unwrap_or(NO_CHANNEL);
+        let m = &self.metrics;
+        let give_up = |why: String| {
+            if attempt_no >= retry.max_attempts || age >= retry.max_age {
+                Some(format!("gave up after {attempt_no} attempts: {why}"))
+            } else {
+                None
+            }
+        };
+        let (attempt, outcome, result_label) = match result {
+            Delivered::Answer {
+                status,
+                answer,
+                retry_after,
+            } => {
+                let attempt = AttemptRecord {
+                    at_ms: started_ms,
+                    duration_ms,
+                    status: Some(status),
+                    error: (status >= 400).then(|| describe_status(status)),
+                };
+                if status < 400 {
+                    (Some(attempt), Settle::Delivered(answer), "ok")
+                } else if permanent(status) {
+                    let reason = format!(
+                        "the upstream refused it ({status}): {}",
+                        cut(&answer.body, REASON_BODY_CHARS)
+                    );
+                    (Some(attempt), Settle::Dead(reason), "permanent")
+                } else {
+                    let why = describe_status(status);
+                    match give_up(why) {
+                        Some(reason) => (Some(attempt), Settle::Dead(reason), "retryable"),
+                        None => {
+                            let wait = retry.backoff(attempt_no, rand::random(), retry_after);
+                            (
+                                Some(attempt),
+                                Settle::RetryAt(now + wait.as_millis() as u64),
+                                "retryable",
+                            )
+                        }
+                    }
+                }
+            }
+            Delivered::Refused(e) => {
+                // nothing was sent: the attempt does not count, the delivery waits for the
+                // upstream to take requests again
+                let hint = match e {
+                    UpstreamError::CircuitOpen { retry_after }
+                    | UpstreamError::NoHealthyEndpoint { retry_after }
+                    | UpstreamError::Saturated { retry_after } => retry_after,
+                    _ => Duration::ZERO,
+                };
+                let wait = hint.max(self.rt.queue.poll_interval).min(retry.max_backoff);
+                if age >= retry.max_age {
+                    let attempt = AttemptRecord {
+                        at_ms: started_ms,
+                        duration_ms,
+                        status: None,
+                        error: Some(e.describe().to_owned()),
+                    };
+                    let reason = format!("gave up at max_age: {}", e.describe());
+                    (Some(attempt), Settle::Dead(reason), "refused")
+                } else {
+                    (
+                        None,
+                        Settle::Release(now + wait.as_millis() as u64),
+                        "refused",
+                    )
+                }
+            }
+            Delivered::Failed(why) => {
+                let attempt = AttemptRecord {
+                    at_ms: started_ms,
+                    duration_ms,
+                    status: None,
+                    error: Some(why.clone()),
+                };
+                match give_up(why) {
+                    Some(reason) => (Some(attempt), Settle::Dead(reason), "retryable"),
+                    None => {
+                        let wait = retry.backoff(attempt_no, rand::random(), None);
+                        (
+                            Some(attempt),
+                            Settle::RetryAt(now + wait.as_millis() as u64),
+                            "retryable",
+                        )
+                    }
+                }
+            }
+        };
+        m.attempts.with_label_values(&[queue, result_label]).inc();
+        let label = match &outcome {
+            Settle::Delivered(_) => {
+                m.ack_seconds
+                    .with_label_values(&[channel])
+                    .observe(now.saturating_sub(record.accepted_at_ms) as f64 / 1000.0);
+                "delivered"
+            }
+            Settle::RetryAt(_) => "retried",
+            Settle::Dead(reason) => {
+                tracing::warn!(queue, delivery = %record.id, channel, reason = %reason, "dead letter");
+                "dead"
+            }
+            Settle::Release(_) => "released",
+        };
+        if label != "released" {
+            m.outcomes.with_label_values(&[queue, channel, label]).inc();
+        }
+        if let Err(e) = self.rt.store.settle(&claimed, attempt, outcome, now).await {
+            m.store_errors.with_label_values(&[queue, "settle"]).inc();
+            // the lease runs out and the delivery is attempted again, with the same key
+            tracing::error!(queue, delivery = %record.id, error = %e, "cannot record a delivery's outcome");
+        }
+    }
+}
+
+/// Whether an upstream status means the document will never be taken as it is: a 4xx other
+/// than 408 Request Timeout, 425 Too Early, 429 Too Many Requests, and 409 Conflict, which an
+/// upstream honouring `Idempotency-Key` answers while an earlier attempt with the same key is
+/// still being processed (the next attempt gets that attempt's answer).
+pub fn permanent(status: u16) -> bool {
+    (400..500).contains(&status) && !matches!(status, 408 | 409 | 425 | 429)
+}
+
+fn describe_status(status: u16) -> String {
+    let reason = StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    format!("the upstream answered {status} {reason}")
+}
+
+fn cut(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    }
+}
+
+/// What one delivery attempt came to.
+enum Delivered {
+    /// The upstream answered (the answer mapped back as the sync path would).
+    Answer {
+        status: u16,
+        answer: StoredAnswer,
+        retry_after: Option<Duration>,
+    },
+    /// The forwarding layer did not send it.
+    Refused(UpstreamError),
+    /// It failed on the way (or the gateway cannot place it).
+    Failed(String),
+}
+
+/// The request head of a delivery: the stored one, with the upstream's own headers (which may
+/// hold secrets and are never stored), its `Host` and the delivery's upstream key.
+fn head(
+    record: &DeliveryRecord,
+    upstream: &policies::model::Upstream,
+) -> Result<RequestHeader, String> {
+    let mut req = RequestHeader::build(
+        record.destination.method.as_bytes(),
+        record.destination.path.as_bytes(),
+        Some(record.headers.len() + 4),
+    )
+    .map_err(|e| format!("stored request head: {e}"))?;
+    for (name, value) in &record.headers {
+        let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) else {
+            continue;
+        };
+        req.append_header(n, v)
+            .map_err(|e| format!("stored header: {e}"))?;
+    }
+    if let Some(host) = &upstream.transport.host {
+        req.insert_header(HOST, host.clone())
+            .map_err(|e| e.to_string())?;
+    }
+    for (name, value) in &upstream.request_headers {
+        req.insert_header(name.clone(), value.clone())
+            .map_err(|e| e.to_string())?;
+    }
+    let key = HeaderValue::from_str(&record.upstream_key).map_err(|e| e.to_string())?;
+    req.insert_header(IDEMPOTENCY_KEY, key)
+        .map_err(|e| e.to_string())?;
+    Ok(req)
+}
+
+async fn deliver(connector: &Connector, snapshot: &Snapshot, record: &DeliveryRecord) -> Delivered {
+    let Some(index) = snapshot
+        .set
+        .upstreams
+        .iter()
+        .position(|u| *u.name == *record.destination.upstream)
+    else {
+        return Delivered::Failed(format!(
+            "upstream {:?} is not in the policy set",
+            record.destination.upstream
+        ));
+    };
+    let (Some(upstream), Some(pool)) =
+        (snapshot.set.upstreams.get(index), snapshot.pools.get(index))
+    else {
+        return Delivered::Failed("the upstream has no pool".into());
+    };
+    let req = match head(record, upstream) {
+        Ok(r) => r,
+        Err(e) => return Delivered::Failed(e),
+    };
+    let mut at = Attempts::default();
+    at.begin(pool, Instant::now() + upstream.total_timeout, true);
+    at.idempotency_key = req.headers.get(IDEMPOTENCY_KEY).cloned();
+    let body = Bytes::from(record.body.clone());
+    let exchanged = tokio::time::timeout(
+        upstream.total_timeout,
+        forward::exchange(connector, &mut at, req, &body),
+    )
+    .await;
+    let forwarded = at.forwarded;
+    at.finish();
+    let answer = match exchanged {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) if !forwarded && e.retry_after().is_some() => return Delivered::Refused(e),
+        Ok(Err(e)) => return Delivered::Failed(e.describe().to_owned()),
+        Err(_) => {
+            pool.metrics.error(&UpstreamError::TotalTimeout);
+            return Delivered::Failed(UpstreamError::TotalTimeout.describe().to_owned());
+        }
+    };
+    let retry_after = answer
+        .head
+        .headers
+        .get(RETRY_AFTER)
+        .and_then(|v| parse_retry_after(v.as_bytes(), std::time::SystemTime::now()));
+    let (status, content_type, body) = map_back(snapshot, record, answer).await;
+    Delivered::Answer {
+        status,
+        answer: StoredAnswer {
+            status,
+            content_type,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        },
+        retry_after,
+    }
+}
+
+/// The route's response policies on the upstream's answer, as the sync path runs them (an ERP
+/// acknowledgement mapped to the canonical answer, an ERP error to a problem).
+async fn map_back(
+    snapshot: &Snapshot,
+    record: &DeliveryRecord,
+    answer: forward::Answer,
+) -> (u16, Option<String>, Bytes) {
+    let forward::Answer { head, body } = answer;
+    let mut body = body;
+    let mut status = head.status;
+    let mut headers: HeaderMap = head.headers.clone();
+    if let Some(route) = snapshot
+        .set
+        .routes
+        .iter()
+        .find(|r| *r.name == *record.route)
+    {
+        let mut state = ExchangeState {
+            request_id: record.request_id.clone(),
+            channel: record
+                .channel
+                .as_deref()
+                .and_then(|c| snapshot.set.channels.get(c)),
+            route: Some(route.name.clone()),
+            ..ExchangeState::default()
+        };
+        let mut view = ResponseView {
+            status,
+            headers: &mut headers,
+        };
+        if let Flow::Continue(()) = route.chain.on_response(&mut view, &mut state).await
+            && let Flow::Continue(()) = route
+                .chain
+                .on_response_body(&mut view, &mut state, &mut body)
+                .await
+        {
+            status = view.status;
+        }
+    }
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (status.as_u16(), content_type, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_4xx_other_than_408_409_425_429_is_permanent() {
+        for s in [400, 401, 404, 422] {
+            assert!(permanent(s), "{s}");
+        }
+        for s in [200, 408, 409, 425, 429, 500, 502, 503] {
+            assert!(!permanent(s), "{s}");
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! One type for every store, so the gateway holds a queue's store without generics: each call
+//! goes to the store the queue chose (the embedded one; Redis Streams are to follow).
+
+use super::embedded::EmbeddedDeliveries;
+use super::{
+    AttemptRecord, Claimed, Delivery, DeliveryError, DeliveryRecord, DeliveryStore, Filter,
+    QueueLimits, QueueStats, Settle,
+};
+
+/// The store of a queue.
+pub enum Deliveries {
+    /// On local disk.
+    Embedded(EmbeddedDeliveries),
+}
+
+impl std::fmt::Debug for Deliveries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Deliveries::Embedded(_) => "Deliveries::Embedded",
+        })
+    }
+}
+
+macro_rules! each {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            Deliveries::Embedded($s) => $call,
+        }
+    };
+}
+
+impl DeliveryStore for Deliveries {
+    async fn enqueue(
+        &self,
+        record: DeliveryRecord,
+        limits: QueueLimits,
+        now_ms: u64,
+    ) -> Result<(), DeliveryError> {
+        each!(self, s => s.enqueue(record, limits, now_ms).await)
+    }
+
+    async fn claim(
+        &self,
+        queue: &str,
+        max: usize,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Result<Vec<Claimed>, DeliveryError> {
+        each!(self, s => s.claim(queue, max, now_ms, lease_ms).await)
+    }
+
+    async fn settle(
+        &self,
+        claimed: &Claimed,
+        attempt: Option<AttemptRecord>,
+        outcome: Settle,
+        now_ms: u64,
+    ) -> Result<(), DeliveryError> {
+        each!(self, s => s.settle(claimed, attempt, outcome, now_ms).await)
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Delivery>, DeliveryError> {
+        each!(self, s => s.get(id).await)
+    }
+
+    async fn list(
+        &self,
+        filter: &Filter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, DeliveryError> {
+        each!(self, s => s.list(filter, after, limit).await)
+    }
+
+    async fn requeue(
+        &self,
+        id: &str,
+        body: Option<String>,
+        now_ms: u64,
+    ) -> Result<bool, DeliveryError> {
+        each!(self, s => s.requeue(id, body, now_ms).await)
+    }
+
+    async fn purge(&self, id: &str) -> Result<bool, DeliveryError> {
+        each!(self, s => s.purge(id).await)
+    }
+
+    async fn stats(&self, queue: &str) -> Result<QueueStats, DeliveryError> {
+        each!(self, s => s.stats(queue).await)
+    }
+
+    async fn next_due(&self, queue: &str) -> Result<Option<u64>, DeliveryError> {
+        each!(self, s => s.next_due(queue).await)
+    }
+}
