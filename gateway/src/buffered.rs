@@ -139,80 +139,73 @@ pub async fn handle(
         };
         forward::request::rewrite(&mut upstream_req, &outbound)?;
     }
-    let readable = route.delivery.as_ref().is_some_and(|d| d.readable);
-    let stored = route.delivery.as_ref().and_then(|d| {
-        let rt = snapshot.queues.get(d.queue)?;
-        let record = |ctx: &RequestCtx, head: &RequestHeader| {
-            let out = accept::Outgoing {
-                head,
-                body: &body,
-                original: original.as_ref(),
-                trace: ctx.trace.as_ref(),
-            };
-            let now_ms = rt.clock_ms();
-            accept::record(ctx, &route, upstream, d, &rt.queue.name, &out, now_ms)
+    let stored = route
+        .delivery
+        .as_ref()
+        .and_then(|d| Some((d, snapshot.queues.get(d.queue)?)));
+    let store = |ctx: &RequestCtx, head: &RequestHeader| {
+        let (d, rt) = stored?;
+        let out = accept::Outgoing {
+            head,
+            body: &body,
+            original: original.as_ref(),
+            trace: ctx.trace.as_ref(),
         };
-        Some((d.mode, rt, record))
-    });
-    if let Some((DeliveryMode::Queued, rt, record)) = &stored {
-        let record = record(ctx, &upstream_req);
+        let record = accept::record(
+            ctx,
+            &route,
+            upstream,
+            d,
+            &rt.queue.name,
+            &out,
+            rt.clock_ms(),
+        );
+        Some((rt, record, d.readable))
+    };
+    if let Some((d, _)) = stored
+        && d.mode == DeliveryMode::Queued
+        && let Some((rt, record, readable)) = store(ctx, &upstream_req)
+    {
         ctx.attempts.finish();
         return accept::store_and_answer(&metrics.delivery, session, ctx, rt, record, readable)
             .await;
     }
-    // a fallback route stores the document when the upstream cannot take it
-    let fallback = match &stored {
-        Some((DeliveryMode::Fallback, rt, record)) => Some((rt, record(ctx, &upstream_req))),
-        _ => None,
-    };
+    // a fallback route keeps the head (not a record: most documents go through at once) to
+    // store the document if the upstream cannot take it
+    let fallback_head = stored
+        .filter(|(d, _)| d.mode == DeliveryMode::Fallback)
+        .map(|_| upstream_req.clone());
     let total = upstream.total_timeout;
     let exchanged = tokio::time::timeout(
         total,
         forward::exchange(connector, &mut ctx.attempts, upstream_req, &body),
     )
     .await;
-    let answer = match exchanged {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(e)) => {
-            ctx.attempts.finish();
-            if let Some((rt, record)) = fallback {
-                return accept::store_and_answer(
-                    &metrics.delivery,
-                    session,
-                    ctx,
-                    rt,
-                    record,
-                    readable,
-                )
-                .await;
-            }
-            return answer::upstream_failure(session, ctx, e, false).await;
-        }
+    let failure = match exchanged {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(e)) => Err(e),
         Err(_) => {
             let e = forward::UpstreamError::TotalTimeout;
             pool.metrics.error(&e);
-            ctx.attempts.finish();
-            if let Some((rt, record)) = fallback {
-                return accept::store_and_answer(
-                    &metrics.delivery,
-                    session,
-                    ctx,
-                    rt,
-                    record,
-                    readable,
-                )
-                .await;
-            }
-            return answer::upstream_failure(session, ctx, e, false).await;
+            Err(e)
         }
     };
     ctx.attempts.finish();
-    if let Some((rt, record)) = fallback
-        && answer.head.status.is_server_error()
+    let cannot_take = match &failure {
+        Ok(answer) => answer.head.status.is_server_error(),
+        Err(_) => true,
+    };
+    if cannot_take
+        && let Some(head) = &fallback_head
+        && let Some((rt, record, readable)) = store(ctx, head)
     {
         return accept::store_and_answer(&metrics.delivery, session, ctx, rt, record, readable)
             .await;
     }
+    let answer = match failure {
+        Ok(answer) => answer,
+        Err(e) => return answer::upstream_failure(session, ctx, e, false).await,
+    };
     let forward::Answer {
         head,
         body: mut resp_body,

@@ -195,15 +195,19 @@ fn print_banner(l: &Listening, erp: SocketAddr, sample: &Path) {
         "\nStage an ERP outage, then post orders (with new Idempotency-Keys) and watch the \
          gateway cope:\n  every other ERP answer a 503 (orders are retried, one upstream key per \
          order, so none is created twice):\n    curl -X PUT http://{erp}/_sim/behaviour -d \
-         '{{\"fail_every\":2,\"fail_status\":503}}'\n  the ERP down for 30 s (the circuit \
-         breaker and health checks answer 503 with Retry-After, without calling it):\n    \
-         curl -X PUT http://{erp}/_sim/behaviour -d '{{\"down_for_ms\":30000}}'\n  back to \
+         '{{\"fail_every\":2,\"fail_status\":503}}'\n  the ERP down for 30 s (orders are \
+         stored and answered 202 Accepted; its Location shows the delivery pending, then \
+         delivered once the ERP is back, exactly once):\n    \
+         curl -X PUT http://{erp}/_sim/behaviour -d '{{\"down_for_ms\":30000}}'\n    \
+         curl -H 'Authorization: Bearer {token}' http://{http}<Location of the 202>\n  back to \
          normal:\n    curl -X PUT http://{erp}/_sim/behaviour -d '{{}}'\n"
     ));
     if let Some(admin) = l.admin {
         out.push_str(&format!(
             "  the ERP as the gateway sees it (health, ejection, circuit, in flight):\n    \
-             curl http://{admin}/upstreams\n"
+             curl http://{admin}/upstreams\n  the stored orders (depth, dead letters; list, \
+             show, replay, purge):\n    curl http://{admin}/queues\n    \
+             gateway deliveries --admin http://{admin} list\n"
         ));
     }
     out.push('\n');

@@ -511,7 +511,7 @@ mod tests {
         assert_eq!(q.limit, 5);
         assert!(q.retransform && q.narrowed);
         let t = parse_query(Some("since=2026-12-01T00%3A00%3A00Z"), now).unwrap();
-        assert_eq!(t.filter.since_ms, Some(1_764_547_200_000));
+        assert_eq!(t.filter.since_ms, Some(1_796_083_200_000));
         assert!(parse_query(Some("state=lost"), now).is_err());
         assert!(parse_query(Some("colour=red"), now).is_err());
         assert!(!parse_query(None, now).unwrap().narrowed);

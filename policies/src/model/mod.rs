@@ -146,12 +146,15 @@ impl PolicySet {
 
     /// A one-line summary, as `gateway check` prints it.
     pub fn summary(&self) -> String {
+        // the delivery-state reads a delivery route serves are not routes of the file
+        let routes = self.routes.iter().filter(|r| r.status_of.is_none()).count();
         format!(
-            "{} routes, {} upstreams, {} policies, {} channels ({})",
-            self.routes.len(),
+            "{} routes, {} upstreams, {} policies, {} channels, {} queues ({})",
+            routes,
             self.upstreams.len(),
             self.policies.len(),
             self.channels.names().len(),
+            self.queues.len(),
             self.version.hash
         )
     }
