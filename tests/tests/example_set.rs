@@ -530,3 +530,85 @@ async fn the_demos_order_succeeds_over_https_with_http2_and_http11_and_so_does_t
     }
     assert_eq!(sim.documents(erp_sim::DocumentKind::Order).len(), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_erp_down_an_order_is_stored_its_caller_watches_it_and_it_arrives_once() {
+    let (sim, gw) = start().await;
+    let bearer = format!("Bearer {}", token("amazon", "orders:write"));
+    let order =
+        std::fs::read(workspace_root().join("policies/files/samples/amazon-order.json")).unwrap();
+    let c = reqwest::Client::new();
+    sim.set_down(true).await.unwrap();
+    let send = || {
+        c.post(gw.url("/channels/amazon/orders"))
+            .header("content-type", "application/json")
+            .header("authorization", &bearer)
+            .header("idempotency-key", "\"outage-1\"")
+            .body(order.clone())
+            .send()
+    };
+    let r = send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let accepted: Value = r.json().await.unwrap();
+    assert!(
+        location.starts_with("/channels/amazon/orders/deliveries/"),
+        "{location}"
+    );
+    assert_eq!(accepted["location"], location.as_str());
+    // the marketplace's retry gets the same 202
+    let again = send().await.unwrap();
+    assert_eq!(again.status().as_u16(), 202);
+    assert_eq!(again.json::<Value>().await.unwrap(), accepted);
+
+    let read = |auth: String| {
+        c.get(gw.url(&location))
+            .header("authorization", auth)
+            .send()
+    };
+    let pending = read(bearer.clone()).await.unwrap();
+    assert_eq!(pending.status().as_u16(), 200);
+    let pending: Value = pending.json().await.unwrap();
+    assert!(
+        ["pending", "in_flight"].contains(&pending["state"].as_str().unwrap()),
+        "{pending}"
+    );
+    // the same authentication as the route, and a channel sees only its own
+    assert_eq!(
+        c.get(gw.url(&location))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        401
+    );
+    let walmart = format!("Bearer {}", token("walmart", "orders:write"));
+    let walmart_path = location.replace("/amazon/", "/walmart/");
+    let other = c
+        .get(gw.url(&walmart_path))
+        .header("authorization", walmart)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status().as_u16(), 404);
+
+    sim.set_down(false).await.unwrap();
+    let mut delivered = Value::Null;
+    for _ in 0..300 {
+        delivered = read(bearer.clone()).await.unwrap().json().await.unwrap();
+        if delivered["state"] == "delivered" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(delivered["state"], "delivered", "{delivered}");
+    // the ERP's acknowledgement mapped back as the sync path would have answered it
+    assert_eq!(delivered["answer"]["status"], 201, "{delivered}");
+    assert_eq!(
+        delivered["answer"]["body"]["status"], "accepted",
+        "{delivered}"
+    );
+    assert_eq!(delivered["answer"]["body"]["document_type"], "order");
+    assert_eq!(sim.documents(erp_sim::DocumentKind::Order).len(), 1);
+}
