@@ -1069,10 +1069,11 @@ fn commit(db: &Database, batch: &[Request]) -> Result<Vec<Result<Done, DeliveryE
 fn apply(t: &mut Tables<'_>, op: &Op) -> Result<Result<Done, DeliveryError>, redb::Error> {
     let (records, status, ids) = t;
     let read_status = |status: &Table<'_, u64, &'static [u8]>, seq: u64| {
-        Ok::<_, redb::Error>(match status.get(seq)? {
-            None => None,
-            Some(g) => Some(serde_json::from_slice::<DeliveryStatus>(g.value())),
-        })
+        Ok::<_, redb::Error>(
+            status
+                .get(seq)?
+                .map(|g| serde_json::from_slice::<DeliveryStatus>(g.value())),
+        )
     };
     match op {
         Op::Enqueue {
