@@ -136,6 +136,15 @@ pub fn run(
         https: https_addr.as_deref().map(concrete).transpose()?,
         admin: admin.as_deref().map(concrete).transpose()?,
     };
+    // the admin API replays and purges deliveries and has no authentication yet: it must not
+    // be reachable from another machine
+    if let Some(a) = listening.admin
+        && !a.ip().is_loopback()
+    {
+        bail!(
+            "the admin listener {a} is not a loopback address; the admin API has no authentication in this version, so bind it to 127.0.0.1 (or ::1) and reach it through an SSH tunnel or a local proxy"
+        );
+    }
 
     install_reload_signal(store.clone())?;
 

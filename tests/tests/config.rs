@@ -343,3 +343,23 @@ async fn a_request_in_flight_during_a_reload_finishes_on_the_snapshot_it_started
         "the old request must finish normally"
     );
 }
+
+#[test]
+fn an_admin_listener_reachable_from_other_machines_is_refused() {
+    let dir = tests::TempDir::new("admin-exposed").unwrap();
+    let config = dir.path().join("policy.yaml");
+    std::fs::write(
+        &config,
+        "version: 1\nlisteners: {http: 127.0.0.1:0}\nupstreams: {erp: {endpoints: [\"127.0.0.1:1\"]}}\nroutes: []\n",
+    )
+    .unwrap();
+    let out = Command::new(gateway_binary().unwrap())
+        .args(["run", "-c"])
+        .arg(&config)
+        .args(["--admin", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("not a loopback address"), "{text}");
+}

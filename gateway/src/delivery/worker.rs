@@ -20,7 +20,7 @@ use pingora::services::background::BackgroundService;
 use policies::pipeline::{ExchangeState, Flow, ResponseView};
 use policies::resilience::backoff::parse_retry_after;
 use policies::state::delivery::{
-    AttemptRecord, Claimed, DeliveryRecord, DeliveryStore, Settle, StoredAnswer,
+    AttemptRecord, Claimed, Deliveries, DeliveryRecord, DeliveryStore, Settle, StoredAnswer,
 };
 use tokio::sync::Semaphore;
 
@@ -47,6 +47,7 @@ impl BackgroundService for DeliveryService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut running: Vec<Arc<QueueRuntime>> = Vec::new();
         let mut stats_due = Instant::now();
+        let mut prune_due = Instant::now() + Duration::from_secs(60);
         loop {
             let snapshot = self.config.current();
             // start the dispatcher of every queue the snapshot has and none runs for yet
@@ -69,10 +70,43 @@ impl BackgroundService for DeliveryService {
                 stats_due = Instant::now() + Duration::from_secs(1);
                 record_stats(&self.metrics, &snapshot).await;
             }
+            if Instant::now() >= prune_due {
+                prune_due = Instant::now() + Duration::from_secs(60);
+                prune(&snapshot).await;
+            }
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             }
+        }
+    }
+}
+
+/// Removes delivered documents past their queue's `keep_delivered` (a store shared by several
+/// queues keeps them as long as the longest of those asks).
+async fn prune(snapshot: &Snapshot) {
+    let mut done: Vec<&Arc<Deliveries>> = Vec::new();
+    for rt in &snapshot.queues {
+        if done.iter().any(|s| Arc::ptr_eq(s, &rt.store)) {
+            continue;
+        }
+        done.push(&rt.store);
+        let keep = snapshot
+            .queues
+            .iter()
+            .filter(|q| Arc::ptr_eq(&q.store, &rt.store))
+            .map(|q| q.queue.keep_delivered)
+            .max()
+            .unwrap_or_default();
+        let cutoff = rt.clock_ms().saturating_sub(keep.as_millis() as u64);
+        let Deliveries::Embedded(store) = &*rt.store;
+        match store.prune_delivered(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                removed = n,
+                "delivered documents past keep_delivered removed"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot remove old delivered documents"),
         }
     }
 }
