@@ -170,6 +170,9 @@ impl Dispatcher {
                             tokio::spawn(async move {
                                 me.attempt(c).await;
                                 drop(slot);
+                                // a freed worker takes the next due delivery at once, not
+                                // after the poll interval
+                                me.rt.wake.notify_one();
                             });
                         }
                         continue;
