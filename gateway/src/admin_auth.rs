@@ -242,8 +242,10 @@ fn unauthorized(path: &str, verdict: Verdict) -> Response<Vec<u8>> {
         Verdict::Wrong => "Bearer realm=\"gateway admin\", error=\"invalid_token\"",
         _ => "Bearer realm=\"gateway admin\"",
     };
-    resp.headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
     resp
 }
 
@@ -378,9 +380,11 @@ mod tests {
             "gateway_admin=abc; HttpOnly; SameSite=Strict; Path=/; Max-Age=60"
         );
         set_cookie(&mut resp, "abc", 60, true);
-        assert!(resp.headers()[header::SET_COOKIE]
-            .to_str()
-            .unwrap()
-            .ends_with("; Secure"));
+        assert!(
+            resp.headers()[header::SET_COOKIE]
+                .to_str()
+                .unwrap()
+                .ends_with("; Secure")
+        );
     }
 }

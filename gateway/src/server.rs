@@ -19,10 +19,10 @@ use policies::kinds::PolicyMetrics;
 
 use crate::admin::{AdminApp, Lifecycle, Readiness};
 use crate::admin_auth::AuthLayer;
-use policies::admin_auth::AdminAuth;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::snapshot::{ConfigStore, Overrides};
+use policies::admin_auth::AdminAuth;
 
 /// How to run.
 #[derive(Debug, Clone, Default)]
@@ -231,7 +231,10 @@ pub fn run(
 
 /// The admin token: `--admin-token-file` (or `GATEWAY_ADMIN_TOKEN_FILE`) over the file's
 /// `listeners.admin_auth`, whose `protect_metrics` applies either way. Read once at start.
-fn resolve_admin_auth(opts: &RunOptions, from_file: Option<&AdminAuth>) -> anyhow::Result<Option<AdminAuth>> {
+fn resolve_admin_auth(
+    opts: &RunOptions,
+    from_file: Option<&AdminAuth>,
+) -> anyhow::Result<Option<AdminAuth>> {
     let Some(path) = &opts.admin_token_file else {
         return Ok(from_file.cloned());
     };

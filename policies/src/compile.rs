@@ -638,7 +638,9 @@ mod tests {
         let errs = compile(yaml).unwrap_err();
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(
-            errs[0].starts_with("p.yaml:4:23: the admin token must be a ${ENV_VAR} or file: reference"),
+            errs[0].starts_with(
+                "p.yaml:4:23: the admin token must be a ${ENV_VAR} or file: reference"
+            ),
             "{errs:?}"
         );
         assert!(!errs[0].contains("not-a-reference"), "{errs:?}");

@@ -35,7 +35,13 @@ fn with_env_token(protect_metrics: bool) -> Gateway {
     .unwrap()
 }
 
-fn request(admin: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> RawResponse {
+fn request(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> RawResponse {
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -62,9 +68,14 @@ fn body(r: &RawResponse) -> String {
 
 fn assert_401(r: &RawResponse) {
     assert_eq!(r.status, 401, "{r:?}");
-    assert_eq!(r.header("content-type"), Some("application/problem+json"), "{r:?}");
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/problem+json"),
+        "{r:?}"
+    );
     assert!(
-        r.header("www-authenticate").is_some_and(|v| v.starts_with("Bearer")),
+        r.header("www-authenticate")
+            .is_some_and(|v| v.starts_with("Bearer")),
         "{r:?}"
     );
     assert_eq!(r.json().unwrap()["status"], 401);
@@ -81,7 +92,11 @@ fn every_admin_path_but_health_and_metrics_needs_the_bearer_token() {
     let ok = get(a, "/config", &[("Authorization", &bearer(TOKEN))]);
     assert_eq!(ok.status, 200, "{ok:?}");
     assert!(ok.json().unwrap()["version"]["hash"].is_string());
-    let ok = get(a, "/upstreams", &[("authorization", &format!("bearer {TOKEN}"))]);
+    let ok = get(
+        a,
+        "/upstreams",
+        &[("authorization", &format!("bearer {TOKEN}"))],
+    );
     assert_eq!(ok.status, 200, "{ok:?}");
 
     let wrong = get(a, "/config", &[("Authorization", &bearer(WRONG))]);
@@ -89,8 +104,16 @@ fn every_admin_path_but_health_and_metrics_needs_the_bearer_token() {
     let text = format!("{:?} {}", wrong.headers, body(&wrong));
     assert!(!text.contains(WRONG) && !text.contains(TOKEN), "{text}");
     // a token that is only a prefix, or sent under another scheme, is no token
-    assert_401(&get(a, "/config", &[("Authorization", &bearer(&TOKEN[..20]))]));
-    assert_401(&get(a, "/config", &[("Authorization", &format!("Basic {TOKEN}"))]));
+    assert_401(&get(
+        a,
+        "/config",
+        &[("Authorization", &bearer(&TOKEN[..20]))],
+    ));
+    assert_401(&get(
+        a,
+        "/config",
+        &[("Authorization", &format!("Basic {TOKEN}"))],
+    ));
     // the token in the URL is not accepted either
     assert_401(&get(a, &format!("/config?token={TOKEN}"), &[]));
 
@@ -120,7 +143,11 @@ fn protect_metrics_closes_metrics_but_not_health() {
     assert_401(&get(a, "/metrics", &[]));
     let m = get(a, "/metrics", &[("Authorization", &bearer(TOKEN))]);
     assert_eq!(m.status, 200);
-    assert!(body(&m).contains("gateway_admin_auth_failures_total{reason=\"missing\"} 1"), "{}", body(&m));
+    assert!(
+        body(&m).contains("gateway_admin_auth_failures_total{reason=\"missing\"} 1"),
+        "{}",
+        body(&m)
+    );
     assert_eq!(get(a, "/healthz", &[]).status, 200);
     assert_eq!(get(a, "/readyz", &[]).status, 200);
 }
@@ -156,7 +183,10 @@ fn without_a_token_the_admin_listener_is_loopback_only() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains("is not a loopback address and no admin token is configured"), "{stderr}");
+    assert!(
+        stderr.contains("is not a loopback address and no admin token is configured"),
+        "{stderr}"
+    );
     assert!(stderr.contains("listeners.admin_auth.token"), "{stderr}");
 }
 
@@ -164,7 +194,11 @@ fn without_a_token_the_admin_listener_is_loopback_only() {
 fn a_literal_token_in_the_file_is_an_error_with_its_location() {
     let dir = TempDir::new("admin-auth-literal").unwrap();
     let file = dir.path().join("policy.yaml");
-    std::fs::write(&file, policy(&format!("  admin_auth:\n    token: {WRONG}\n"))).unwrap();
+    std::fs::write(
+        &file,
+        policy(&format!("  admin_auth:\n    token: {WRONG}\n")),
+    )
+    .unwrap();
     let out = Command::new(gateway_binary().unwrap())
         .arg("check")
         .arg("-c")
@@ -174,7 +208,8 @@ fn a_literal_token_in_the_file_is_an_error_with_its_location() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{stdout}");
     assert!(
-        stdout.contains("policy.yaml:6:12: the admin token must be a ${ENV_VAR} or file: reference"),
+        stdout
+            .contains("policy.yaml:6:12: the admin token must be a ${ENV_VAR} or file: reference"),
         "{stdout}"
     );
     assert!(!stdout.contains(WRONG), "{stdout}");
@@ -209,9 +244,16 @@ fn browsers_sign_in_to_a_strict_http_only_cookie_that_is_not_the_token() {
 
     let page = get(a, "/login", &[]);
     assert_eq!(page.status, 200);
-    assert!(page.header("content-type").unwrap().starts_with("text/html"));
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
     let html = body(&page);
-    assert!(html.contains("method=\"post\"") && html.contains("type=\"password\""), "{html}");
+    assert!(
+        html.contains("method=\"post\"") && html.contains("type=\"password\""),
+        "{html}"
+    );
     assert!(!html.contains(TOKEN));
 
     let wrong = request(a, "POST", "/login", &[form_type], &form(WRONG));
@@ -223,12 +265,24 @@ fn browsers_sign_in_to_a_strict_http_only_cookie_that_is_not_the_token() {
         .unwrap();
 
     // a form posted from another site is refused even with the right token
-    let cross = request(a, "POST", "/login", &[form_type, ("Origin", "http://evil.example")], &form(TOKEN));
+    let cross = request(
+        a,
+        "POST",
+        "/login",
+        &[form_type, ("Origin", "http://evil.example")],
+        &form(TOKEN),
+    );
     assert_eq!(cross.status, 403);
     assert!(cross.header("set-cookie").is_none());
 
     let origin = format!("http://{a}");
-    let signed_in = request(a, "POST", "/login", &[form_type, ("Origin", &origin)], &form(TOKEN));
+    let signed_in = request(
+        a,
+        "POST",
+        "/login",
+        &[form_type, ("Origin", &origin)],
+        &form(TOKEN),
+    );
     assert_eq!(signed_in.status, 303, "{signed_in:?}");
     assert_eq!(signed_in.header("location"), Some("/"));
     let set_cookie = signed_in.header("set-cookie").unwrap().to_owned();
@@ -246,13 +300,24 @@ fn browsers_sign_in_to_a_strict_http_only_cookie_that_is_not_the_token() {
     let ok = get(a, "/config", &[("Cookie", &cookie)]);
     assert_eq!(ok.status, 200, "{ok:?}");
     // a made-up session, or the token as the cookie, opens nothing
-    assert_401(&get(a, "/config", &[("Cookie", &format!("gateway_admin={}", "a".repeat(64)))]));
-    assert_401(&get(a, "/config", &[("Cookie", &format!("gateway_admin={TOKEN}"))]));
+    assert_401(&get(
+        a,
+        "/config",
+        &[("Cookie", &format!("gateway_admin={}", "a".repeat(64)))],
+    ));
+    assert_401(&get(
+        a,
+        "/config",
+        &[("Cookie", &format!("gateway_admin={TOKEN}"))],
+    ));
 
     let out = request(a, "POST", "/logout", &[("Cookie", &cookie)], "");
     assert_eq!(out.status, 303);
     let cleared = out.header("set-cookie").unwrap();
-    assert!(cleared.starts_with("gateway_admin=;") && cleared.contains("Max-Age=0"), "{cleared}");
+    assert!(
+        cleared.starts_with("gateway_admin=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
     // the session is over on the server too, not only in the browser
     assert_401(&get(a, "/config", &[("Cookie", &cookie)]));
     assert!(!gw.output().contains(TOKEN));
@@ -264,23 +329,35 @@ fn the_token_can_come_from_a_file_or_the_command_line_override() {
     let token_file = dir.path().join("admin-token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
 
-    let yaml = policy(&format!("  admin_auth:\n    token: \"file:{}\"\n", token_file.display()));
+    let yaml = policy(&format!(
+        "  admin_auth:\n    token: \"file:{}\"\n",
+        token_file.display()
+    ));
     let gw = Gateway::start(&yaml).unwrap();
     assert_401(&get(gw.admin, "/config", &[]));
-    assert_eq!(get(gw.admin, "/config", &[("Authorization", &bearer(TOKEN))]).status, 200);
+    assert_eq!(
+        get(gw.admin, "/config", &[("Authorization", &bearer(TOKEN))]).status,
+        200
+    );
     drop(gw);
 
     // GATEWAY_ADMIN_TOKEN_FILE (= --admin-token-file) protects a file without admin_auth
     let gw = Gateway::start_with(
         &policy(""),
         Start {
-            env: vec![("GATEWAY_ADMIN_TOKEN_FILE".into(), token_file.display().to_string())],
+            env: vec![(
+                "GATEWAY_ADMIN_TOKEN_FILE".into(),
+                token_file.display().to_string(),
+            )],
             ..Start::default()
         },
     )
     .unwrap();
     assert_401(&get(gw.admin, "/config", &[]));
-    assert_eq!(get(gw.admin, "/config", &[("Authorization", &bearer(TOKEN))]).status, 200);
+    assert_eq!(
+        get(gw.admin, "/config", &[("Authorization", &bearer(TOKEN))]).status,
+        200
+    );
 }
 
 /// The Python that has playwright: `GATEWAY_TEST_PYTHON`, else the venv

@@ -79,7 +79,16 @@ fn the_printed_request_goes_through_and_succeeds() {
             .collect::<String>();
         let (refused, _) = shell(&without_token);
         let seen = sim.map(|url| shell(&format!("curl -sS {url}")).0);
-        (line, out, again, ok, without_token, refused, seen, admin_auth)
+        (
+            line,
+            out,
+            again,
+            ok,
+            without_token,
+            refused,
+            seen,
+            admin_auth,
+        )
     });
     let _ = child.kill();
     let _ = child.wait();
