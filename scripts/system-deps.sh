@@ -1,17 +1,29 @@
 #!/usr/bin/env bash
 # Installs the system packages the build, the demo and the tests need on Debian/Ubuntu, if they
 # are missing: a C compiler (mimalloc, Pingora), cmake (Pingora's build), redis-server (cluster-wide state tests), curl (the demo
-# test runs the printed command), openssl (certs/generate.sh).
+# test runs the printed command), openssl (certs/generate.sh), chromium and python3-venv (the
+# admin sign-in test drives a headless Chromium with playwright, installed from PyPI into
+# target/browser-venv; playwright's own browser download is not used).
 set -euo pipefail
 missing=()
-for pair in cc:build-essential cmake:cmake redis-server:redis-server curl:curl openssl:openssl; do
+for pair in cc:build-essential cmake:cmake redis-server:redis-server curl:curl openssl:openssl chromium:chromium; do
   cmd=${pair%%:*}; pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
 done
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv python3-pip)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# playwright (Python) for the browser test, in a venv of its own (Debian's pip refuses system-wide
+# installs); tests/tests/admin_auth.rs finds it there
+venv="$(dirname "$0")/../target/browser-venv"
+if ! "$venv/bin/python" -c 'import playwright' >/dev/null 2>&1; then
+  echo "installing playwright into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q playwright
 fi

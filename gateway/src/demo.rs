@@ -67,6 +67,8 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
         http: opts.http,
         https: opts.https,
         admin: opts.admin,
+        // the demo runs the admin API without a token, so on loopback only (see the banner)
+        admin_token_file: None,
         threads: 0,
         upgrade: false,
         grace_period_secs: 0,
@@ -164,6 +166,7 @@ fn print_banner(l: &Listening, erp: SocketAddr, sample: &Path) {
         out.push_str(&format!(
             "admin     http://{admin}/metrics  http://{admin}/config  http://{admin}/upstreams  http://{admin}/readyz\n"
         ));
+        out.push_str(&admin_auth_line(l.admin_token));
     }
     out.push_str(&format!(
         "ERP sim   http://{erp}/_sim/requests  http://{erp}/_sim/stats\n"
@@ -213,6 +216,18 @@ fn print_banner(l: &Listening, erp: SocketAddr, sample: &Path) {
     out.push('\n');
     print!("{out}");
     let _ = std::io::stdout().flush();
+}
+
+/// What the banner says about the admin API's authentication.
+pub fn admin_auth_line(token: bool) -> String {
+    if token {
+        "          admin API: token required (Authorization: Bearer <token>, or sign in at /login)\n"
+            .to_owned()
+    } else {
+        "          admin API: no token configured, listening on loopback only (set \
+         listeners.admin_auth to expose it)\n"
+            .to_owned()
+    }
 }
 
 /// The request the demo prints: one line, ready to paste. It carries everything the example

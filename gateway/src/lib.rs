@@ -4,6 +4,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod admin_auth;
 pub mod answer;
 pub mod buffered;
 pub mod completion;

@@ -42,6 +42,9 @@ enum Command {
         /// Admin listener, overriding the file.
         #[arg(long)]
         admin: Option<String>,
+        /// File holding the admin API token, overriding `listeners.admin_auth.token`.
+        #[arg(long, env = "GATEWAY_ADMIN_TOKEN_FILE")]
+        admin_token_file: Option<PathBuf>,
         /// Worker threads (default: one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
@@ -209,6 +212,7 @@ fn main() -> ExitCode {
             http,
             https,
             admin,
+            admin_token_file,
             threads,
             upgrade,
             grace_period,
@@ -221,6 +225,7 @@ fn main() -> ExitCode {
                 http,
                 https,
                 admin,
+                admin_token_file,
                 threads,
                 upgrade,
                 grace_period_secs: grace_period,

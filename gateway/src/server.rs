@@ -20,9 +20,11 @@ use policies::kinds::PolicyMetrics;
 
 use crate::admin::{AdminApp, Lifecycle, Readiness};
 use crate::delivery::worker::DeliveryService;
+use crate::admin_auth::AuthLayer;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::snapshot::{ConfigStore, Overrides};
+use policies::admin_auth::AdminAuth;
 
 /// How to run.
 #[derive(Debug, Clone, Default)]
@@ -35,6 +37,8 @@ pub struct RunOptions {
     pub https: Option<String>,
     /// Override the file's admin listener.
     pub admin: Option<String>,
+    /// Read the admin token from this file instead of `listeners.admin_auth.token`.
+    pub admin_token_file: Option<PathBuf>,
     /// Worker threads (0: one per core).
     pub threads: usize,
     /// Take over the listeners of a running gateway (Pingora graceful upgrade).
@@ -56,6 +60,8 @@ pub struct Listening {
     pub https: Option<SocketAddr>,
     /// Admin.
     pub admin: Option<SocketAddr>,
+    /// Whether the admin listener requires a token (without one it is on loopback only).
+    pub admin_token: bool,
 }
 
 /// Turns `ip:0` into a concrete free port, so the chosen address can be printed (tests read
@@ -131,19 +137,15 @@ pub fn run(
             "no traffic listener: set listeners.http or listeners.https in the policy file, or pass --http"
         );
     }
+    let admin_auth = resolve_admin_auth(&opts, snapshot.set.admin_auth.as_ref())?;
     let listening = Listening {
         http: http.as_deref().map(concrete).transpose()?,
         https: https_addr.as_deref().map(concrete).transpose()?,
         admin: admin.as_deref().map(concrete).transpose()?,
+        admin_token: admin_auth.is_some(),
     };
-    // the admin API replays and purges deliveries and has no authentication yet: it must not
-    // be reachable from another machine
-    if let Some(a) = listening.admin
-        && !a.ip().is_loopback()
-    {
-        bail!(
-            "the admin listener {a} is not a loopback address; the admin API has no authentication in this version, so bind it to 127.0.0.1 (or ::1) and reach it through an SSH tunnel or a local proxy"
-        );
+    if let Some(a) = listening.admin {
+        check_admin_exposure(a, admin_auth.as_ref())?;
     }
 
     install_reload_signal(store.clone())?;
@@ -202,6 +204,7 @@ pub fn run(
             metrics: metrics.clone(),
             readiness: readiness.clone(),
         };
+        let app = AuthLayer::new(app, admin_auth.as_ref(), metrics.registry())?;
         let mut admin = Service::new("admin".to_owned(), HttpServer::new_app(app));
         admin.add_tcp(&a.to_string());
         server.add_service(admin);
@@ -224,6 +227,7 @@ pub fn run(
         http = %listening.http.map(|a| a.to_string()).unwrap_or_default(),
         https = %listening.https.map(|a| a.to_string()).unwrap_or_default(),
         admin = %listening.admin.map(|a| a.to_string()).unwrap_or_default(),
+        admin_token = listening.admin_token,
         version = %snapshot.set.version.hash,
         summary = %snapshot.set.summary(),
         "listening"
@@ -233,6 +237,51 @@ pub fn run(
     // the access log is written in batches: the last ones go out before the process ends
     access_log.flush();
     std::process::exit(0)
+}
+
+/// The admin token: `--admin-token-file` (or `GATEWAY_ADMIN_TOKEN_FILE`) over the file's
+/// `listeners.admin_auth`, whose `protect_metrics` applies either way. Read once at start.
+fn resolve_admin_auth(
+    opts: &RunOptions,
+    from_file: Option<&AdminAuth>,
+) -> anyhow::Result<Option<AdminAuth>> {
+    let Some(path) = &opts.admin_token_file else {
+        return Ok(from_file.cloned());
+    };
+    let token = policies::admin_auth::token_from_file(path)
+        .map_err(|e| anyhow::anyhow!("--admin-token-file {}: {e}", path.display()))?;
+    Ok(Some(AdminAuth {
+        token,
+        protect_metrics: from_file.is_some_and(|a| a.protect_metrics),
+    }))
+}
+
+/// Without a token the admin listener may only be reachable from this machine: anything but
+/// a loopback address is refused (rather than silently rebound) so the operator sees it.
+fn check_admin_exposure(addr: SocketAddr, auth: Option<&AdminAuth>) -> anyhow::Result<()> {
+    match auth {
+        Some(a) => {
+            tracing::info!(
+                admin = %addr,
+                protect_metrics = a.protect_metrics,
+                "admin API: token required (open: /healthz /readyz{})",
+                if a.protect_metrics { "" } else { " /metrics" }
+            );
+            Ok(())
+        }
+        None if addr.ip().is_loopback() => {
+            tracing::info!(
+                admin = %addr,
+                "admin API: no token configured, listening on loopback only"
+            );
+            Ok(())
+        }
+        None => bail!(
+            "the admin listener {addr} is not a loopback address and no admin token is configured: \
+             set listeners.admin_auth.token (e.g. `token: file:admin-token`) or pass \
+             --admin-token-file, or bind the admin listener to 127.0.0.1"
+        ),
+    }
 }
 
 /// Runs the active health probes of every upstream of the serving snapshot when they are due,

@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use http::{HeaderName, HeaderValue, Method};
 use sha2::{Digest, Sha256};
 
+use crate::admin_auth::{self, AdminAuth};
 use crate::chain::{Chain, NamedPolicy};
 use crate::env::CompileEnv;
 use crate::error::{ConfigError, ConfigErrors, ErrorSink};
@@ -122,6 +123,7 @@ impl Compiler<'_, '_> {
         previous: Option<&PolicySet>,
     ) -> Option<PolicySet> {
         let listeners = self.listeners(&spec.listeners);
+        let admin_auth = self.admin_auth(&spec.listeners);
         let channels = self.channels(&spec);
         let (upstreams, upstream_index) = self.upstreams(&spec);
         let redis = self.redis(&spec);
@@ -147,6 +149,7 @@ impl Compiler<'_, '_> {
                 file: file.to_path_buf(),
             },
             listeners,
+            admin_auth,
             limits,
             channels,
             upstreams,
@@ -189,6 +192,17 @@ impl Compiler<'_, '_> {
             }
         }
         out
+    }
+
+    fn admin_auth(&mut self, spec: &ListenersSpec) -> Option<AdminAuth> {
+        let auth = spec.admin_auth.as_ref()?;
+        match admin_auth::compile(auth, self.base_dir, &*self.env.secrets) {
+            Ok(a) => Some(a),
+            Err(msg) => {
+                self.errors.at("/listeners/admin_auth/token", msg);
+                None
+            }
+        }
     }
 
     fn channels(&mut self, spec: &PolicyFileSpec) -> Channels {
@@ -770,6 +784,20 @@ mod tests {
             "{errs:?}"
         );
         assert!(errs[1].starts_with("p.yaml:4:41: cannot read"), "{errs:?}");
+    }
+
+    #[test]
+    fn a_literal_admin_token_is_an_error_at_its_line() {
+        let yaml = "version: 1\nlisteners:\n  admin: 127.0.0.1:0\n  admin_auth: {token: not-a-reference-0123456789}\nupstreams: {erp: {endpoints: [\"127.0.0.1:1\"]}}\nroutes: []\n";
+        let errs = compile(yaml).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with(
+                "p.yaml:4:23: the admin token must be a ${ENV_VAR} or file: reference"
+            ),
+            "{errs:?}"
+        );
+        assert!(!errs[0].contains("not-a-reference"), "{errs:?}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! `compile` into the runtime `model` the gateway serves from; the `kinds` of policy run the
 //! phases of `pipeline` in each route's `chain`, and keep their state behind `state`'s
 //! interfaces (in process or on Redis).
+pub mod admin_auth;
 pub mod chain;
 pub mod clock;
 pub mod compile;

@@ -65,9 +65,33 @@ pub struct ListenersSpec {
     #[serde(default)]
     pub https: Option<HttpsListenerSpec>,
     /// Admin listener: `/healthz`, `/readyz`, `/metrics`, `/config`. Keep it on a private
-    /// interface. Absent: none.
+    /// interface. Without `admin_auth` it must be a loopback address (`127.0.0.1:9090`,
+    /// `[::1]:9090`): the gateway refuses to start otherwise. Absent: none.
     #[serde(default)]
     pub admin: Option<String>,
+    /// The token the admin listener requires on every path but `/healthz`, `/readyz` and
+    /// (unless `protect_metrics`) `/metrics`. Absent: no token, and the admin listener may
+    /// only bind a loopback address. `gateway run --admin-token-file` (or
+    /// `GATEWAY_ADMIN_TOKEN_FILE`) overrides the token.
+    #[serde(default)]
+    pub admin_auth: Option<AdminAuthSpec>,
+}
+
+/// Authentication of the admin listener: a bearer token (`Authorization: Bearer <token>`), or
+/// the session cookie a browser gets by signing in with the token at `/login`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminAuthSpec {
+    /// The token, as a secret reference, never a literal: `${ADMIN_TOKEN}` or
+    /// `file:/path/to/token` (relative to this file's folder; one trailing newline is
+    /// trimmed). At least 16 characters, printable ASCII without spaces; e.g.
+    /// `openssl rand -hex 32 > admin-token`. Read at start, like the listeners.
+    pub token: String,
+    /// Require the token on `/metrics` too (a Prometheus scrape then sends it as
+    /// `authorization: {credentials_file: ...}`). `/healthz` and `/readyz` stay open, for
+    /// load balancers and orchestrators.
+    #[serde(default)]
+    pub protect_metrics: bool,
 }
 
 /// A TLS listener.

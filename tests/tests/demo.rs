@@ -46,17 +46,21 @@ fn the_printed_request_goes_through_and_succeeds() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut sim = None;
+        let mut admin_auth = None;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some(rest) = line.strip_prefix("ERP sim") {
                 sim = rest.split_whitespace().next().map(str::to_owned);
             }
+            if line.trim_start().starts_with("admin API:") {
+                admin_auth = Some(line.clone());
+            }
             if line.starts_with("curl ") {
-                let _ = tx.send((line, sim.clone()));
+                let _ = tx.send((line, sim.clone(), admin_auth.clone()));
             }
         }
     });
     let printed = rx.recv_timeout(Duration::from_secs(60));
-    let result = printed.map(|(line, sim)| {
+    let result = printed.map(|(line, sim, admin_auth)| {
         let (out, ok) = shell(&line);
         // pasted again: the same idempotency key, so the stored answer comes back
         let (again, _) = shell(&line);
@@ -75,12 +79,27 @@ fn the_printed_request_goes_through_and_succeeds() {
             .collect::<String>();
         let (refused, _) = shell(&without_token);
         let seen = sim.map(|url| shell(&format!("curl -sS {url}")).0);
-        (line, out, again, ok, without_token, refused, seen)
+        (
+            line,
+            out,
+            again,
+            ok,
+            without_token,
+            refused,
+            seen,
+            admin_auth,
+        )
     });
     let _ = child.kill();
     let _ = child.wait();
-    let (line, out, again, ok, without_token, refused, seen) =
+    let (line, out, again, ok, without_token, refused, seen, admin_auth) =
         result.expect("the demo printed no curl command");
+    // the demo runs the admin API without a token, on loopback, and says so
+    let admin_auth = admin_auth.expect("the demo did not say how the admin API is protected");
+    assert!(
+        admin_auth.contains("no token configured, listening on loopback only"),
+        "{admin_auth}"
+    );
     assert!(ok, "{line}\n{out}");
     let status_line = out.lines().next().unwrap_or_default();
     assert!(status_line.starts_with("HTTP/1.1 201"), "{line}\n{out}");

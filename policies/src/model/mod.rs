@@ -74,6 +74,8 @@ pub struct PolicySet {
     pub version: ConfigVersion,
     /// Listener settings, with file paths made absolute.
     pub listeners: ListenersSpec,
+    /// The admin listener's token, resolved (`listeners.admin_auth`); `None`: loopback only.
+    pub admin_auth: Option<crate::admin_auth::AdminAuth>,
     /// Server-wide limits.
     pub limits: Limits,
     /// Known channels.
