@@ -7,9 +7,13 @@
 //! Ordering: deliveries that share an ordering key are attempted one at a time, oldest first;
 //! a dead letter parks its key (the later ones are `blocked`) until it is requeued or purged.
 
+pub mod redis;
+
 use std::future::Future;
 
 use serde::{Deserialize, Serialize};
+
+pub use self::redis::{RedisDeliveries, RedisDeliveryOptions};
 
 /// The format version written in every record; a reader refuses a newer one by name.
 pub const FORMAT_VERSION: u32 = 1;
@@ -306,7 +310,9 @@ pub enum DeliveryError {
         message: String,
     },
     /// A record written by a newer gateway.
-    #[error("delivery record {id} has format version {found}, newer than this gateway's {FORMAT_VERSION}")]
+    #[error(
+        "delivery record {id} has format version {found}, newer than this gateway's {FORMAT_VERSION}"
+    )]
     NewerFormat {
         /// The record.
         id: String,
@@ -354,10 +360,8 @@ pub trait DeliveryStore: Send + Sync {
     ) -> impl Future<Output = Result<(), DeliveryError>> + Send;
 
     /// One delivery by id, with its state as of now (`blocked` computed).
-    fn get(
-        &self,
-        id: &str,
-    ) -> impl Future<Output = Result<Option<Delivery>, DeliveryError>> + Send;
+    fn get(&self, id: &str)
+    -> impl Future<Output = Result<Option<Delivery>, DeliveryError>> + Send;
 
     /// Deliveries matching `filter`, oldest first, at most `limit`, starting after the id
     /// `after` (paging).
@@ -383,10 +387,7 @@ pub trait DeliveryStore: Send + Sync {
     fn purge(&self, id: &str) -> impl Future<Output = Result<bool, DeliveryError>> + Send;
 
     /// What each queue holds.
-    fn stats(
-        &self,
-        queue: &str,
-    ) -> impl Future<Output = Result<QueueStats, DeliveryError>> + Send;
+    fn stats(&self, queue: &str) -> impl Future<Output = Result<QueueStats, DeliveryError>> + Send;
 
     /// The earliest time a delivery of `queue` not held by a worker becomes due, so an idle
     /// worker knows how long it may sleep (`None`: nothing pending).
