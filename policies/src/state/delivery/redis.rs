@@ -100,6 +100,10 @@ if not holder then
     local r = redis.call('XAUTOCLAIM', KEYS[1], 'g', ARGV[2], 0, cursor, 'COUNT', 1000, 'JUSTID')
     cursor = r[1]
   until cursor == '0-0'
+  -- forget the consumers that hold nothing now (the dead instances), so XINFO stays short
+  for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], 'g')) do
+    if c[2] ~= ARGV[2] and c[4] == 0 then redis.call('XGROUP', 'DELCONSUMER', KEYS[1], 'g', c[2]) end
+  end
 end
 local got = redis.call('XREADGROUP', 'GROUP', 'g', ARGV[2], 'COUNT', 1000, 'STREAMS', KEYS[1], '>')
 if got then
