@@ -19,8 +19,8 @@ use policies::env::CompileEnv;
 use policies::kinds::PolicyMetrics;
 
 use crate::admin::{AdminApp, Lifecycle, Readiness};
-use crate::delivery::worker::DeliveryService;
 use crate::admin_auth::AuthLayer;
+use crate::delivery::worker::DeliveryService;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::snapshot::{ConfigStore, Overrides};

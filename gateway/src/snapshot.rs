@@ -116,7 +116,7 @@ fn build(
     );
     let queues = queue_runtimes(
         &set.queues,
-        set.redis.as_ref(),
+        set.queue_redis.as_ref(),
         deliveries,
         &metrics.delivery,
         &env.clock,

@@ -133,6 +133,14 @@ impl Compiler<'_, '_> {
             max_body_bytes: spec.limits.max_body_bytes.0,
         };
         let queues = self.queues(&spec, &upstreams);
+        let queue_redis = if queues
+            .iter()
+            .any(|q| matches!(q.store, crate::queue::QueueStore::Redis { .. }))
+        {
+            self.queue_redis(&spec)
+        } else {
+            None
+        };
         let (routes, router) = self.routes(
             &spec,
             &upstream_index,
@@ -157,6 +165,7 @@ impl Compiler<'_, '_> {
             policies,
             queues,
             redis,
+            queue_redis,
             router: router?,
         })
     }
@@ -323,6 +332,23 @@ impl Compiler<'_, '_> {
             }
         };
         match self.env.stores.redis(url.expose(), r) {
+            Ok(store) => Some(store),
+            Err(msg) => {
+                self.errors.at("/redis/url", msg);
+                None
+            }
+        }
+    }
+
+    /// The Redis of the queues: the file's, with calls bounded by at least a second.
+    fn queue_redis(&mut self, spec: &PolicyFileSpec) -> Option<Arc<RedisStore>> {
+        let r = spec.redis.as_ref()?;
+        let url = secret::expand(&r.url, self.base_dir, &*self.env.secrets).ok()?;
+        let floor = std::time::Duration::from_secs(1);
+        let mut queue_spec = r.clone();
+        queue_spec.timeout.0 = queue_spec.timeout.0.max(floor);
+        queue_spec.connect_timeout.0 = queue_spec.connect_timeout.0.max(floor);
+        match self.env.stores.redis(url.expose(), &queue_spec) {
             Ok(store) => Some(store),
             Err(msg) => {
                 self.errors.at("/redis/url", msg);

@@ -263,11 +263,6 @@ pub fn compile_queue(
             QueueStore::Embedded(base_dir.join(file))
         }
         StoreKind::Redis => {
-            // refused until the Redis Streams store lands, rather than failing at start
-            errors.push((
-                "/store",
-                "store: redis is not available in this build yet (queues on Redis Streams are in progress); use store: local".to_owned(),
-            ));
             if !has_redis {
                 errors.push((
                     "/store",

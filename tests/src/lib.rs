@@ -613,3 +613,110 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// A real 3-master Redis Cluster on 127.0.0.1 (no replicas, no persistence), started for one
+/// test: three `redis-server --cluster-enabled yes`, each in its own folder, joined with
+/// `redis-cli --cluster create`, ready once every node reports `cluster_state:ok`.
+pub struct RedisCluster {
+    nodes: Vec<Child>,
+    /// The masters' ports.
+    pub ports: Vec<u16>,
+    _dirs: Vec<TempDir>,
+}
+
+impl RedisCluster {
+    /// Starts one on free ports.
+    pub fn start() -> Result<RedisCluster> {
+        let mut cluster = RedisCluster {
+            nodes: Vec::new(),
+            ports: Vec::new(),
+            _dirs: Vec::new(),
+        };
+        // the ports are held until every one is chosen, so they differ
+        let held: Vec<std::net::TcpListener> = (0..3)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+            .collect::<std::io::Result<_>>()?;
+        let ports: Vec<u16> = held
+            .iter()
+            .map(|l| l.local_addr().map(|a| a.port()))
+            .collect::<std::io::Result<_>>()?;
+        drop(held);
+        for port in ports {
+            let dir = TempDir::new("redis-cluster")?;
+            let child = Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                ])
+                .args(["--cluster-node-timeout", "5000"])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting redis-server (scripts/system-deps.sh installs it)")?;
+            cluster.nodes.push(child);
+            cluster.ports.push(port);
+            cluster._dirs.push(dir);
+        }
+        for &port in &cluster.ports {
+            cluster.wait_for(port, "PONG", &["PING"])?;
+        }
+        let addrs: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .context("running redis-cli --cluster create")?;
+        if !out.status.success() {
+            bail!(
+                "redis-cli --cluster create failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        for &port in &cluster.ports {
+            cluster.wait_for(port, "cluster_state:ok", &["CLUSTER", "INFO"])?;
+        }
+        Ok(cluster)
+    }
+
+    fn wait_for(&self, port: u16, expected: &str, args: &[&str]) -> Result<()> {
+        let until = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < until {
+            let out = Command::new("redis-cli")
+                .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+                .args(args)
+                .output();
+            if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(expected)) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("redis cluster node {port} did not answer {expected}")
+    }
+
+    /// `redis://127.0.0.1:<port>` of the first master (a seed: the client learns the rest).
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.ports[0])
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for c in &mut self.nodes {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -267,7 +267,7 @@ async fn queues(snapshot: &Snapshot) -> Answered {
         let now = rt.clock_ms();
         out.push(json!({
             "name": &*rt.queue.name,
-            "store": match &*rt.store { Deliveries::Embedded(_) => "local" },
+            "store": match &*rt.store { Deliveries::Embedded(_) => "local", Deliveries::Redis(_) => "redis" },
             "depth": stats.depth,
             "dead": stats.dead,
             "bytes": stats.bytes,

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use policies::clock::Clock;
 use policies::queue::{Queue, QueueStore};
-use policies::state::delivery::Deliveries;
 use policies::state::delivery::embedded::EmbeddedDeliveries;
+use policies::state::delivery::{Deliveries, RedisDeliveries, RedisDeliveryOptions};
 use policies::state::redis::RedisStore;
 use tokio::sync::Notify;
 
@@ -35,10 +35,35 @@ impl QueueRuntime {
     }
 }
 
-/// The stores opened so far, by file or Redis, kept across reloads.
-#[derive(Default)]
+/// The stores opened so far, by file, kept across reloads; and this process's name among the
+/// instances sharing Redis queues.
 pub struct DeliveryStores {
     embedded: Mutex<HashMap<PathBuf, Arc<Deliveries>>>,
+    instance: String,
+}
+
+impl Default for DeliveryStores {
+    fn default() -> Self {
+        DeliveryStores {
+            embedded: Mutex::default(),
+            instance: instance_name(),
+        }
+    }
+}
+
+/// `<host>-<pid>-<random>`: unique per process (a restarted instance is a new consumer, so it
+/// never mistakes a dead process's claims for its own), readable in `XINFO CONSUMERS`.
+fn instance_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "gateway".to_owned());
+    format!(
+        "{host}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
 }
 
 impl std::fmt::Debug for DeliveryStores {
@@ -76,12 +101,22 @@ impl DeliveryStores {
                 opened.insert(path.clone(), store.clone());
                 Ok(store)
             }
-            QueueStore::Redis { .. } => {
-                let _ = redis;
-                Err(format!(
-                    "queue {:?}: store: redis is not available in this build yet; use store: local",
-                    queue.name
-                ))
+            QueueStore::Redis { partitions } => {
+                let redis = redis.ok_or_else(|| {
+                    format!(
+                        "queue {:?}: store: redis needs the file's redis",
+                        queue.name
+                    )
+                })?;
+                // one per queue: it carries the queue's partition count and lease
+                Ok(Arc::new(Deliveries::Redis(RedisDeliveries::new(
+                    redis.clone(),
+                    &self.instance,
+                    RedisDeliveryOptions {
+                        partitions: *partitions,
+                        partition_lease_ms: queue.lease.as_millis() as u64,
+                    },
+                ))))
             }
         }
     }

@@ -99,8 +99,7 @@ async fn prune(snapshot: &Snapshot) {
             .max()
             .unwrap_or_default();
         let cutoff = rt.clock_ms().saturating_sub(keep.as_millis() as u64);
-        let Deliveries::Embedded(store) = &*rt.store;
-        match store.prune_delivered(cutoff).await {
+        match rt.store.prune_delivered(cutoff).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(
                 removed = n,

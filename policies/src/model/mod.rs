@@ -88,8 +88,12 @@ pub struct PolicySet {
     pub policies: BTreeMap<String, Arc<NamedPolicy>>,
     /// Store-and-forward queues, by name order.
     pub queues: Vec<Arc<Queue>>,
-    /// The file's Redis, when it has one (its queues with `store: redis` use it).
+    /// The file's Redis, when it has one (the policies with `store: redis` use it).
     pub redis: Option<Arc<crate::state::redis::RedisStore>>,
+    /// The file's Redis as the queues with `store: redis` use it: its own connection, and a
+    /// longer call timeout than the request path's (a delivery store call may wait a second;
+    /// a rate limit may not).
+    pub queue_redis: Option<Arc<crate::state::redis::RedisStore>>,
     /// The route table over `routes`.
     pub(crate) router: Router,
 }

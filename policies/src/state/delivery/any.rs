@@ -1,7 +1,8 @@
 //! One type for every store, so the gateway holds a queue's store without generics: each call
-//! goes to the store the queue chose (the embedded one; Redis Streams are to follow).
+//! goes to the store the queue chose.
 
 use super::embedded::EmbeddedDeliveries;
+use super::redis::RedisDeliveries;
 use super::{
     AttemptRecord, Claimed, Delivery, DeliveryError, DeliveryRecord, DeliveryStore, Filter,
     QueueLimits, QueueStats, Settle,
@@ -11,12 +12,15 @@ use super::{
 pub enum Deliveries {
     /// On local disk.
     Embedded(EmbeddedDeliveries),
+    /// On Redis Streams, shared by every instance.
+    Redis(RedisDeliveries),
 }
 
 impl std::fmt::Debug for Deliveries {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Deliveries::Embedded(_) => "Deliveries::Embedded",
+            Deliveries::Redis(_) => "Deliveries::Redis",
         })
     }
 }
@@ -25,10 +29,17 @@ macro_rules! each {
     ($self:ident, $s:ident => $call:expr) => {
         match $self {
             Deliveries::Embedded($s) => $call,
+            Deliveries::Redis($s) => $call,
         }
     };
 }
 
+impl Deliveries {
+    /// Removes delivered documents settled before `older_than_ms`; returns how many.
+    pub async fn prune_delivered(&self, older_than_ms: u64) -> Result<u64, DeliveryError> {
+        each!(self, s => s.prune_delivered(older_than_ms).await)
+    }
+}
 impl DeliveryStore for Deliveries {
     async fn enqueue(
         &self,

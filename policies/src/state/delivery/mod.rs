@@ -9,11 +9,13 @@
 
 mod any;
 pub mod embedded;
+pub mod redis;
 
 use std::future::Future;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::redis::{RedisDeliveries, RedisDeliveryOptions};
 pub use any::Deliveries;
 pub use embedded::{CommitHook, EmbeddedDeliveries};
 
