@@ -304,7 +304,7 @@ fn login_page(status: StatusCode, message: Option<&'static str>) -> Response<Vec
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     resp
 }

@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use tests::{Gateway, RawResponse, Start, TempDir, gateway_binary, raw_request};
 
