@@ -4,6 +4,12 @@
 //! (what it uses) and fjall (an LSM tree; a record written then its journal fsynced), so the
 //! choice is measured. Files go under cargo's target tmp dir, on the disk the target is on
 //! (a tmpfs would make every fsync free).
+//!
+//! The Redis Streams store too, on a redis-server the bench starts (skipped when none is
+//! installed), twice: with `appendonly yes` + `appendfsync always` (a 202 that survives a power
+//! cut: every write waits for Redis's fsync) and without persistence (what memory alone costs).
+//! And delivery: claiming due deliveries and settling them delivered, per delivery, with no
+//! upstream (the store's share of delivery throughput).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,7 +19,10 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use policies::state::delivery::{
     DeliveryRecord, DeliveryStore, Destination, EmbeddedDeliveries, FORMAT_VERSION, QueueLimits,
+    RedisDeliveries, RedisDeliveryOptions, Settle, StoredAnswer,
 };
+use policies::state::redis::{RedisSpec, RedisStore};
+use policies::units::DurationSpec;
 
 const CONCURRENT: usize = 64;
 
@@ -58,41 +67,15 @@ fn bench_store(c: &mut Criterion) {
     let path = dir("store").join("deliveries.redb");
     let store = Arc::new(EmbeddedDeliveries::open(&path).unwrap_or_else(|e| panic!("{e}")));
     let next = Arc::new(AtomicU64::new(0));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-
+    let rt = runtime();
     let mut g = c.benchmark_group("delivery_store/embedded_redb");
     g.throughput(Throughput::Elements(1));
     g.bench_function("enqueue_alone", |b| {
-        b.iter(|| {
-            let r = record(next.fetch_add(1, Ordering::Relaxed));
-            rt.block_on(store.enqueue(r, ROOMY, 1))
-                .unwrap_or_else(|e| panic!("{e}"));
-        })
+        b.iter(|| rt.block_on(enqueue_many(&store, &next, 1)))
     });
     g.throughput(Throughput::Elements(CONCURRENT as u64));
     g.bench_function("enqueue_64_concurrent", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let tasks: Vec<_> = (0..CONCURRENT)
-                    .map(|_| {
-                        let (store, next) = (store.clone(), next.clone());
-                        tokio::spawn(async move {
-                            let r = record(next.fetch_add(1, Ordering::Relaxed));
-                            store.enqueue(r, ROOMY, 1).await
-                        })
-                    })
-                    .collect();
-                for t in tasks {
-                    t.await
-                        .unwrap_or_else(|e| panic!("{e}"))
-                        .unwrap_or_else(|e| panic!("{e}"));
-                }
-            })
-        })
+        b.iter(|| rt.block_on(enqueue_many(&store, &next, CONCURRENT)))
     });
     g.finish();
     println!(
@@ -100,6 +83,188 @@ fn bench_store(c: &mut Criterion) {
         store.records_committed(),
         store.commits()
     );
+}
+
+/// Enqueues `n` records at once on `store`.
+async fn enqueue_many<S: DeliveryStore + 'static>(store: &Arc<S>, next: &Arc<AtomicU64>, n: usize) {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (store, next) = (store.clone(), next.clone());
+            tokio::spawn(async move {
+                let r = record(next.fetch_add(1, Ordering::Relaxed));
+                store.enqueue(r, ROOMY, 1).await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// Claims up to 64 due deliveries and settles each delivered, concurrently as the workers do
+/// (the upstream left out): returns how many.
+async fn deliver_batch<S: DeliveryStore + 'static>(store: &Arc<S>, now: u64) -> usize {
+    let claimed = store
+        .claim("erp", CONCURRENT, now, 60_000)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let n = claimed.len();
+    let tasks: Vec<_> = claimed
+        .into_iter()
+        .map(|c| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let answer = StoredAnswer {
+                    status: 201,
+                    content_type: Some("application/json".into()),
+                    body: "{\"id\":\"ERP-1\"}".into(),
+                };
+                store.settle(&c, None, Settle::Delivered(answer), now).await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    n
+}
+
+/// Delivery: a batch of 64 pending deliveries claimed and settled, the batch refilled outside
+/// the measurement.
+fn bench_delivery(c: &mut Criterion) {
+    let path = dir("deliver").join("deliveries.redb");
+    let store = Arc::new(EmbeddedDeliveries::open(&path).unwrap_or_else(|e| panic!("{e}")));
+    let next = Arc::new(AtomicU64::new(0));
+    let rt = runtime();
+    let mut g = c.benchmark_group("delivery_store/embedded_redb");
+    g.throughput(Throughput::Elements(CONCURRENT as u64));
+    g.bench_function("claim_and_settle_64", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                rt.block_on(enqueue_many(&store, &next, CONCURRENT));
+                let t0 = std::time::Instant::now();
+                let n = rt.block_on(deliver_batch(&store, 2));
+                spent += t0.elapsed();
+                assert_eq!(n, CONCURRENT, "every pending delivery claimed");
+            }
+            spent
+        })
+    });
+    g.finish();
+}
+
+/// A redis-server on a free port in its own directory, killed at drop.
+struct Redis(std::process::Child, u16);
+
+impl Redis {
+    fn start(name: &str, persistence: &[&str]) -> Option<Redis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let d = dir(name);
+        std::fs::create_dir_all(&d).ok()?;
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+            ])
+            .args(persistence)
+            .arg("--dir")
+            .arg(&d)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(Redis(child, port));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn bench_redis(c: &mut Criterion) {
+    let setups: [(&str, &[&str]); 2] = [
+        (
+            "redis_aof_always",
+            &["--appendonly", "yes", "--appendfsync", "always"],
+        ),
+        ("redis_no_persistence", &["--appendonly", "no"]),
+    ];
+    for (name, persistence) in setups {
+        let Some(server) = Redis::start(name, persistence) else {
+            eprintln!("{name}: no redis-server, skipped");
+            return;
+        };
+        let rt = runtime();
+        let url = format!("redis://127.0.0.1:{}", server.1);
+        let spec = RedisSpec {
+            url: url.clone(),
+            cluster: false,
+            timeout: DurationSpec::millis(5000),
+            connect_timeout: DurationSpec::millis(1000),
+        };
+        let redis = Arc::new(RedisStore::new(&url, &spec).unwrap_or_else(|e| panic!("{e}")));
+        let store = Arc::new(RedisDeliveries::new(
+            redis,
+            "bench",
+            RedisDeliveryOptions::default(),
+        ));
+        let next = Arc::new(AtomicU64::new(0));
+        let mut g = c.benchmark_group(format!("delivery_store/{name}"));
+        g.throughput(Throughput::Elements(1));
+        g.bench_function("enqueue_alone", |b| {
+            b.iter(|| rt.block_on(enqueue_many(&store, &next, 1)))
+        });
+        g.throughput(Throughput::Elements(CONCURRENT as u64));
+        g.bench_function("enqueue_64_concurrent", |b| {
+            b.iter(|| rt.block_on(enqueue_many(&store, &next, CONCURRENT)))
+        });
+        g.bench_function("claim_and_settle_64", |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    rt.block_on(enqueue_many(&store, &next, CONCURRENT));
+                    let t0 = std::time::Instant::now();
+                    let mut n = 0;
+                    while n < CONCURRENT {
+                        n += rt.block_on(deliver_batch(&store, 2));
+                    }
+                    spent += t0.elapsed();
+                }
+                spent
+            })
+        });
+        g.finish();
+        drop(server);
+    }
 }
 
 const RECORDS: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("records");
@@ -174,6 +339,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_store, bench_engines
+    targets = bench_store, bench_delivery, bench_engines, bench_redis
 }
 criterion_main!(benches);

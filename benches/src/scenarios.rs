@@ -131,6 +131,36 @@ macro_rules! orders_post_route {
     };
 }
 
+/// The queue of the store-and-forward scenarios: the embedded store next to the policy file
+/// (the run's temporary directory, on disk: every 202 waits for its fsync, shared by the
+/// requests that arrive together), roomy enough never to answer 503 during a run.
+const QUEUE: &str = r#"queues:
+  erp-orders:
+    path: bench-deliveries.redb
+    workers: 8
+    max_entries: 100000000
+    max_bytes: 64GiB
+    keep_delivered: 1m
+"#;
+
+/// The POST route of the store-and-forward scenarios: `queued`, every order a 202 after its
+/// durable write, delivered to the upstream by the workers in the background.
+macro_rules! orders_queued_route {
+    ($policies:literal) => {
+        concat!(
+            r#"routes:
+  - name: channel-orders
+    methods: [POST]
+    path: /channels/{channel}/orders
+    upstream: erp
+    upstream_path: /erp/v1/orders?channel={channel}
+    policies: "#,
+            $policies,
+            "\n    max_body_bytes: 5MiB\n    delivery: {mode: queued, queue: erp-orders}\n"
+        )
+    };
+}
+
 // Pending snippets follow the policy kinds as their branches define them; each is checked by
 // `gateway check` before it runs, so a name that changes on merge shows up as an error in the
 // report rather than as a wrong number.
@@ -431,6 +461,33 @@ pub fn all(inputs: &Inputs) -> anyhow::Result<Vec<Scenario>> {
                 ALL,
                 orders_post_route!(
                     "[orders-auth, amazon-limit, shopify-limit, walmart-limit, ebay-limit, order-schema, idempotency, order-transform]"
+                ),
+            ),
+            order()?
+                .generate("authorization", bearer_pool(&inputs.rs256)?)?
+                .generate("idempotency-key", Generated::Uuid)?,
+        ),
+        sc(
+            "queued",
+            "gateway transform, stored durably, 202 (store-and-forward, embedded store)",
+            System::Gateway,
+            concat_static(
+                TRANSFORM,
+                concat_static(QUEUE, orders_queued_route!("[order-transform]")),
+            ),
+            order()?,
+        ),
+        sc(
+            "ALL-queued",
+            "gateway full Amazon order chain, stored durably, 202",
+            System::Gateway,
+            concat_static(
+                ALL,
+                concat_static(
+                    QUEUE,
+                    orders_queued_route!(
+                        "[orders-auth, amazon-limit, shopify-limit, walmart-limit, ebay-limit, order-schema, idempotency, order-transform]"
+                    ),
                 ),
             ),
             order()?

@@ -311,38 +311,9 @@ fn login_page(status: StatusCode, message: Option<&'static str>) -> Response<Vec
 
 /// The decoded value of `name` in an `application/x-www-form-urlencoded` body.
 fn form_field(body: &[u8], name: &str) -> Option<Vec<u8>> {
-    body.split(|b| *b == b'&').find_map(|pair| {
-        let (k, v) = match pair.iter().position(|b| *b == b'=') {
-            Some(i) => (&pair[..i], &pair[i + 1..]),
-            None => (pair, &[][..]),
-        };
-        (url_decode(k) == name.as_bytes()).then(|| url_decode(v))
-    })
-}
-
-fn url_decode(s: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        match s[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < s.len() => {
-                match std::str::from_utf8(&s[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    out
+    form_urlencoded::parse(body)
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned().into_bytes())
 }
 
 #[cfg(test)]
@@ -357,8 +328,7 @@ mod tests {
         );
         assert_eq!(form_field(b"token=", "token").unwrap(), b"");
         assert_eq!(form_field(b"tok=1", "token"), None);
-        assert_eq!(url_decode(b"100%"), b"100%");
-        assert_eq!(url_decode(b"%zz%4"), b"%zz%4");
+        assert_eq!(form_field(b"token=100%", "token").unwrap(), b"100%");
     }
 
     #[test]

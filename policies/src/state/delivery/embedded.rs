@@ -5,6 +5,13 @@
 //!
 //! Leases live in memory only: after a restart every delivery that was in flight is pending
 //! again, and its next attempt re-sends it with the same upstream key.
+//!
+//! Only what a caller or an operator was told is fsynced before the answer: accepting a
+//! document, replaying it, purging it. The outcome of an attempt (delivered, retry later,
+//! dead) is committed without its own fsync and made durable by the next fsynced commit, at
+//! most [`SETTLE_SYNC_AFTER`] later: a crash in between forgets the outcome and the delivery
+//! is attempted again, with the same upstream key, which an upstream honouring
+//! `Idempotency-Key` answers as the repeat it is. That halves the fsyncs of a busy queue.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -12,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition};
 use serde::Deserialize;
@@ -32,8 +40,11 @@ const IDS: TableDefinition<&str, u64> = TableDefinition::new("ids");
 /// The most requests one commit takes, so one huge backlog cannot delay its first waiter long.
 const MAX_BATCH: usize = 4096;
 
-/// Called after each commit with the number of requests (records written) it held: the
-/// gateway counts fsyncs and observes records per fsync with it. Runs on the writer thread, so
+/// How long the outcome of an attempt may stay committed without an fsync.
+pub const SETTLE_SYNC_AFTER: Duration = Duration::from_millis(200);
+
+/// Called after each fsynced commit with the number of requests it made durable (its own and
+/// the unsynced ones before it): the gateway counts fsyncs and observes records per fsync. Runs on the writer thread, so
 /// it must be quick and must not panic.
 pub type CommitHook = Arc<dyn Fn(usize) + Send + Sync>;
 
@@ -997,7 +1008,30 @@ fn run_writer(
     stats: &CommitStats,
     rx: &mpsc::Receiver<Request>,
 ) {
-    while let Ok(first) = rx.recv() {
+    // outcomes committed without an fsync: how many, and since when
+    let mut unsynced: Option<(Instant, usize)> = None;
+    loop {
+        let first = match unsynced {
+            None => match rx.recv() {
+                Ok(r) => Some(r),
+                Err(_) => return,
+            },
+            Some((since, _)) => {
+                match rx.recv_timeout(SETTLE_SYNC_AFTER.saturating_sub(since.elapsed())) {
+                    Ok(r) => Some(r),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        flush(db, stats, &mut unsynced);
+                        return;
+                    }
+                }
+            }
+        };
+        let Some(first) = first else {
+            // nothing came: the pending outcomes get their fsync now
+            flush(db, stats, &mut unsynced);
+            continue;
+        };
         // Everything that arrived while the last commit was syncing goes in this one.
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -1006,13 +1040,20 @@ fn run_writer(
                 Err(_) => break,
             }
         }
-        let results = match commit(db, &batch) {
+        let overdue = unsynced.is_some_and(|(since, _)| since.elapsed() >= SETTLE_SYNC_AFTER);
+        let durable = overdue || batch.iter().any(|r| !matches!(r.op, Op::Settle { .. }));
+        let results = match commit(db, &batch, durable) {
             Ok(results) => {
                 let n = batch.len();
                 stats.commits.fetch_add(1, Ordering::Relaxed);
                 stats.records.fetch_add(n as u64, Ordering::Relaxed);
-                if let Some(hook) = &stats.hook {
-                    hook(n);
+                if durable {
+                    let carried = unsynced.take().map_or(0, |(_, k)| k);
+                    if let Some(hook) = &stats.hook {
+                        hook(n + carried);
+                    }
+                } else {
+                    unsynced.get_or_insert((Instant::now(), 0)).1 += n;
                 }
                 results
             }
@@ -1037,19 +1078,48 @@ fn run_writer(
     }
 }
 
+/// Makes the outcomes committed without an fsync durable: an empty fsynced commit.
+fn flush(db: &Database, stats: &CommitStats, unsynced: &mut Option<(Instant, usize)>) {
+    let Some((_, n)) = unsynced.take() else {
+        return;
+    };
+    match commit(db, &[], true) {
+        Ok(_) => {
+            stats.commits.fetch_add(1, Ordering::Relaxed);
+            if let Some(hook) = &stats.hook {
+                hook(n);
+            }
+        }
+        Err(e) => {
+            // the outcomes stay committed; the next fsynced commit covers them
+            tracing::error!(error = %e, "delivery store sync failed");
+            *unsynced = Some((Instant::now(), n));
+        }
+    }
+}
+
 type Tables<'t> = (
     Table<'t, u64, &'static [u8]>,
     Table<'t, u64, &'static [u8]>,
     Table<'t, &'static str, u64>,
 );
 
-/// Applies every request in one transaction with one fsync. An error of one request (a
-/// record not there) is its answer; a storage error fails them all.
-fn commit(db: &Database, batch: &[Request]) -> Result<Vec<Result<Done, DeliveryError>>, String> {
+/// Applies every request in one transaction, fsynced when `durable` (else made durable by the
+/// next fsynced commit). An error of one request (a record not there) is its answer; a
+/// storage error fails them all.
+fn commit(
+    db: &Database,
+    batch: &[Request],
+    durable: bool,
+) -> Result<Vec<Result<Done, DeliveryError>>, String> {
     let s = |e: redb::Error| e.to_string();
     let mut txn = db.begin_write().map_err(|e| s(e.into()))?;
-    txn.set_durability(Durability::Immediate)
-        .map_err(|e| s(e.into()))?;
+    txn.set_durability(if durable {
+        Durability::Immediate
+    } else {
+        Durability::None
+    })
+    .map_err(|e| s(e.into()))?;
     let mut results = Vec::with_capacity(batch.len());
     {
         let mut tables: Tables<'_> = (
@@ -1780,6 +1850,63 @@ mod tests {
         assert!(store.commits() >= 1);
         let depth = runtime.block_on(store.stats("erp")).unwrap().depth;
         assert_eq!(depth, 64);
+    }
+
+    /// Outcomes are committed without their own fsync, and every one is made durable: by the
+    /// next fsynced commit, by the writer when nothing else comes, or when the store closes.
+    #[test]
+    fn outcomes_ride_on_the_next_fsync_and_none_is_lost() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = TempDir::new("outcomes");
+        let synced = Arc::new(AtomicUsize::new(0));
+        let fsyncs = Arc::new(AtomicUsize::new(0));
+        let (seen, counted) = (synced.clone(), fsyncs.clone());
+        let hook: CommitHook = Arc::new(move |n| {
+            seen.fetch_add(n, Ordering::Relaxed);
+            counted.fetch_add(1, Ordering::Relaxed);
+        });
+        let store = EmbeddedDeliveries::open_with(&dir.file(), hook).unwrap();
+        runtime.block_on(async {
+            for id in ["o1", "o2", "o3"] {
+                store.enqueue(rec(id, None), ROOMY, 1_000).await.unwrap();
+            }
+            assert_eq!(
+                synced.load(Ordering::Relaxed),
+                3,
+                "an accepted record is fsynced"
+            );
+            let claimed = store.claim("erp", 10, 1_000, LEASE).await.unwrap();
+            assert_eq!(claimed.len(), 3);
+            for c in &claimed {
+                store.settle(c, None, ok_answer(), 1_001).await.unwrap();
+            }
+            assert_eq!(state(&store, "o1").await, DeliveryState::Delivered);
+        });
+        // the writer syncs the outcomes within SETTLE_SYNC_AFTER even if nothing else comes
+        let until = Instant::now() + Duration::from_secs(10);
+        while synced.load(Ordering::Relaxed) < 6 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            synced.load(Ordering::Relaxed),
+            6,
+            "every outcome reached an fsync"
+        );
+        assert_eq!(
+            fsyncs.load(Ordering::Relaxed),
+            4,
+            "one fsync per accepted record, one for the three outcomes"
+        );
+        drop(store);
+        let store = EmbeddedDeliveries::open(&dir.file()).unwrap();
+        runtime.block_on(async {
+            for id in ["o1", "o2", "o3"] {
+                assert_eq!(state(&store, id).await, DeliveryState::Delivered, "{id}");
+            }
+        });
     }
 
     #[test]
