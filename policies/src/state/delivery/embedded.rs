@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 
 use super::{
     AttemptRecord, Claimed, Delivery, DeliveryError, DeliveryRecord, DeliveryState, DeliveryStatus,
-    DeliveryStore, FORMAT_VERSION, Filter, KEPT_ATTEMPTS, QueueLimits, QueueStats, Settle,
+    DeliveryStore, FORMAT_VERSION, Filter, QueueLimits, QueueStats, Settle,
 };
 
 /// Records (JSON) by sequence: insertion order, the order `list` walks.
@@ -1168,7 +1168,7 @@ fn apply(t: &mut Tables<'_>, op: &Op) -> Result<Result<Done, DeliveryError>, red
                 Some(Err(e)) => return Ok(Err(failed(e))),
                 Some(Ok(st)) => st,
             };
-            settle_status(&mut st, attempt.as_ref(), outcome, *now_ms);
+            st.settle(attempt.as_ref(), outcome, *now_ms);
             let bytes = match serde_json::to_vec(&st) {
                 Ok(b) => b,
                 Err(e) => return Ok(Err(failed(e))),
@@ -1256,41 +1256,6 @@ fn apply(t: &mut Tables<'_>, op: &Op) -> Result<Result<Done, DeliveryError>, red
             Ok(Ok(Done::Pruned(pruned)))
         }
     }
-}
-
-/// The status after an attempt ended with `outcome`.
-fn settle_status(
-    st: &mut DeliveryStatus,
-    attempt: Option<&AttemptRecord>,
-    outcome: &Settle,
-    now_ms: u64,
-) {
-    // A release means nothing was sent (or it was cut short by shutdown): not an attempt.
-    if !matches!(outcome, Settle::Release(_)) {
-        st.attempt_count = st.attempt_count.saturating_add(1);
-        if let Some(a) = attempt {
-            st.attempts.push(a.clone());
-            let extra = st.attempts.len().saturating_sub(KEPT_ATTEMPTS);
-            st.attempts.drain(..extra);
-        }
-    }
-    match outcome {
-        Settle::Delivered(answer) => {
-            st.state = DeliveryState::Delivered;
-            st.answer = Some(answer.clone());
-            st.delivered_at_ms = Some(now_ms);
-            st.reason = None;
-        }
-        Settle::RetryAt(at) | Settle::Release(at) => {
-            st.state = DeliveryState::Pending;
-            st.next_attempt_at_ms = *at;
-        }
-        Settle::Dead(reason) => {
-            st.state = DeliveryState::Dead;
-            st.reason = Some(reason.clone());
-        }
-    }
-    st.updated_at_ms = now_ms;
 }
 
 /// Brings the index in line with what was committed (or undoes what the caller reserved when

@@ -186,6 +186,36 @@ impl DeliveryStatus {
             replays: 0,
         }
     }
+
+    /// Records that an attempt ended with `outcome` (every store settles this way).
+    pub fn settle(&mut self, attempt: Option<&AttemptRecord>, outcome: &Settle, now_ms: u64) {
+        // A release means nothing was sent (or it was cut short by shutdown): not an attempt.
+        if !matches!(outcome, Settle::Release(_)) {
+            self.attempt_count = self.attempt_count.saturating_add(1);
+            if let Some(a) = attempt {
+                self.attempts.push(a.clone());
+                let extra = self.attempts.len().saturating_sub(KEPT_ATTEMPTS);
+                self.attempts.drain(..extra);
+            }
+        }
+        match outcome {
+            Settle::Delivered(answer) => {
+                self.state = DeliveryState::Delivered;
+                self.answer = Some(answer.clone());
+                self.delivered_at_ms = Some(now_ms);
+                self.reason = None;
+            }
+            Settle::RetryAt(at) | Settle::Release(at) => {
+                self.state = DeliveryState::Pending;
+                self.next_attempt_at_ms = *at;
+            }
+            Settle::Dead(reason) => {
+                self.state = DeliveryState::Dead;
+                self.reason = Some(reason.clone());
+            }
+        }
+        self.updated_at_ms = now_ms;
+    }
 }
 
 /// The most attempts a delivery's history keeps (the count goes on).

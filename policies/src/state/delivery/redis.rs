@@ -54,7 +54,7 @@ use redis::{Script, Value};
 
 use super::{
     AttemptRecord, Claimed, Delivery, DeliveryError, DeliveryRecord, DeliveryState, DeliveryStatus,
-    DeliveryStore, FORMAT_VERSION, Filter, KEPT_ATTEMPTS, QueueLimits, QueueStats, Settle,
+    DeliveryStore, FORMAT_VERSION, Filter, QueueLimits, QueueStats, Settle,
 };
 use crate::state::StoreError;
 use crate::state::redis::RedisStore;
@@ -768,42 +768,6 @@ impl RedisDeliveries {
     }
 }
 
-/// The status after an attempt ended this way (the claim's status plus the attempt).
-fn settled_status(
-    claimed: &Claimed,
-    attempt: Option<AttemptRecord>,
-    outcome: &Settle,
-    now_ms: u64,
-) -> DeliveryStatus {
-    let mut s = claimed.delivery.status.clone();
-    if let (Some(a), false) = (attempt, matches!(outcome, Settle::Release(_))) {
-        s.attempts.push(a);
-        if s.attempts.len() > KEPT_ATTEMPTS {
-            let extra = s.attempts.len() - KEPT_ATTEMPTS;
-            s.attempts.drain(..extra);
-        }
-        s.attempt_count = s.attempt_count.saturating_add(1);
-    }
-    s.updated_at_ms = now_ms;
-    match outcome {
-        Settle::Delivered(answer) => {
-            s.state = DeliveryState::Delivered;
-            s.answer = Some(answer.clone());
-            s.delivered_at_ms = Some(now_ms);
-            s.reason = None;
-        }
-        Settle::RetryAt(t) | Settle::Release(t) => {
-            s.state = DeliveryState::Pending;
-            s.next_attempt_at_ms = *t;
-        }
-        Settle::Dead(reason) => {
-            s.state = DeliveryState::Dead;
-            s.reason = Some(reason.clone());
-        }
-    }
-    s
-}
-
 impl DeliveryStore for RedisDeliveries {
     async fn enqueue(
         &self,
@@ -956,7 +920,8 @@ impl DeliveryStore for RedisDeliveries {
             .split_once('|')
             .and_then(|(p, t)| Some((p.parse::<u32>().ok()?, t)))
             .ok_or_else(|| DeliveryError::LeaseLost(id.clone()))?;
-        let status = settled_status(claimed, attempt, &outcome, now_ms);
+        let mut status = claimed.delivery.status.clone();
+        status.settle(attempt.as_ref(), &outcome, now_ms);
         let state = match outcome {
             Settle::Delivered(_) => "delivered",
             Settle::Dead(_) => "dead",
