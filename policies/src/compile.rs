@@ -23,7 +23,7 @@ use crate::route::{self, PathTemplate, RouteKey, Router};
 use crate::secret;
 use crate::source::{parse_yaml, push_token};
 use crate::spec::{ListenersSpec, PolicyFileSpec};
-use crate::state::redis::RedisStore;
+use crate::state::redis::{RedisSpec, RedisStore};
 use crate::upstream::{UpstreamKeys, compile_resilience, compile_transport};
 
 /// Reads and compiles a policy file.
@@ -133,9 +133,11 @@ impl Compiler<'_, '_> {
             max_body_bytes: spec.limits.max_body_bytes.0,
         };
         let queues = self.queues(&spec, &upstreams);
-        let queue_redis = if queues
-            .iter()
-            .any(|q| matches!(q.store, crate::queue::QueueStore::Redis { .. }))
+        // only when the file's redis compiled, so an error in it is reported once
+        let queue_redis = if redis.is_some()
+            && queues
+                .iter()
+                .any(|q| matches!(q.store, crate::queue::QueueStore::Redis { .. }))
         {
             self.queue_redis(&spec)
         } else {
@@ -324,6 +326,11 @@ impl Compiler<'_, '_> {
 
     fn redis(&mut self, spec: &PolicyFileSpec) -> Option<Arc<RedisStore>> {
         let r = spec.redis.as_ref()?;
+        self.redis_store(r)
+    }
+
+    /// The connection for `r` (shared with every earlier compile asking for the same).
+    fn redis_store(&mut self, r: &RedisSpec) -> Option<Arc<RedisStore>> {
         let url = match secret::expand(&r.url, self.base_dir, &*self.env.secrets) {
             Ok(u) => u,
             Err(msg) => {
@@ -342,19 +349,11 @@ impl Compiler<'_, '_> {
 
     /// The Redis of the queues: the file's, with calls bounded by at least a second.
     fn queue_redis(&mut self, spec: &PolicyFileSpec) -> Option<Arc<RedisStore>> {
-        let r = spec.redis.as_ref()?;
-        let url = secret::expand(&r.url, self.base_dir, &*self.env.secrets).ok()?;
         let floor = std::time::Duration::from_secs(1);
-        let mut queue_spec = r.clone();
-        queue_spec.timeout.0 = queue_spec.timeout.0.max(floor);
-        queue_spec.connect_timeout.0 = queue_spec.connect_timeout.0.max(floor);
-        match self.env.stores.redis(url.expose(), &queue_spec) {
-            Ok(store) => Some(store),
-            Err(msg) => {
-                self.errors.at("/redis/url", msg);
-                None
-            }
-        }
+        let mut r = spec.redis.clone()?;
+        r.timeout.0 = r.timeout.0.max(floor);
+        r.connect_timeout.0 = r.connect_timeout.0.max(floor);
+        self.redis_store(&r)
     }
 
     fn policies(
