@@ -148,15 +148,8 @@ const QUEUE: &str = r#"queues:
 macro_rules! orders_queued_route {
     ($policies:literal) => {
         concat!(
-            r#"routes:
-  - name: channel-orders
-    methods: [POST]
-    path: /channels/{channel}/orders
-    upstream: erp
-    upstream_path: /erp/v1/orders?channel={channel}
-    policies: "#,
-            $policies,
-            "\n    max_body_bytes: 5MiB\n    delivery: {mode: queued, queue: erp-orders}\n"
+            orders_post_route!($policies),
+            "    delivery: {mode: queued, queue: erp-orders}\n"
         )
     };
 }
