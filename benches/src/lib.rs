@@ -6,6 +6,7 @@
 
 pub mod latency;
 pub mod loadgen;
+pub mod orders;
 pub mod procstat;
 pub mod recipe;
 pub mod report;

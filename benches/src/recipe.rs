@@ -1,7 +1,8 @@
 //! Request recipes: what the load generator sends (method, path, headers, body), optionally
 //! with one header generated per request (a fresh `Idempotency-Key`, or the next of a pool of
-//! pre-minted tokens), and which statuses count as success.
+//! pre-minted tokens), bodies sent in turn, and which statuses count as success.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
@@ -29,13 +30,14 @@ pub struct Recipe {
     pub uri: Uri,
     /// Fixed headers (Host is added by the generator).
     pub headers: HeaderMap,
-    /// Body (empty for none).
-    pub body: Bytes,
+    /// Bodies, sent in turn (one empty body for none).
+    pub bodies: Arc<[Bytes]>,
     /// Headers generated per request.
     pub generated: Vec<(HeaderName, Generated)>,
     /// Statuses that count as success: `lo..=hi`.
     pub expect: (u16, u16),
     seq: AtomicU64,
+    body_seq: AtomicU64,
 }
 
 impl Clone for Recipe {
@@ -44,10 +46,11 @@ impl Clone for Recipe {
             method: self.method.clone(),
             uri: self.uri.clone(),
             headers: self.headers.clone(),
-            body: self.body.clone(),
+            bodies: self.bodies.clone(),
             generated: self.generated.clone(),
             expect: self.expect,
             seq: AtomicU64::new(0),
+            body_seq: AtomicU64::new(0),
         }
     }
 }
@@ -59,18 +62,20 @@ impl Recipe {
             method: Method::GET,
             uri: path.parse()?,
             headers: HeaderMap::new(),
-            body: Bytes::new(),
+            bodies: Arc::from([Bytes::new()]),
             generated: Vec::new(),
             expect: (200, 299),
             seq: AtomicU64::new(0),
+            body_seq: AtomicU64::new(0),
         })
     }
 
-    /// `POST path` with a JSON body, expecting 2xx.
-    pub fn post_json(path: &str, body: impl Into<Bytes>) -> anyhow::Result<Recipe> {
+    /// `POST path` with JSON bodies sent in turn, expecting 2xx.
+    pub fn post_json(path: &str, bodies: Arc<[Bytes]>) -> anyhow::Result<Recipe> {
+        anyhow::ensure!(!bodies.is_empty(), "a POST recipe without a body");
         let mut r = Recipe::get(path)?;
         r.method = Method::POST;
-        r.body = body.into();
+        r.bodies = bodies;
         r.headers
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         Ok(r)
@@ -120,7 +125,8 @@ impl Recipe {
 
     /// The request to send to `host`.
     pub fn build(&self, host: &HeaderValue) -> Request<Full<Bytes>> {
-        let mut req = Request::new(Full::new(self.body.clone()));
+        let i = self.body_seq.fetch_add(1, Ordering::Relaxed) as usize;
+        let mut req = Request::new(Full::new(self.bodies[i % self.bodies.len()].clone()));
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
         let headers = req.headers_mut();
@@ -141,7 +147,9 @@ mod tests {
 
     #[test]
     fn builds_with_host_and_generated_headers() {
-        let r = Recipe::post_json("/a?b=1", "{}")
+        let bodies: Arc<[Bytes]> =
+            Arc::from([Bytes::from_static(b"{}"), Bytes::from_static(b"[]")]);
+        let r = Recipe::post_json("/a?b=1", bodies)
             .and_then(|r| r.header("authorization", "Bearer x"))
             .and_then(|r| r.generate("idempotency-key", Generated::Uuid))
             .expect("recipe");
@@ -159,6 +167,22 @@ mod tests {
             a.headers()["idempotency-key"],
             b.headers()["idempotency-key"]
         );
+        // the bodies in turn
+        let c = r.build(&host);
+        let sent = [a, b, c].map(|req| body_bytes(req.into_body()));
+        assert_eq!(
+            sent,
+            [b"{}".as_slice(), b"[]", b"{}"].map(Bytes::from_static)
+        );
+    }
+
+    /// The bytes of a `Full` body (it is ready at once).
+    fn body_bytes(body: Full<Bytes>) -> Bytes {
+        use http_body_util::BodyExt;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(body.collect()).expect("full body").to_bytes()
     }
 
     #[test]

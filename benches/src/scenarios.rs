@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::HeaderValue;
@@ -75,8 +76,8 @@ pub struct Inputs {
     pub rs256: Vec<String>,
     /// Pre-minted HS256 tokens.
     pub hs256: Vec<String>,
-    /// A ~2 KB Amazon order (the example policy set's sample, minified).
-    pub order: Bytes,
+    /// ~2 KB Amazon orders, distinct (`orders::amazon_variants` of the example set's sample).
+    pub orders: Arc<[Bytes]>,
     /// The path of the passthrough scenarios (an existing document of the upstream).
     pub passthrough_path: String,
 }
@@ -213,6 +214,22 @@ const JWT_RL: &str = r#"policies:
     limits: [{name: per_second, rate: 1000000, per: 1s}]
 "#;
 
+/// `jwt-rl` with the verified-token cache on (its default size): clients reuse each token for
+/// its lifetime, as marketplace connectors do, so after its first use a token costs a SHA-256
+/// and a lookup instead of an RSA verification.
+const JWT_RL_CACHED: &str = r#"policies:
+  auth:
+    kind: jwt
+    issuer: https://idp.bench.invalid/
+    audience: retail-gateway
+    keys: {jwks_file: "{jwks}"}
+    algorithms: [RS256]
+  limit:
+    kind: rate_limit
+    key: [channel]
+    limits: [{name: per_second, rate: 1000000, per: 1s}]
+"#;
+
 /// The example set's `order-schema`: each marketplace's own order schema.
 const SCHEMA: &str = r#"policies:
   order-schema:
@@ -337,7 +354,7 @@ fn replay_keys() -> anyhow::Result<Generated> {
 /// Every scenario, in the order of the report.
 pub fn all(inputs: &Inputs) -> anyhow::Result<Vec<Scenario>> {
     let pass = || Recipe::get(&inputs.passthrough_path);
-    let order = || Recipe::post_json(ORDERS_PATH, inputs.order.clone());
+    let order = || Recipe::post_json(ORDERS_PATH, inputs.orders.clone());
     let sc = |id, title, system, snippet, recipe| Scenario {
         id,
         title,
@@ -415,6 +432,14 @@ pub fn all(inputs: &Inputs) -> anyhow::Result<Vec<Scenario>> {
             "gateway JWT RS256 + rate limit (haproxy-jwt-rl's work)",
             System::Gateway,
             concat_static(JWT_RL, channel_get_route!("[auth, limit]")),
+            Recipe::get(CHANNEL_GET_PATH)?
+                .generate("authorization", bearer_pool(&inputs.rs256)?)?,
+        ),
+        sc(
+            "jwt-rl-cached",
+            "gateway JWT RS256 + rate limit, verified-token cache on (64 tokens reused)",
+            System::Gateway,
+            concat_static(JWT_RL_CACHED, channel_get_route!("[auth, limit]")),
             Recipe::get(CHANNEL_GET_PATH)?
                 .generate("authorization", bearer_pool(&inputs.rs256)?)?,
         ),
@@ -568,7 +593,7 @@ mod tests {
         let inputs = Inputs {
             rs256: vec!["a.b.c".into()],
             hs256: vec!["a.b.c".into()],
-            order: Bytes::from_static(b"{}"),
+            orders: Arc::from([Bytes::from_static(b"{}")]),
             passthrough_path: PASSTHROUGH_PATH.into(),
         };
         let all = all(&inputs).expect("matrix");

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
 use benches::loadgen::{self, Edge, Load};
+use benches::orders;
 use benches::procstat;
 use benches::report::{
     self, LatencyPoint, LatencyRun, Machine, Method, Report, ScenarioReport, Stat, Status,
@@ -24,6 +25,7 @@ use benches::systems::{
     self, HaproxyMode, LOAD_CORE, Proc, SUT_CORE, Scratch, free_addr, installed, pinned,
 };
 use benches::tokens;
+use bytes::Bytes;
 use clap::Parser;
 
 /// The bundled load test of the gateway (see the README's performance section).
@@ -76,6 +78,11 @@ struct Args {
     /// scenario in every repetition of the same run. Comma separated.
     #[arg(long, value_delimiter = ',')]
     compare: Vec<PathBuf>,
+    /// Soak instead of the matrix: after the warm-up, load each selected scenario with the
+    /// closed loop for this many minutes, sampling its resident memory (`VmRSS`) at the end of
+    /// every minute (e.g. `--scenarios ALL --soak 10`).
+    #[arg(long, value_name = "MINUTES")]
+    soak: Option<u32>,
 }
 
 struct Plan {
@@ -483,16 +490,72 @@ fn start_upstream(kind: &str, bin: &Path, dir: &Path) -> anyhow::Result<Proc> {
     Ok(p)
 }
 
+/// `--soak`: minutes of closed-loop load per scenario, one row per minute with its throughput,
+/// CPU per request and resident memory at the minute's end; a markdown table.
+fn soak(
+    rt: &tokio::runtime::Runtime,
+    ready: &[Ready],
+    load: &dyn Fn(SocketAddr) -> Load,
+    minutes: u32,
+) -> anyhow::Result<String> {
+    use std::fmt::Write as _;
+    let mut table = String::new();
+    for r in ready {
+        writeln!(
+            table,
+            "### soak: {} ({minutes} min, closed loop)\n",
+            r.scenario.id
+        )?;
+        writeln!(
+            table,
+            "| minute | req/s | CPU µs/req | errors | VmRSS MiB |"
+        )?;
+        writeln!(table, "|---|---|---|---|---|")?;
+        let mut first_rss = None;
+        for minute in 1..=minutes {
+            let mut cpu = [0.0f64; 2];
+            let run = rt.block_on(loadgen::closed_loop(
+                &load(r.addr),
+                r.recipe.clone(),
+                Duration::from_secs(60),
+                &mut |e| match e {
+                    Edge::Start => cpu[0] = procstat::cpu_seconds(r.pid),
+                    Edge::End => cpu[1] = procstat::cpu_seconds(r.pid),
+                },
+            ))?;
+            let rss = procstat::rss_kib(r.pid) as f64 / 1024.0;
+            first_rss.get_or_insert(rss);
+            let row = format!(
+                "| {minute} | {:.0} | {:.1} | {} | {rss:.1} |",
+                run.rps,
+                (cpu[1] - cpu[0]) * 1e6 / run.ok.max(1) as f64,
+                run.errors + run.bad_status,
+            );
+            eprintln!("soak {} {row}", r.scenario.id);
+            writeln!(table, "{row}")?;
+        }
+        let peak = procstat::peak_rss_kib(r.pid) as f64 / 1024.0;
+        let last = procstat::rss_kib(r.pid) as f64 / 1024.0;
+        writeln!(
+            table,
+            "\nVmRSS after minute 1: {:.1} MiB, at the end: {last:.1} MiB, peak (VmHWM) {peak:.1} MiB\n",
+            first_rss.unwrap_or(0.0)
+        )?;
+    }
+    Ok(table)
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let root = workspace_root();
     let order_raw = std::fs::read(root.join("policies/files/samples/amazon-order.json"))
         .context("reading the sample Amazon order")?;
     let order: serde_json::Value = serde_json::from_slice(&order_raw)?;
+    let orders: Arc<[Bytes]> = orders::amazon_variants(&order, orders::DISTINCT_ORDERS)?.into();
     let placeholder_inputs = Inputs {
         rs256: vec!["x".into()],
         hs256: vec!["x".into()],
-        order: serde_json::to_vec(&order)?.into(),
+        orders,
         passthrough_path: scenarios::PASSTHROUGH_PATH.into(),
     };
     if args.list {
@@ -557,8 +620,11 @@ fn main() -> anyhow::Result<()> {
     let upstream = start_upstream(&args.upstream, &bin, scratch.path())?;
     let passthrough_path = if args.upstream == "erp-sim" {
         // the simulator answers 404 to unknown documents: store one to read back
-        let (status, body) =
-            systems::http_post_json(upstream.addr, "/erp/v1/orders", &placeholder_inputs.order)?;
+        let (status, body) = systems::http_post_json(
+            upstream.addr,
+            "/erp/v1/orders",
+            &placeholder_inputs.orders[0],
+        )?;
         let ack: serde_json::Value = serde_json::from_slice(&body)
             .with_context(|| format!("the simulator answered {status}"))?;
         let id = ack["documentId"]
@@ -571,7 +637,7 @@ fn main() -> anyhow::Result<()> {
     let inputs = Inputs {
         rs256: tokens::rs256(&root.join("certs/dev-jwt-signing.key"), 64)?,
         hs256: tokens::hs256(64)?,
-        order: placeholder_inputs.order.clone(),
+        orders: placeholder_inputs.orders.clone(),
         passthrough_path,
     };
     let all = scenarios::all(&inputs)?;
@@ -665,6 +731,15 @@ fn main() -> anyhow::Result<()> {
             plan.warmup,
             &mut |_| {},
         ))?;
+    }
+    if let Some(minutes) = args.soak {
+        let table = soak(&rt, &ready, &load, minutes)?;
+        let out_dir = root.join(&args.out);
+        std::fs::create_dir_all(&out_dir)?;
+        let path = out_dir.join(format!("{file_date}-soak.md"));
+        std::fs::write(&path, &table)?;
+        println!("\n{table}\nwrote {}", path.display());
+        return Ok(());
     }
     // throughput: interleaved repetitions
     for rep in 0..plan.reps {
