@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::signature::{self, ParsedPublicKey, VerificationAlgorithm};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey};
@@ -24,6 +26,16 @@ pub(crate) const MAX_JWKS_BYTES: usize = 1024 * 1024;
 /// Smallest RSA modulus accepted (RFC 7518 3.3: 2048 bits or larger).
 const MIN_RSA_BITS: usize = 2048;
 
+/// The material of a verification key.
+pub(crate) enum KeyMaterial {
+    /// A shared secret (HS256), checked by jsonwebtoken.
+    Secret(DecodingKey),
+    /// A public key parsed once, when its set is loaded: aws-lc then checks a signature
+    /// without rebuilding the key (an RSA key built per token costs about as much as the
+    /// verification itself).
+    Public(ParsedPublicKey),
+}
+
 /// A verification key and the one algorithm it verifies.
 pub(crate) struct VerifyKey {
     /// Its `kid`, if it has one.
@@ -31,7 +43,7 @@ pub(crate) struct VerifyKey {
     /// The only algorithm this key verifies: an RSA key never checks an HS256 token.
     pub alg: Algorithm,
     /// The key material.
-    pub key: DecodingKey,
+    pub key: KeyMaterial,
     /// Whether it came from the identity provider's URL (and may therefore disappear).
     pub remote: bool,
     /// SHA-256 of its algorithm and material, to keep the same `Arc` across refreshes.
@@ -59,7 +71,7 @@ impl VerifyKey {
         Ok(VerifyKey {
             kid: Some(kid.into()),
             alg: Algorithm::HS256,
-            key,
+            key: KeyMaterial::Secret(key),
             remote: false,
             fingerprint: h.finalize().into(),
         })
@@ -187,6 +199,15 @@ fn fingerprint(alg: Algorithm, parts: &[&[u8]]) -> [u8; 32] {
     h.finalize().into()
 }
 
+fn public_key(
+    scheme: &'static dyn VerificationAlgorithm,
+    bytes: &[u8],
+) -> Result<KeyMaterial, String> {
+    ParsedPublicKey::new(scheme, bytes)
+        .map(KeyMaterial::Public)
+        .map_err(|e| format!("the key is rejected: {e}"))
+}
+
 /// The key a JWK describes, pinned to its algorithm: its `alg` when given, else the one its
 /// type implies (RSA: RS256, P-256: ES256, Ed25519: EdDSA). Symmetric (`oct`) keys are never
 /// taken from a JWKS: HS256 secrets come only from the environment or files.
@@ -225,7 +246,18 @@ fn jwk_key(raw: &RawJwk, remote: bool) -> Result<VerifyKey, String> {
                 return Err("`e` is empty".into());
             }
             let fp = fingerprint(alg, &[&n, &e]);
-            (alg, DecodingKey::from_rsa_raw_components(&n, &e), fp)
+            let spki = aws_lc_rs::rsa::PublicKeyComponents {
+                n: n.as_slice(),
+                e: e.as_slice(),
+            }
+            .as_der()
+            .map_err(|_| "not a valid RSA public key".to_owned())?;
+            let scheme: &'static dyn VerificationAlgorithm = if alg == Algorithm::PS256 {
+                &signature::RSA_PSS_2048_8192_SHA256
+            } else {
+                &signature::RSA_PKCS1_2048_8192_SHA256
+            };
+            (alg, public_key(scheme, spki.as_ref())?, fp)
         }
         "EC" => {
             match alg_text {
@@ -245,7 +277,9 @@ fn jwk_key(raw: &RawJwk, remote: bool) -> Result<VerifyKey, String> {
             point.extend_from_slice(&x);
             point.extend_from_slice(&y);
             let fp = fingerprint(Algorithm::ES256, &[&point]);
-            (Algorithm::ES256, DecodingKey::from_ec_der(&point), fp)
+            // JWS carries ES256 signatures as R || S, not DER (RFC 7518 3.4)
+            let key = public_key(&signature::ECDSA_P256_SHA256_FIXED, &point)?;
+            (Algorithm::ES256, key, fp)
         }
         "OKP" => {
             match alg_text {
@@ -260,7 +294,7 @@ fn jwk_key(raw: &RawJwk, remote: bool) -> Result<VerifyKey, String> {
                 return Err("an Ed25519 key must be 32 bytes".into());
             }
             let fp = fingerprint(Algorithm::EdDSA, &[&x]);
-            (Algorithm::EdDSA, DecodingKey::from_ed_der(&x), fp)
+            (Algorithm::EdDSA, public_key(&signature::ED25519, &x)?, fp)
         }
         "oct" => {
             return Err(

@@ -31,7 +31,9 @@ use crate::source::push_token;
 use crate::units::{ByteSize, DurationSpec};
 
 use cache::{TokenCache, Verified, token_hash};
-use keys::{KeySet, Lookup, RefreshCounters, RemoteKeys, RemoteSettings, VerifyKey, parse_jwks};
+use keys::{
+    KeyMaterial, KeySet, Lookup, RefreshCounters, RemoteKeys, RemoteSettings, VerifyKey, parse_jwks,
+};
 
 /// A string or a list of strings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -827,9 +829,24 @@ impl Jwt {
             return Err(Failure::WrongType);
         }
         let key = self.find_key(header.kid.as_deref(), *alg).await?;
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation)
-            .map_err(|e| map_error(&e))?;
-        let claims = data.claims;
+        let claims = match &key.key {
+            KeyMaterial::Public(public) => {
+                // the signing input is the token up to its second dot (RFC 7515 5.2)
+                let signing_input = &token.as_bytes()[..h.len() + 1 + p.len()];
+                let sig = URL_SAFE_NO_PAD.decode(s).map_err(|_| Failure::Malformed)?;
+                public
+                    .verify_sig(signing_input, &sig)
+                    .map_err(|_| Failure::BadSignature)?;
+                let payload = URL_SAFE_NO_PAD.decode(p).map_err(|_| Failure::Malformed)?;
+                serde_json::from_slice::<Map<String, Value>>(&payload)
+                    .map_err(|_| Failure::Malformed)?
+            }
+            KeyMaterial::Secret(secret) => {
+                jsonwebtoken::decode::<Map<String, Value>>(token, secret, validation)
+                    .map_err(|e| map_error(&e))?
+                    .claims
+            }
+        };
 
         let exp = match claims.get("exp") {
             None => return Err(Failure::MissingClaim),
