@@ -8,6 +8,7 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 use policies::problem::{PROBLEM_CONTENT_TYPE, Problem, Reply};
 
+use crate::completion;
 use crate::context::{Outcome, RequestCtx};
 use crate::forward::UpstreamError;
 use crate::framing::EdgeRejection;
@@ -55,6 +56,7 @@ pub async fn reply(
         policy: reply.policy.clone(),
         reason: reply.reason,
     };
+    completion::complete_policies(ctx, reply.status.as_u16()).await;
     respond::reply(
         session,
         &reply,
@@ -96,6 +98,7 @@ pub async fn upstream_failure(
         ctx.buffered_response = Some((headers, body));
         ctx.buffered_status = Some(problem.status.as_u16());
     }
+    completion::complete_policies(ctx, problem.status.as_u16()).await;
     respond::problem(
         session,
         &problem,

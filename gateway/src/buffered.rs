@@ -21,6 +21,7 @@ use policies::pipeline::{Flow, RequestView, ResponseView};
 use policies::queue::DeliveryMode;
 
 use crate::answer;
+use crate::completion;
 use crate::context::{Outcome, RequestCtx};
 use crate::delivery::accept;
 use crate::edge::too_large;
@@ -241,19 +242,22 @@ pub async fn handle(
     let id = HeaderValue::from_str(&ctx.state.request_id)
         .or_err(ErrorType::InternalError, "request id")?;
     headers.insert(REQUEST_ID, id);
-    let written = respond::write(
+    // recorded before the write: the upstream did the work, so an idempotency record of it
+    // is stored even when the client is gone, and before a retry can arrive
+    ctx.buffered_response = Some((headers, resp_body));
+    ctx.buffered_status = Some(status.as_u16());
+    completion::complete_policies(ctx, status.as_u16()).await;
+    let Some((headers, resp_body)) = &ctx.buffered_response else {
+        return Error::e_explain(ErrorType::InternalError, "buffered answer vanished");
+    };
+    respond::write(
         session,
         status,
-        &headers,
+        headers,
         std::iter::empty(),
         resp_body.clone(),
         false,
     )
-    .await;
-    // kept even when the client is gone: the upstream did the work, so an idempotency record
-    // of it must still be stored
-    ctx.buffered_response = Some((headers, resp_body));
-    ctx.buffered_status = Some(status.as_u16());
-    written?;
+    .await?;
     Ok(true)
 }

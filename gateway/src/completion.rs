@@ -19,7 +19,33 @@ fn client_addr(session: &Session) -> Option<IpAddr> {
         .map(|a| a.ip())
 }
 
-/// Completes a request: policies, metrics, access log.
+/// Runs the completion phase of the route's policies on the buffered answer, BEFORE it is
+/// written: an idempotency record is then stored by the time the client has its answer, so a
+/// retry sent right after it is a replay, not a 409 "still being processed". Runs once.
+pub async fn complete_policies(ctx: &mut RequestCtx, status: u16) {
+    if ctx.policies_completed {
+        return;
+    }
+    ctx.policies_completed = true;
+    let Some(route) = ctx.route.clone() else {
+        return;
+    };
+    let (headers, body) = match &ctx.buffered_response {
+        Some((h, b)) => (Some(h), Some(b)),
+        None => (None, None),
+    };
+    let done = Completion {
+        status,
+        // a document stored for delivery is handed on as surely as a forwarded one: its 202
+        // is what a repeat must get
+        forwarded: ctx.attempts.forwarded || matches!(ctx.outcome, Outcome::Queued),
+        headers,
+        body,
+    };
+    route.chain.on_complete(&done, &mut ctx.state).await;
+}
+
+/// Completes a request: policies (unless they completed before the answer), metrics, access log.
 pub async fn complete(
     metrics: &Metrics,
     access_log: &AccessLog,
@@ -33,7 +59,9 @@ pub async fn complete(
     let route_index = ctx.route.as_ref().map(|r| r.index);
     let channel_index = ctx.state.channel.as_ref().map(|c| c.index);
     let elapsed = ctx.started.elapsed();
-    if let Some(route) = ctx.route.clone() {
+    if let Some(route) = ctx.route.clone()
+        && !ctx.policies_completed
+    {
         let (headers, body) = match &ctx.buffered_response {
             Some((h, b)) => (Some(h), Some(b)),
             None => (None, None),

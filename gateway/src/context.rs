@@ -66,6 +66,8 @@ pub struct RequestCtx {
     pub buffered_response: Option<(HeaderMap, Bytes)>,
     /// The status of `buffered_response`.
     pub buffered_status: Option<u16>,
+    /// Whether the policies' completion phase already ran (before the answer was written).
+    pub policies_completed: bool,
     /// Request body bytes read by the buffered path.
     pub bytes_in: usize,
 }
@@ -85,6 +87,7 @@ impl RequestCtx {
             outcome: Outcome::Pending,
             buffered_response: None,
             buffered_status: None,
+            policies_completed: false,
             bytes_in: 0,
         }
     }

@@ -18,6 +18,7 @@ use policies::state::delivery::{
 };
 use serde_json::json;
 
+use crate::completion;
 use crate::context::{Outcome, RequestCtx};
 use crate::delivery::metrics::{DeliveryMetrics, NO_CHANNEL};
 use crate::delivery::runtime::QueueRuntime;
@@ -242,19 +243,23 @@ pub async fn store_and_answer(
         headers.insert(REQUEST_ID, v);
     }
     ctx.outcome = Outcome::Queued;
-    let written = respond::write(
+    // an idempotency policy keeps this answer (stored before it is written): a repeat of the
+    // request gets the same 202
+    ctx.buffered_response = Some((headers, body));
+    ctx.buffered_status = Some(StatusCode::ACCEPTED.as_u16());
+    completion::complete_policies(ctx, StatusCode::ACCEPTED.as_u16()).await;
+    let Some((headers, body)) = &ctx.buffered_response else {
+        return Error::e_explain(ErrorType::InternalError, "queued answer vanished");
+    };
+    respond::write(
         session,
         StatusCode::ACCEPTED,
-        &headers,
+        headers,
         std::iter::empty(),
         body.clone(),
         false,
     )
-    .await;
-    // an idempotency policy keeps this answer: a repeat of the request gets the same 202
-    ctx.buffered_response = Some((headers, body));
-    ctx.buffered_status = Some(StatusCode::ACCEPTED.as_u16());
-    written?;
+    .await?;
     Ok(true)
 }
 
