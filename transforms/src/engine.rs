@@ -315,6 +315,18 @@ mod tests {
             ("first({a: 1, b: (2, 3)})", json!(null)),
             ("[limit(3; {a: repeat(1), b: 2})]", json!(null)),
             (". as {a: $x} | {$x, y: $x}", json!({"a": 5})),
+            (
+                "\"id:\\(.a) \\(.b)\\n\\(.c)!\"",
+                json!({"a": "x", "b": [1, "é"], "c": 1.50}),
+            ),
+            ("[\"\\(1, 2)-\\(3, 4)\"]", json!(null)),
+            ("[\"a\\(empty)b\"]", json!(null)),
+            (
+                "try \"a\\(error(\"p\"))\\(error(\"q\"))\" catch .",
+                json!(null),
+            ),
+            ("@base64 \"x\\(.)y\"", json!("ab")),
+            ("{\"k\\(.)\": \"v\\(.)\", b: 1}", json!("z")),
         ];
         for (code, input) in cases {
             let rewritten = Program::compile_rewritten(code)

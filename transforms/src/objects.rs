@@ -11,6 +11,10 @@
 //! order gives the same map as the merges: a repeated key keeps its first position and its
 //! last value). Otherwise (a generator, an empty value, an error) it runs the original object
 //! construction, so products, errors and empty results are jaq's own.
+//!
+//! String interpolation has the same shape (`"a\(f)b"` is `"a" + ((f | tostring) + "b")`)
+//! and gets the same treatment with `__str(p1; ...; pn; original)`: one buffer instead of a
+//! new string and a cartesian product per part.
 
 use jaq_core::load::lex::StrPart;
 use jaq_core::load::parse::{Pattern, Term};
@@ -21,8 +25,9 @@ use jaq_json::Val;
 
 use crate::natives::Data;
 
-/// The native's name; the leading underscores keep it out of the way of mapping authors.
+/// The natives' names; the leading underscores keep them out of the way of mapping authors.
 pub(crate) const NAME: &str = "__obj";
+const STR_NAME: &str = "__str";
 
 /// Larger objects keep jaq's construction (one native is registered per size).
 pub(crate) const MAX_ENTRIES: usize = 32;
@@ -31,11 +36,23 @@ pub(crate) const MAX_ENTRIES: usize = 32;
 pub(crate) fn rewrite(term: &mut Term<&str>) {
     match term {
         Term::Id | Term::Recurse | Term::Num(_) | Term::Break(_) | Term::Var(_) => {}
-        Term::Str(_, parts) => {
-            for part in parts {
+        Term::Str(format, parts) => {
+            // `@format "..."` strings apply the format to each part; they keep jaq's way.
+            let eligible = format.is_none() && (2..=MAX_ENTRIES).contains(&parts.len());
+            let original = eligible.then(|| Term::Str(None, parts.clone()));
+            for part in parts.iter_mut() {
                 if let StrPart::Term(t) = part {
                     rewrite(t);
                 }
+            }
+            if let Some(original) = original {
+                // Each part on its own is a one-part string: a constant, or `f | tostring`.
+                let mut args: Vec<Term<&str>> = std::mem::take(parts)
+                    .into_iter()
+                    .map(|part| Term::Str(None, vec![part]))
+                    .collect();
+                args.push(original);
+                *term = Term::Call(STR_NAME, args);
             }
         }
         Term::Arr(inner) => {
@@ -129,15 +146,18 @@ fn rewrite_pattern(pattern: &mut Pattern<&str>) {
     }
 }
 
-/// `__obj` for every object size the rewrite produces.
+/// `__obj` and `__str` for every size the rewrite produces.
 pub(crate) fn funs() -> Vec<Fun<Data>> {
     macro_rules! sizes {
         ($($n:literal)*) => {
-            vec![$((NAME, filter_args(2 * $n + 1), Native::<Data>::new(object::<$n>))),*]
+            vec![$(
+                (NAME, filter_args(2 * $n + 1), Native::<Data>::new(object::<$n>)),
+                (STR_NAME, filter_args($n + 1), Native::<Data>::new(string::<$n>)),
+            )*]
         };
     }
     let funs = sizes!(2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32);
-    debug_assert_eq!(funs.len(), MAX_ENTRIES - 1);
+    debug_assert_eq!(funs.len(), 2 * (MAX_ENTRIES - 1));
     funs
 }
 
@@ -168,4 +188,21 @@ fn object<const N: usize>(mut cv: Cv<'_, Data>) -> ValXs<'_, Val> {
         }
     }
     Box::new(std::iter::once(Ok(Val::obj(map))))
+}
+
+fn string<const N: usize>(mut cv: Cv<'_, Data>) -> ValXs<'_, Val> {
+    let (original, original_ctx) = cv.0.pop_fun();
+    let mut parts = Vec::with_capacity(N);
+    for _ in 0..N {
+        parts.push(cv.0.pop_fun());
+    }
+    let mut text = Vec::new();
+    for (id, ctx) in parts.into_iter().rev() {
+        let mut outputs = id.run((ctx, cv.1.clone()));
+        match (outputs.next(), outputs.next()) {
+            (Some(Ok(Val::TStr(part))), None) => text.extend_from_slice(&part),
+            _ => return original.run((original_ctx, cv.1)),
+        }
+    }
+    Box::new(std::iter::once(Ok(Val::utf8_str(text))))
 }
