@@ -1,6 +1,6 @@
 //! Criterion benches of the transforms crate, per channel, for a ~2 KB and a ~200 KB order:
 //! the body pre-check and parse, the canonical schema validation, and the whole transform
-//! (jq mapping plus validation of its output). The large orders repeat the line items of the
+//! (jq mapping plus validation of its output), and the ERP answer mapped back. The large orders repeat the line items of the
 //! small ones. Run with `cargo bench -p benches --bench transforms`.
 
 use std::hint::black_box;
@@ -135,6 +135,26 @@ fn benches(c: &mut Criterion) {
             );
         });
     }
+    group.finish();
+
+    // The ERP's answer mapped back for the channel (erp/ack, with its answer validation).
+    let mut group = c.benchmark_group("transforms/apply_answer_mapping");
+    let ack = catalog
+        .response_mapping("ack")
+        .expect("the erp/ack mapping");
+    let answer = ack
+        .golden_cases()
+        .first()
+        .expect("erp/ack has a golden case")
+        .input
+        .clone();
+    group.bench_with_input(BenchmarkId::new("erp", "ack"), &answer, |b, answer| {
+        b.iter_batched(
+            || answer.clone(),
+            |answer| ack.apply(answer).expect("the answer maps"),
+            BatchSize::SmallInput,
+        );
+    });
     group.finish();
 
     let mut group = c.benchmark_group("transforms/load_catalog");

@@ -8,6 +8,7 @@ use jaq_core::{Compiler, Ctx, Vars};
 use jaq_json::Val;
 
 use crate::natives::{self, Data};
+use crate::objects;
 use crate::value::{self, NotJson};
 
 /// The helpers written in jq that every mapping sees (see `prelude.jq`).
@@ -25,6 +26,9 @@ static DEFS: LazyLock<Vec<Def<&'static str>>> = LazyLock::new(|| {
         .chain(ours)
         .collect()
 });
+
+/// The definition holding a rewritten mapping, and the whole main filter calling it.
+const MAIN: &str = "__mapping";
 
 /// A problem in a jq source file, with the 1-based line and column jaq points at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +61,44 @@ pub enum RunError {
 impl Program {
     /// Parses and compiles `code`; every problem found is returned.
     pub fn compile(code: &str) -> Result<Program, Vec<SourceError>> {
+        if let Some(program) = Self::compile_rewritten(code) {
+            return Ok(program);
+        }
+        // Whatever did not compile that way (a syntax error, an undefined name, a module
+        // import) is compiled as written, whose errors point at the mapping's own text.
+        Self::compile_as_written(code)
+    }
+
+    /// Compiles `code` with its object constructions rewritten (see `objects`). The mapping
+    /// is parsed as one term and compiled as the body of a definition the main filter calls,
+    /// because jaq's loader takes source text, not terms; its slices still point into `code`.
+    fn compile_rewritten(code: &str) -> Option<Program> {
+        let mut body = load::parse(code, |p| p.term())?;
+        objects::rewrite(&mut body);
+        let main = Def {
+            name: MAIN,
+            args: Vec::new(),
+            body,
+        };
+        let arena = Arena::default();
+        let loader = Loader::new(DEFS.iter().cloned().chain([main]));
+        let modules = loader
+            .load(
+                &arena,
+                File {
+                    code: MAIN,
+                    path: (),
+                },
+            )
+            .ok()?;
+        let filter = Compiler::default()
+            .with_funs(natives::all())
+            .compile(modules)
+            .ok()?;
+        Some(Program { filter })
+    }
+
+    fn compile_as_written(code: &str) -> Result<Program, Vec<SourceError>> {
         let arena = Arena::default();
         let loader = Loader::new(DEFS.iter().cloned());
         let modules = loader
@@ -251,6 +293,75 @@ mod tests {
         );
         assert_eq!(run("first(empty, 2)", json!(1)), Ok(json!(2)));
         assert_eq!(run("isempty(empty)", json!(1)), Ok(json!(true)));
+    }
+
+    /// The rewritten object constructions against jaq's own, output for output.
+    #[test]
+    fn rewritten_objects_keep_jaq_semantics() {
+        let cases = [
+            ("{a: 1, b: .x}", json!({"x": [1]})),
+            ("{a: 1, a: 2, b: 3, a: 4}", json!(null)),
+            ("[{a: (1, 2), b: (3, 4)}]", json!(null)),
+            ("[{a: 1, b: empty}]", json!(null)),
+            ("[{a: error(\"x\"), b: empty}]", json!(null)),
+            (
+                "try {a: 1, b: error(\"y\"), c: error(\"z\")} catch .",
+                json!(null),
+            ),
+            (
+                "{(.k): 1, \"b\\(.k)\": {c: .k, d: [.k, {e: 1, f: 2}]}}",
+                json!({"k": "q"}),
+            ),
+            ("first({a: 1, b: (2, 3)})", json!(null)),
+            ("[limit(3; {a: repeat(1), b: 2})]", json!(null)),
+            (". as {a: $x} | {$x, y: $x}", json!({"a": 5})),
+            (
+                "\"id:\\(.a) \\(.b)\\n\\(.c)!\"",
+                json!({"a": "x", "b": [1, "é"], "c": 1.50}),
+            ),
+            ("[\"\\(1, 2)-\\(3, 4)\"]", json!(null)),
+            ("[\"a\\(empty)b\"]", json!(null)),
+            (
+                "try \"a\\(error(\"p\"))\\(error(\"q\"))\" catch .",
+                json!(null),
+            ),
+            ("@base64 \"x\\(.)y\"", json!("ab")),
+            ("{\"k\\(.)\": \"v\\(.)\", b: 1}", json!("z")),
+        ];
+        for (code, input) in cases {
+            let rewritten = Program::compile_rewritten(code)
+                .unwrap_or_else(|| panic!("{code} compiles rewritten"))
+                .run(value::to_jaq(input.clone()));
+            let as_written = Program::compile_as_written(code)
+                .expect("compiles as written")
+                .run(value::to_jaq(input));
+            assert_eq!(rewritten, as_written, "{code}");
+        }
+    }
+
+    #[test]
+    fn every_shipped_mapping_takes_the_rewritten_path() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
+        let mut seen = 0;
+        for channel in std::fs::read_dir(&root).expect("mappings dir") {
+            let dir = channel.expect("entry").path();
+            let Ok(files) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for file in files {
+                let path = file.expect("entry").path();
+                if path.extension().is_some_and(|ext| ext == "jq") {
+                    let code = std::fs::read_to_string(&path).expect("readable");
+                    assert!(
+                        Program::compile_rewritten(&code).is_some(),
+                        "{} compiles rewritten",
+                        path.display()
+                    );
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen > 5, "found {seen} mappings");
     }
 
     #[test]

@@ -38,6 +38,7 @@ mod engine;
 pub mod golden;
 mod mapping_files;
 mod natives;
+mod objects;
 pub mod precheck;
 pub mod status;
 pub mod time;

@@ -38,7 +38,10 @@ pub(crate) fn all() -> Vec<Fun<Data>> {
                 (name, args, native)
             }
         });
-    standard.chain(ours()).collect()
+    standard
+        .chain(ours())
+        .chain(crate::objects::funs())
+        .collect()
 }
 
 /// Zero-argument standard definitions replaced by natives with the same meaning: jaq writes
