@@ -54,6 +54,11 @@ impl TokenCache {
         }
     }
 
+    /// Whether tokens are cached at all.
+    pub fn enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
     /// The entry of a token that has not expired (`now` and `leeway` in seconds); an expired
     /// entry is dropped.
     pub fn get(&self, hash: &TokenHash, now: u64, leeway: u64) -> Option<Arc<Verified>> {
