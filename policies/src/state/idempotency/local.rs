@@ -343,4 +343,34 @@ mod tests {
         assert_eq!(s.claim("a", &FP, 5, 2_000, 1_000), Ok(Claim::Claimed));
         assert_eq!(s.len(), 1);
     }
+
+    #[test]
+    fn the_record_nearest_its_expiry_goes_first_and_stale_heap_items_are_skipped() {
+        // two entries per shard
+        let s = LocalRecords::new(2 * SHARDS);
+        let shard_of = |k: &str| s.hasher.hash_one(k) as usize % SHARDS;
+        let keys: Vec<String> = (0..10_000)
+            .map(|i| format!("k{i}"))
+            .filter(|k| shard_of(k) == shard_of("k0"))
+            .take(4)
+            .collect();
+        let (a, b, c, d) = (&keys[0], &keys[1], &keys[2], &keys[3]);
+        assert_eq!(s.claim(a, &FP, 1, 0, 1_000), Ok(Claim::Claimed));
+        assert_eq!(s.claim(b, &FP, 2, 0, 1_000), Ok(Claim::Claimed));
+        assert!(s.complete(a, 1, record("a"), 10, 5_000));
+        assert!(s.complete(b, 2, record("b"), 10, 2_000));
+        // b expires first, so it makes room for c; a stays
+        assert_eq!(s.claim(c, &FP, 3, 20, 1_000), Ok(Claim::Claimed));
+        assert!(matches!(
+            s.claim(a, &FP, 4, 30, 1_000),
+            Ok(Claim::Done { .. })
+        ));
+        // a is claimed anew once its record expired (before any sweep): its heap item is stale
+        assert!(s.release(c, 3, 40));
+        assert_eq!(s.claim(a, &FP, 5, 5_010, 1_000), Ok(Claim::Claimed));
+        assert_eq!(s.claim(b, &FP, 6, 5_020, 1_000), Ok(Claim::Claimed));
+        // full of live claims: nothing to evict, and the stale item does not evict a's claim
+        assert_eq!(s.claim(d, &FP, 7, 5_030, 1_000), Err(Full));
+        assert_eq!(s.len(), 2);
+    }
 }
