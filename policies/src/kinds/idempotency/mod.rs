@@ -880,8 +880,13 @@ impl Phases for Idempotency {
             KeySource::Body(_) => None,
         };
         // share the parse with the policies around this one: take it, give it back
-        let parsed = ParsedBody::take(state, body)
-            .or_else(|| serde_json::from_slice::<Value>(body).ok());
+        // one UTF-8 check of the whole body, so the parser need not check each string again (a
+        // body that is not UTF-8 is not JSON either way)
+        let parsed = ParsedBody::take(state, body).or_else(|| {
+            std::str::from_utf8(body)
+                .ok()
+                .and_then(|text| serde_json::from_str::<Value>(text).ok())
+        });
         let value = parsed.as_ref();
         let key = match (&self.key, header_key) {
             (_, Some(k)) => Some(k),
