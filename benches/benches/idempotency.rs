@@ -3,7 +3,9 @@
 //! `redis-server` is not installed) the three calls a request makes: `claim` (a new key),
 //! `replay` (a claim answered by the stored response of 1 KiB) and `store` (completing a claim).
 //! `policy_replay` is the whole request path of a repeat on the in-process store: key parse,
-//! body parse, fingerprint, lookup and the replay answer.
+//! body parse, fingerprint, lookup and the replay answer. `policy_new` is the path of a new key
+//! with the ~2 KB sample order (`idem-new` of the load matrix): key parse, body parse,
+//! fingerprint, claim, and storing a ~200 B answer at completion.
 
 use std::net::TcpStream;
 use std::path::Path;
@@ -48,11 +50,26 @@ fn record() -> Record {
     }
 }
 
+/// The ~2 KB sample Amazon order, minified.
+fn sample_order() -> Bytes {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/files/samples/amazon-order.json");
+    let raw = std::fs::read(path).unwrap_or_else(|e| panic!("sample order: {e}"));
+    let value: serde_json::Value =
+        serde_json::from_slice(&raw).unwrap_or_else(|e| panic!("sample order: {e}"));
+    Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
+}
+
 fn bench_fingerprint(c: &mut Criterion) {
     let text = order();
     let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
     c.bench_function("idempotency/fingerprint/1KiB_order", |b| {
         b.iter(|| fingerprint(Some(&value), text.as_bytes()))
+    });
+    let text = sample_order();
+    let value: serde_json::Value = serde_json::from_slice(&text).unwrap_or_default();
+    c.bench_function("idempotency/fingerprint/2KB_order", |b| {
+        b.iter(|| fingerprint(Some(&value), &text))
     });
 }
 
@@ -158,6 +175,72 @@ fn bench_policy_replay(c: &mut Criterion) {
                     let _ = policy.on_request(&view, &mut s).await;
                     let flow = policy.on_request_body(&view, &mut s, &mut b).await;
                     assert!(flow.is_break(), "replayed");
+                }
+                start.elapsed()
+            })
+        })
+    });
+}
+
+fn bench_policy_new(c: &mut Criterion) {
+    let yaml = "version: 1\nchannels: {amazon: {}}\nupstreams: {erp: {endpoints: [\"127.0.0.1:9\"]}}\n\
+                policies:\n  idem: {kind: idempotency, max_entries: 100000}\nroutes: []\n";
+    let set = compile_str(Path::new("bench.yaml"), yaml, &CompileEnv::default(), None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let policy: &Policy = &set.policies["idem"].policy;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let params = PathParams::default();
+    let body = sample_order();
+    let answer = Bytes::from(vec![b'x'; 200]);
+    let mut resp_headers = HeaderMap::new();
+    resp_headers.insert("content-type", HeaderValue::from_static("application/json"));
+    let mut n = 0u64;
+    c.bench_function("idempotency/local/policy_new", |b| {
+        b.iter_custom(|iters| {
+            let keys: Vec<HeaderMap> = (0..iters)
+                .map(|_| {
+                    n += 1;
+                    let mut h = HeaderMap::new();
+                    let key = format!("\"8e03978e-40d5-43e8-bc93-{n:012}\"");
+                    h.insert(
+                        "idempotency-key",
+                        HeaderValue::try_from(key).unwrap_or_else(|e| panic!("{e}")),
+                    );
+                    h
+                })
+                .collect();
+            rt.block_on(async {
+                let start = Instant::now();
+                for headers in &keys {
+                    let view = RequestView {
+                        method: &Method::POST,
+                        path: "/channels/amazon/orders",
+                        query: None,
+                        headers,
+                        params: &params,
+                    };
+                    let mut s = ExchangeState {
+                        channel: Some(Channel {
+                            index: 0,
+                            name: "amazon".into(),
+                        }),
+                        route: Some("orders".into()),
+                        ..ExchangeState::default()
+                    };
+                    let mut b = body.clone();
+                    let _ = policy.on_request(&view, &mut s).await;
+                    let flow = policy.on_request_body(&view, &mut s, &mut b).await;
+                    assert!(flow.is_continue(), "claimed");
+                    let done = Completion {
+                        status: 201,
+                        forwarded: true,
+                        headers: Some(&resp_headers),
+                        body: Some(&answer),
+                    };
+                    policy.on_complete(&done, &mut s).await;
                 }
                 start.elapsed()
             })
@@ -280,6 +363,7 @@ fn idempotency(c: &mut Criterion) {
     bench_fingerprint(c);
     bench_local(c);
     bench_policy_replay(c);
+    bench_policy_new(c);
     match start_redis() {
         Some((_redis, port)) => bench_redis(c, port),
         None => {

@@ -1,5 +1,7 @@
 //! criterion: the `json_body` policy's body phase (UTF-8, well-formed JSON, nesting depth) on
-//! a ~2 KB order and a ~200 KB one.
+//! a ~2 KB order and a ~200 KB one; and the `schema` policy's body phase on the ~2 KB Amazon
+//! order (`schema/2KB/policy`: pre-checks, parse, validation) with its parts alone (`parse`,
+//! `is_valid`).
 
 use std::hint::black_box;
 use std::path::Path;
@@ -77,6 +79,40 @@ fn json_body(c: &mut Criterion) {
             })
         });
     }
+    g.finish();
+
+    // the schema policy of the same route, on the amazon channel
+    let schema = &set.policies["order-schema"].policy;
+    let Some(amazon) = set.channels.get("amazon") else {
+        panic!("the example set has no amazon channel");
+    };
+    let Ok(validator) = policies::kinds::body_schema::load_schema(
+        "schemas/amazon/order.schema.json",
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/files"),
+    ) else {
+        panic!("the amazon order schema does not compile");
+    };
+    let (small, _) = bodies();
+    let mut g = c.benchmark_group("schema/2KB");
+    g.bench_function("parse", |b| {
+        b.iter(|| serde_json::from_slice::<Value>(black_box(&small)).map(|_| ()))
+    });
+    let value: Value = serde_json::from_slice(&small).unwrap_or_default();
+    g.bench_function("is_valid", |b| {
+        b.iter(|| assert!(validator.is_valid(black_box(&value))))
+    });
+    g.bench_function("policy", |b| {
+        b.iter(|| {
+            let mut state = ExchangeState {
+                channel: Some(amazon.clone()),
+                ..ExchangeState::default()
+            };
+            let mut body = small.clone();
+            let flow = ready(schema.on_request_body(&view, &mut state, &mut body));
+            assert!(matches!(flow, Flow::Continue(())));
+            black_box(state)
+        })
+    });
     g.finish();
 }
 

@@ -16,7 +16,6 @@
 //! route: request body phases run in route order, so it then sees the body as the client sent
 //! it, and response phases run in reverse, so it stores the answer as the client receives it.
 
-use std::io::Write as _;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -520,18 +519,22 @@ impl Idempotency {
             }
             return;
         };
-        let headers = match done.headers {
+        // Copied, not cloned: a value or body handed over may be a slice of a larger buffer
+        // (Pingora parses response headers into slices of a 4 KiB read buffer), and a record
+        // holding a slice keeps the whole buffer alive for its TTL.
+        let mut headers: Vec<_> = match done.headers {
             Some(h) => self
                 .replay_headers
                 .iter()
-                .flat_map(|name| h.get_all(name).iter().map(|v| (name.clone(), v.clone())))
+                .flat_map(|name| h.get_all(name).iter().map(|v| (name.clone(), own(v))))
                 .collect(),
             None => Vec::new(),
         };
+        headers.shrink_to_fit();
         let record = Record {
             status,
             headers,
-            body: body.clone(),
+            body: Bytes::copy_from_slice(body),
         };
         let stored = self
             .records
@@ -625,6 +628,19 @@ impl Idempotency {
     }
 }
 
+/// A header value in an allocation of its own (see `finish`).
+fn own(v: &HeaderValue) -> HeaderValue {
+    match HeaderValue::from_bytes(v.as_bytes()) {
+        Ok(mut owned) => {
+            owned.set_sensitive(v.is_sensitive());
+            owned
+        }
+        // a value the http crate would not have accepted from bytes (Pingora's parser admits
+        // more): kept as it came rather than dropped
+        Err(_) => v.clone(),
+    }
+}
+
 /// Parses an RFC 8941 sf-string (`"..."`, printable ASCII, `\"` and `\\` escapes), or leniently
 /// a bare value without quotes, spaces, commas or backslashes; `None` otherwise.
 pub fn parse_sf_string(raw: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
@@ -671,80 +687,105 @@ pub fn parse_sf_string(raw: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
     Some(std::borrow::Cow::Owned(out))
 }
 
-/// Feeds what is written into a SHA-256.
-struct HashWriter(Sha256);
+/// How much canonical JSON is gathered before it is fed to the hash: feeding SHA-256 one token
+/// at a time costs more in calls than the hashing itself.
+const CHUNK: usize = 4096;
 
-impl std::io::Write for HashWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+/// Canonical JSON on its way into a SHA-256, gathered in chunks.
+struct CanonicalHasher {
+    hash: Sha256,
+    buf: Vec<u8>,
 }
 
-/// Writes `value` as canonical JSON: object members sorted by key, no whitespace, numbers and
-/// strings as serde_json writes them (numbers keep their text: `1.0` and `1` differ).
-fn write_canonical(w: &mut HashWriter, value: &Value) -> std::io::Result<()> {
-    match value {
-        Value::Object(map) => {
-            w.write_all(b"{")?;
-            // serde_json's map is sorted unless `preserve_order` is enabled somewhere
-            let sorted = map.keys().zip(map.keys().skip(1)).all(|(a, b)| a <= b);
-            let mut first = true;
-            let mut member = |w: &mut HashWriter, k: &String, v: &Value| {
-                if !std::mem::take(&mut first) {
-                    w.write_all(b",")?;
-                }
-                serde_json::to_writer(&mut *w, k)?;
-                w.write_all(b":")?;
-                write_canonical(w, v)
-            };
-            if sorted {
-                for (k, v) in map {
-                    member(w, k, v)?;
-                }
-            } else {
-                let mut entries: Vec<_> = map.iter().collect();
-                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-                for (k, v) in entries {
-                    member(w, k, v)?;
-                }
-            }
-            w.write_all(b"}")
+impl CanonicalHasher {
+    /// Hands what is gathered to the hash once a chunk is full.
+    fn spill(&mut self) {
+        if self.buf.len() >= CHUNK {
+            self.hash.update(&self.buf);
+            self.buf.clear();
         }
-        Value::Array(items) => {
-            w.write_all(b"[")?;
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    w.write_all(b",")?;
+    }
+
+    fn finish(mut self) -> Fingerprint {
+        self.hash.update(&self.buf);
+        self.hash.finalize().into()
+    }
+
+    /// Writes `value` as canonical JSON: object members sorted by key, no whitespace, numbers
+    /// and strings as serde_json writes them (numbers keep their text: `1.0` and `1` differ).
+    fn write(&mut self, value: &Value) {
+        match value {
+            Value::Object(map) => {
+                self.buf.push(b'{');
+                // serde_json's map is sorted unless `preserve_order` is enabled somewhere
+                let sorted = map.keys().zip(map.keys().skip(1)).all(|(a, b)| a <= b);
+                if sorted {
+                    for (i, (k, v)) in map.iter().enumerate() {
+                        self.member(i, k, v);
+                    }
+                } else {
+                    let mut entries: Vec<_> = map.iter().collect();
+                    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                    for (i, (k, v)) in entries.into_iter().enumerate() {
+                        self.member(i, k, v);
+                    }
                 }
-                write_canonical(w, v)?;
+                self.buf.push(b'}');
             }
-            w.write_all(b"]")
+            Value::Array(items) => {
+                self.buf.push(b'[');
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        self.buf.push(b',');
+                    }
+                    self.write(v);
+                }
+                self.buf.push(b']');
+            }
+            Value::Null => self.buf.extend_from_slice(b"null"),
+            Value::Bool(true) => self.buf.extend_from_slice(b"true"),
+            Value::Bool(false) => self.buf.extend_from_slice(b"false"),
+            // writing into a Vec cannot fail
+            Value::String(s) => {
+                let _ = serde_json::to_writer(&mut self.buf, s);
+            }
+            Value::Number(n) => {
+                let _ = serde_json::to_writer(&mut self.buf, n);
+            }
         }
-        scalar => serde_json::to_writer(&mut *w, scalar).map_err(std::io::Error::other),
+        self.spill();
+    }
+
+    fn member(&mut self, i: usize, k: &str, v: &Value) {
+        if i > 0 {
+            self.buf.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut self.buf, k);
+        self.buf.push(b':');
+        self.write(v);
     }
 }
 
 /// The fingerprint of a body: its canonical JSON when it parsed, else its bytes (each domain
 /// prefixed, so a document and raw bytes never share a fingerprint).
 pub fn fingerprint(value: Option<&Value>, raw: &[u8]) -> Fingerprint {
-    let mut w = HashWriter(Sha256::new());
+    let mut hash = Sha256::new();
     match value {
         Some(v) => {
-            w.0.update(b"json\0");
-            // writing into a hash cannot fail
-            let _ = write_canonical(&mut w, v);
+            hash.update(b"json\0");
+            let mut w = CanonicalHasher {
+                hash,
+                buf: Vec::with_capacity(CHUNK + 256),
+            };
+            w.write(v);
+            w.finish()
         }
         None => {
-            w.0.update(b"raw\0");
-            w.0.update(raw);
+            hash.update(b"raw\0");
+            hash.update(raw);
+            hash.finalize().into()
         }
     }
-    w.0.finalize().into()
 }
 
 /// The key made of the values at `pointers`; `None` when one is missing.
@@ -839,21 +880,21 @@ impl Phases for Idempotency {
             KeySource::Body(_) => None,
         };
         // share the parse with the policies around this one: take it, give it back
-        let parsed = ParsedBody::take(state, body);
-        let own_parse;
-        let value = match &parsed {
-            Some(v) => Some(v),
-            None => {
-                own_parse = serde_json::from_slice::<Value>(body).ok();
-                own_parse.as_ref()
-            }
-        };
+        // one UTF-8 check of the whole body, so the parser need not check each string again (a
+        // body that is not UTF-8 is not JSON either way)
+        let parsed = ParsedBody::take(state, body).or_else(|| {
+            std::str::from_utf8(body)
+                .ok()
+                .and_then(|text| serde_json::from_str::<Value>(text).ok())
+        });
+        let value = parsed.as_ref();
         let key = match (&self.key, header_key) {
             (_, Some(k)) => Some(k),
             (KeySource::Body(pointers), None) => body_key(value, pointers),
             (KeySource::Header { .. }, None) => None,
         };
         let fp = fingerprint(value, body);
+        // a parse of our own is handed on too, so a later `transform` does not parse again
         if let Some(v) = parsed {
             state.extensions.insert(ParsedBody::new(body, v));
         }

@@ -1,9 +1,12 @@
 //! The in-process idempotency records: claims and stored responses per key, in a map split into
 //! shards with a lock each (never held across an await). Bounded: past `max_entries` a shard
 //! first drops what has expired, then the completed record closest to its expiry; in-flight
-//! claims are never evicted (a full store of in-flight claims refuses new ones).
+//! claims are never evicted (a full store of in-flight claims refuses new ones). Eviction takes
+//! the record off a heap ordered by expiry rather than scanning the shard, so a store kept full
+//! by a steady flow of new keys pays a heap pop per claim, not a pass over thousands of keys.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 
@@ -28,8 +31,33 @@ struct Entry {
 
 #[derive(Debug, Default)]
 struct Shard {
-    entries: HashMap<Box<str>, Entry>,
+    /// The key is shared with `by_expiry`, so a record pays for its key once.
+    entries: HashMap<Arc<str>, Entry>,
+    /// Completed records, nearest expiry first. An item whose key no longer holds a record
+    /// with that expiry (it expired, was evicted or claimed anew) is stale and skipped; sweeps
+    /// drop the expired ones, so stale items do not pile up.
+    by_expiry: BinaryHeap<Reverse<(u64, Arc<str>)>>,
+    /// No in-flight claim expires before this (a lower bound, exact after each sweep): a full
+    /// shard looks for expired claims only when one may be there.
+    claims_expire_from: u64,
     next_sweep: u64,
+}
+
+impl Shard {
+    /// Drops everything expired.
+    fn sweep(&mut self, now_ms: u64) {
+        let mut claims_from = u64::MAX;
+        self.entries.retain(|_, e| {
+            let keep = e.expires_ms > now_ms;
+            if keep && e.record.is_none() {
+                claims_from = claims_from.min(e.expires_ms);
+            }
+            keep
+        });
+        self.claims_expire_from = claims_from;
+        self.by_expiry
+            .retain(|Reverse((expires, _))| *expires > now_ms);
+    }
 }
 
 /// The store is full of in-flight claims: nothing could be evicted for a new one.
@@ -79,7 +107,7 @@ impl LocalRecords {
     ) -> Result<Claim, Full> {
         let mut shard = self.shard(key);
         if now_ms >= shard.next_sweep {
-            shard.entries.retain(|_, e| e.expires_ms > now_ms);
+            shard.sweep(now_ms);
             shard.next_sweep = now_ms + SWEEP_INTERVAL_MS;
         }
         if let Some(e) = shard.entries.get(key)
@@ -99,11 +127,13 @@ impl LocalRecords {
         if shard.entries.len() >= self.per_shard && !shard.entries.contains_key(key) {
             make_room(&mut shard, now_ms)?;
         }
+        let expires_ms = now_ms.saturating_add(lease_ms);
+        shard.claims_expire_from = shard.claims_expire_from.min(expires_ms);
         shard.entries.insert(
             key.into(),
             Entry {
                 fingerprint: *fingerprint,
-                expires_ms: now_ms.saturating_add(lease_ms),
+                expires_ms,
                 token,
                 record: None,
             },
@@ -122,15 +152,22 @@ impl LocalRecords {
         ttl_ms: u64,
     ) -> bool {
         let mut shard = self.shard(key);
-        match shard.entries.get_mut(key) {
-            Some(e) if e.record.is_none() && e.token == token && e.expires_ms > now_ms => {
-                e.record = Some(record);
-                e.token = 0;
-                e.expires_ms = now_ms.saturating_add(ttl_ms);
-                true
-            }
-            _ => false,
+        let shard = &mut *shard;
+        let Some((k, e)) = shard.entries.get_key_value(key) else {
+            return false;
+        };
+        if e.record.is_some() || e.token != token || e.expires_ms <= now_ms {
+            return false;
         }
+        let k = k.clone();
+        let expires_ms = now_ms.saturating_add(ttl_ms);
+        if let Some(e) = shard.entries.get_mut(key) {
+            e.record = Some(record);
+            e.token = 0;
+            e.expires_ms = expires_ms;
+        }
+        shard.by_expiry.push(Reverse((expires_ms, k)));
+        true
     }
 
     /// Gives up the claim holding `token`, so the next request with the key goes through.
@@ -196,26 +233,29 @@ impl RecordStore for LocalRecords {
     }
 }
 
-/// Frees one slot in a full shard: expired entries first, else the record nearest its expiry.
+/// Frees a slot in a full shard: expired entries first, else the record nearest its expiry.
 fn make_room(shard: &mut Shard, now_ms: u64) -> Result<(), Full> {
-    let before = shard.entries.len();
-    shard.entries.retain(|_, e| e.expires_ms > now_ms);
-    if shard.entries.len() < before {
-        return Ok(());
-    }
-    let victim = shard
-        .entries
-        .iter()
-        .filter(|(_, e)| e.record.is_some())
-        .min_by_key(|(_, e)| e.expires_ms)
-        .map(|(k, _)| k.clone());
-    match victim {
-        Some(k) => {
-            shard.entries.remove(&k);
-            Ok(())
+    // the heap knows the records, not the claims: a claim whose lease ran out is found by a
+    // sweep, made only when the bound says one may be there
+    if shard.claims_expire_from <= now_ms {
+        let before = shard.entries.len();
+        shard.sweep(now_ms);
+        if shard.entries.len() < before {
+            return Ok(());
         }
-        None => Err(Full),
     }
+    // the nearest expiry first, so an expired record goes before any live one
+    while let Some(Reverse((expires_ms, key))) = shard.by_expiry.pop() {
+        let current = shard
+            .entries
+            .get(&key)
+            .is_some_and(|e| e.record.is_some() && e.expires_ms == expires_ms);
+        if current {
+            shard.entries.remove(&key);
+            return Ok(());
+        }
+    }
+    Err(Full)
 }
 
 #[cfg(test)]
@@ -302,5 +342,35 @@ mod tests {
         // once the lease ran out, the expired claim makes room
         assert_eq!(s.claim("a", &FP, 5, 2_000, 1_000), Ok(Claim::Claimed));
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn the_record_nearest_its_expiry_goes_first_and_stale_heap_items_are_skipped() {
+        // two entries per shard
+        let s = LocalRecords::new(2 * SHARDS);
+        let shard_of = |k: &str| s.hasher.hash_one(k) as usize % SHARDS;
+        let keys: Vec<String> = (0..10_000)
+            .map(|i| format!("k{i}"))
+            .filter(|k| shard_of(k) == shard_of("k0"))
+            .take(4)
+            .collect();
+        let (a, b, c, d) = (&keys[0], &keys[1], &keys[2], &keys[3]);
+        assert_eq!(s.claim(a, &FP, 1, 0, 1_000), Ok(Claim::Claimed));
+        assert_eq!(s.claim(b, &FP, 2, 0, 1_000), Ok(Claim::Claimed));
+        assert!(s.complete(a, 1, record("a"), 10, 5_000));
+        assert!(s.complete(b, 2, record("b"), 10, 2_000));
+        // b expires first, so it makes room for c; a stays
+        assert_eq!(s.claim(c, &FP, 3, 20, 1_000), Ok(Claim::Claimed));
+        assert!(matches!(
+            s.claim(a, &FP, 4, 30, 1_000),
+            Ok(Claim::Done { .. })
+        ));
+        // a is claimed anew once its record expired (before any sweep): its heap item is stale
+        assert!(s.release(c, 3, 40));
+        assert_eq!(s.claim(a, &FP, 5, 5_010, 1_000), Ok(Claim::Claimed));
+        assert_eq!(s.claim(b, &FP, 6, 5_020, 1_000), Ok(Claim::Claimed));
+        // full of live claims: nothing to evict, and the stale item does not evict a's claim
+        assert_eq!(s.claim(d, &FP, 7, 5_030, 1_000), Err(Full));
+        assert_eq!(s.len(), 2);
     }
 }
