@@ -55,8 +55,8 @@ impl PrecheckError {
 
 /// Checks size, depth, UTF-8 and JSON syntax without building a tree.
 pub fn precheck(bytes: &[u8], limits: &PrecheckLimits) -> Result<(), PrecheckError> {
-    scan(bytes, limits)?;
-    serde_json::from_slice::<IgnoredAny>(bytes)
+    let text = scan(bytes, limits)?;
+    serde_json::from_str::<IgnoredAny>(text)
         .map(|_| ())
         .map_err(not_json)
 }
@@ -64,24 +64,24 @@ pub fn precheck(bytes: &[u8], limits: &PrecheckLimits) -> Result<(), PrecheckErr
 /// The same checks, then the one parse the caller needs anyway: use this rather than
 /// `precheck` followed by a parse, which would read the body twice.
 pub fn parse_checked(bytes: &[u8], limits: &PrecheckLimits) -> Result<Value, PrecheckError> {
-    scan(bytes, limits)?;
-    serde_json::from_slice(bytes).map_err(not_json)
+    // from the checked text: serde_json then does not validate every string's UTF-8 again
+    let text = scan(bytes, limits)?;
+    serde_json::from_str(text).map_err(not_json)
 }
 
-/// The cheap checks: size, UTF-8, then depth.
-fn scan(bytes: &[u8], limits: &PrecheckLimits) -> Result<(), PrecheckError> {
+/// The cheap checks: size, UTF-8, then depth; the body as text.
+fn scan<'b>(bytes: &'b [u8], limits: &PrecheckLimits) -> Result<&'b str, PrecheckError> {
     if bytes.len() > limits.max_bytes {
         return Err(PrecheckError::TooLarge {
             size: bytes.len(),
             limit: limits.max_bytes,
         });
     }
-    if let Err(err) = std::str::from_utf8(bytes) {
-        return Err(PrecheckError::NotUtf8 {
-            offset: err.valid_up_to(),
-        });
-    }
-    check_depth(bytes, limits.max_depth)
+    let text = std::str::from_utf8(bytes).map_err(|err| PrecheckError::NotUtf8 {
+        offset: err.valid_up_to(),
+    })?;
+    check_depth(bytes, limits.max_depth)?;
+    Ok(text)
 }
 
 /// Counts open brackets outside strings; the syntax itself is left to the parser.
@@ -96,21 +96,26 @@ fn check_depth(bytes: &[u8], limit: usize) -> Result<(), PrecheckError> {
 /// bytes outside strings without building a tree (the syntax is left to the parser).
 pub fn first_bracket_past_depth(bytes: &[u8], limit: usize) -> Option<usize> {
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for (offset, &b) in bytes.iter().enumerate() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
+    let mut offset = 0usize;
+    while offset < bytes.len() {
+        match bytes[offset] {
+            b'"' => {
+                // skip the string with memchr: most of a document's bytes are inside strings
+                offset += 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', &bytes[offset..]) {
+                        None => return None,
+                        Some(i) if bytes[offset + i] == b'\\' => offset += i + 2,
+                        Some(i) => {
+                            offset += i;
+                            break;
+                        }
+                    }
+                    if offset >= bytes.len() {
+                        return None;
+                    }
+                }
             }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
                 if depth > limit {
@@ -120,6 +125,7 @@ pub fn first_bracket_past_depth(bytes: &[u8], limit: usize) -> Option<usize> {
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        offset += 1;
     }
     None
 }
@@ -184,6 +190,11 @@ mod tests {
         // Brackets inside strings do not count, escaped quotes do not end the string.
         assert_eq!(precheck(br#"[["\"[[[[[["]]"#, &limits(100, 2)), Ok(()));
         assert!(precheck(br#"[[["x"]]]"#, &limits(100, 2)).is_err());
+        // an escaped backslash does not escape the quote after it: the bracket counts
+        assert_eq!(first_bracket_past_depth(br#"[["\\"["#, 2), Some(6));
+        // an unterminated string (the parser refuses it) hides what follows
+        assert_eq!(first_bracket_past_depth(br#"["\"#, 0), Some(0));
+        assert_eq!(first_bracket_past_depth(br#""[[[\"#, 1), None);
     }
 
     #[test]
