@@ -381,6 +381,22 @@ pub fn all(inputs: &Inputs) -> anyhow::Result<Vec<Scenario>> {
             S1,
             pass()?,
         ),
+        // The POST passthroughs split a body scenario's cost over S1 into the body's own I/O
+        // (a 2 KB order in, the same out) and what the gateway does with it.
+        sc(
+            "P0-post",
+            "minimal Pingora passthrough, 2 KB order posted",
+            System::P0,
+            "",
+            order()?,
+        ),
+        sc(
+            "S1-post",
+            "gateway passthrough of a 2 KB order (route, no policies: streamed)",
+            System::Gateway,
+            orders_post_route!("[]"),
+            order()?,
+        ),
         sc("nginx", "nginx passthrough", System::Nginx, "", pass()?),
         sc(
             "haproxy",
