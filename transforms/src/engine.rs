@@ -92,7 +92,7 @@ impl Program {
             )
             .ok()?;
         let filter = Compiler::default()
-            .with_funs(natives::all())
+            .with_funs(all_natives())
             .compile(modules)
             .ok()?;
         Some(Program { filter })
@@ -110,7 +110,7 @@ impl Program {
                     .collect::<Vec<_>>()
             })?;
         let filter = Compiler::default()
-            .with_funs(natives::all())
+            .with_funs(all_natives())
             .compile(modules)
             .map_err(|errors| {
                 errors
@@ -233,6 +233,14 @@ fn position(whole: &str, part: &str) -> (Option<usize>, Option<usize>) {
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let column = before[line_start..].chars().count() + 1;
     (Some(line), Some(column))
+}
+
+/// Every native a program can call: the standard ones (some disarmed), ours, and the one-step
+/// object and string builders that rewritten mappings call.
+fn all_natives() -> Vec<jaq_core::native::Fun<Data>> {
+    let mut funs = natives::all();
+    funs.extend(objects::funs());
+    funs
 }
 
 #[cfg(test)]

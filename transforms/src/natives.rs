@@ -24,7 +24,8 @@ const FORBIDDEN: [&str; 5] = ["now", "env", "halt", "localtime", "strflocaltime"
 /// gateway's stderr on every request.
 const SILENCED: [&str; 2] = ["debug_empty", "stderr_empty"];
 
-/// The standard functions with the forbidden ones disarmed, then ours.
+/// The standard functions with the forbidden ones disarmed, then ours (the one-step object and
+/// string builders of `objects` are added beside them by the engine).
 pub(crate) fn all() -> Vec<Fun<Data>> {
     let standard = jaq_core::funs::<Data>()
         .chain(jaq_std::funs::<Data>())
@@ -38,10 +39,7 @@ pub(crate) fn all() -> Vec<Fun<Data>> {
                 (name, args, native)
             }
         });
-    standard
-        .chain(ours())
-        .chain(crate::objects::funs())
-        .collect()
+    standard.chain(ours()).collect()
 }
 
 /// Zero-argument standard definitions replaced by natives with the same meaning: jaq writes
