@@ -277,6 +277,14 @@ macro_rules! policy_kinds {
         }
 
         impl Policy {
+            /// The kind's `kind:` tag in the file (`jwt`, `rate_limit`, ...), for traces and
+            /// metrics.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(Policy::$kind(_) => stringify!($tag),)*
+                }
+            }
+
             /// Whether this policy has a body phase.
             pub fn needs_body(&self) -> bool {
                 match self {
