@@ -163,6 +163,28 @@ pub fn money_amount(amount: Decimal, currency: &str) -> Result<Decimal, DecimalE
     }
 }
 
+/// An amount in whole minor units of its currency (cents for USD, yen for JPY, fils for KWD),
+/// exactly: the ISO 4217 exponent when the code is known (0 for JPY, 3 for KWD, BHD...), 2 for
+/// any other code of three uppercase letters. Refused rather than rounded: a negative amount,
+/// a fraction of a minor unit (`0.125` USD), anything past `u64`, or a code that is not three
+/// uppercase letters. Counters of order value add these, so no float ever touches money.
+pub fn minor_units(amount: &str, currency: &str) -> Result<u64, DecimalError> {
+    if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(DecimalError::UnknownCurrency(currency.to_owned()));
+    }
+    let exponent = codes::currency_exponent(currency).unwrap_or(2);
+    let invalid = || DecimalError::Invalid(amount.to_owned());
+    let value = parse(amount)?;
+    if value.is_sign_negative() && !value.is_zero() {
+        return Err(invalid());
+    }
+    let scaled = shift(value, i64::from(exponent)).ok_or_else(invalid)?;
+    if !scaled.fract().is_zero() {
+        return Err(invalid());
+    }
+    u64::try_from(scaled.trunc()).map_err(|_| invalid())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,5 +250,48 @@ mod tests {
         assert_eq!(m("1500.5", "JPY"), "1500.5");
         assert!(money_amount(d("1"), "usd").is_err());
         assert!(money_amount(d("1"), "ZZZ").is_err());
+    }
+
+    #[test]
+    fn minor_units_follow_the_currency_exponent_exactly() {
+        assert_eq!(minor_units("11.01", "USD"), Ok(1101));
+        assert_eq!(minor_units("10", "USD"), Ok(1000));
+        assert_eq!(minor_units("0.6", "USD"), Ok(60));
+        assert_eq!(minor_units("0.00", "USD"), Ok(0));
+        assert_eq!(minor_units("4480", "JPY"), Ok(4480));
+        assert_eq!(minor_units("4480.00", "JPY"), Ok(4480));
+        assert_eq!(minor_units("12.345", "KWD"), Ok(12345));
+        assert_eq!(minor_units("12.3", "KWD"), Ok(12300));
+        assert_eq!(minor_units("1.5e3", "USD"), Ok(150_000));
+        // a code ISO does not list, written like one, has two decimals
+        assert_eq!(minor_units("1.25", "XQQ"), Ok(125));
+        // past 2^53: exact all the same
+        assert_eq!(
+            minor_units("90071992547409.93", "USD"),
+            Ok(9_007_199_254_740_993)
+        );
+    }
+
+    #[test]
+    fn minor_units_refuse_rather_than_round() {
+        for (amount, currency) in [
+            ("0.125", "USD"),
+            ("1500.5", "JPY"),
+            ("12.3456", "KWD"),
+            ("-1.00", "USD"),
+            ("abc", "USD"),
+            ("", "USD"),
+            ("1,00", "USD"),
+            ("1.00", "usd"),
+            ("1.00", "US"),
+            ("1.00", "USDX"),
+            ("1e30", "USD"),
+            ("184467440737095516.16", "USD"),
+        ] {
+            assert!(
+                minor_units(amount, currency).is_err(),
+                "{amount} {currency} should be refused"
+            );
+        }
     }
 }
