@@ -48,12 +48,46 @@ fn default_max_depth() -> u32 {
     64
 }
 
+/// The total of a canonical order this request carries, in exact minor units of its currency,
+/// left in [`ExchangeState::extensions`] by a `transform` of `document: order`: the gateway adds
+/// it to its order-value counter once the document is accepted (not when it is refused, failed
+/// or replayed). Absent when the total is missing or not exact in minor units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderValue {
+    /// ISO 4217 code (three uppercase ASCII letters).
+    pub currency: [u8; 3],
+    /// `totals.total.amount` in whole minor units (cents, yen, fils).
+    pub minor_units: u64,
+}
+
+impl OrderValue {
+    /// The value of a canonical order: its `totals.total`, when exact in minor units.
+    pub fn of(order: &Value) -> Option<OrderValue> {
+        let total = order.get("totals")?.get("total")?;
+        let currency = total.get("currency")?.as_str()?;
+        let amount = total.get("amount")?.as_str()?;
+        let minor_units = transforms::decimal::minor_units(amount, currency).ok()?;
+        Some(OrderValue {
+            currency: currency.as_bytes().try_into().ok()?,
+            minor_units,
+        })
+    }
+
+    /// The currency code as text.
+    pub fn currency(&self) -> &str {
+        // minor_units admitted only three uppercase ASCII letters
+        std::str::from_utf8(&self.currency).unwrap_or("XXX")
+    }
+}
+
 /// Catalogs loaded during one compile, so policies sharing a folder load it once.
 type CatalogCache = HashMap<PathBuf, Arc<Catalog>>;
 
 /// The compiled `transform` policy.
 pub struct Transform {
     document: String,
+    /// Whether `document` is `order` (its total is left for the order-value metric).
+    is_order: bool,
     by_channel: Vec<Option<Arc<Mapping>>>,
     answer: Option<Arc<Mapping>>,
     error: Option<Arc<Mapping>>,
@@ -124,6 +158,7 @@ impl PolicyKind for Transform {
         let error = named(cx, "/error", &spec.error)?;
         Some(Transform {
             document: spec.document.clone(),
+            is_order: spec.document == "order",
             by_channel,
             answer,
             error,
@@ -187,6 +222,8 @@ impl Transform {
 }
 
 impl Phases for Transform {
+    const PHASES: u8 = crate::pipeline::phase::REQUEST_BODY | crate::pipeline::phase::RESPONSE_BODY;
+
     fn needs_body(&self) -> bool {
         true
     }
@@ -230,6 +267,11 @@ impl Phases for Transform {
         };
         match mapping.apply(input) {
             Ok(doc) => {
+                if self.is_order
+                    && let Some(value) = OrderValue::of(&doc)
+                {
+                    state.extensions.insert(value);
+                }
                 *body = serialize(&doc);
                 state
                     .upstream_headers
@@ -303,5 +345,31 @@ impl Phases for Transform {
                 "answer_unmappable",
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_order_value_is_its_total_in_minor_units() {
+        let order = |amount: &str, currency: &str| {
+            json!({"totals": {"total": {"amount": amount, "currency": currency}}})
+        };
+        let v = OrderValue::of(&order("11.01", "USD")).expect("a value");
+        assert_eq!((v.currency(), v.minor_units), ("USD", 1101));
+        let v = OrderValue::of(&order("4480", "JPY")).expect("a value");
+        assert_eq!((v.currency(), v.minor_units), ("JPY", 4480));
+        let v = OrderValue::of(&order("1.234", "KWD")).expect("a value");
+        assert_eq!((v.currency(), v.minor_units), ("KWD", 1234));
+        assert_eq!(OrderValue::of(&order("0.125", "USD")), None);
+        assert_eq!(OrderValue::of(&order("1.00", "usd")), None);
+        assert_eq!(OrderValue::of(&json!({"totals": {}})), None);
+        assert_eq!(
+            OrderValue::of(&json!({"totals": {"total": {"amount": 11.01, "currency": "USD"}}})),
+            None,
+            "amounts are strings in the canonical model"
+        );
     }
 }

@@ -16,11 +16,11 @@
 //! integer algorithm in both and comparing them request by request.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{Gauge, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -230,7 +230,14 @@ pub struct RateLimit {
     store: Store,
     clock: Arc<dyn Clock>,
     metrics: RateLimitMetrics,
+    /// `gateway_ratelimit_headroom_ratio{policy,channel}` by channel index + 1 (0: no
+    /// channel), resolved on first use so the request path never hashes labels and a channel
+    /// the policy never decided for shows no series.
+    headroom: Box<[OnceLock<Gauge>]>,
 }
+
+/// The channel label of headroom for requests without a channel.
+const NO_CHANNEL: &str = "none";
 
 fn is_limit_name(s: &str) -> bool {
     !s.is_empty()
@@ -262,6 +269,9 @@ pub struct RateLimitMetrics {
     pub store_errors: IntCounterVec,
     /// `gateway_ratelimit_degraded{policy}`: 1 while a limit decides with its fallback.
     pub degraded: IntGaugeVec,
+    /// `gateway_ratelimit_headroom_ratio{policy,channel}`: remaining / capacity of the
+    /// tightest limit at the policy's last decision for that channel (0..1).
+    pub headroom: GaugeVec,
 }
 
 impl KindMetrics for RateLimitMetrics {
@@ -281,12 +291,20 @@ impl KindMetrics for RateLimitMetrics {
                 ),
                 &["policy"],
             )?,
+            headroom: GaugeVec::new(
+                Opts::new(
+                    "gateway_ratelimit_headroom_ratio",
+                    "Units left over capacity of the tightest limit at a rate limit's last decision, by policy and channel (0..1).",
+                ),
+                &["policy", "channel"],
+            )?,
         })
     }
 
     fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
         registry.register(Box::new(self.store_errors.clone()))?;
-        registry.register(Box::new(self.degraded.clone()))
+        registry.register(Box::new(self.degraded.clone()))?;
+        registry.register(Box::new(self.headroom.clone()))
     }
 }
 
@@ -497,6 +515,9 @@ impl PolicyKind for RateLimit {
             store,
             clock: cx.clock.clone(),
             metrics: cx.metrics.clone(),
+            headroom: (0..=cx.channels.names().len())
+                .map(|_| OnceLock::new())
+                .collect(),
         })
     }
 }
@@ -692,6 +713,29 @@ impl RateLimit {
         }
     }
 
+    /// Records the headroom of this decision: the smallest `remaining / burst` of its limits.
+    fn record_headroom(&self, state: &ExchangeState, limits: &Limits, d: &Decision) {
+        let ratio = limits
+            .gcra
+            .iter()
+            .zip(d.limits())
+            .filter(|(g, _)| g.burst > 0)
+            .map(|(g, o)| (o.remaining.min(g.burst) as f64) / (g.burst as f64))
+            .fold(1.0_f64, f64::min);
+        let (slot, channel) = match &state.channel {
+            Some(c) => (c.index + 1, &*c.name),
+            None => (0, NO_CHANNEL),
+        };
+        if let Some(cell) = self.headroom.get(slot) {
+            cell.get_or_init(|| {
+                self.metrics
+                    .headroom
+                    .with_label_values(&[&*self.policy, channel])
+            })
+            .set(ratio);
+        }
+    }
+
     fn refuse(&self, d: &Decision) -> Flow {
         let secs = d.retry_after_secs();
         let exhausted: Vec<&str> = self
@@ -768,6 +812,8 @@ fn append_list(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
 }
 
 impl Phases for RateLimit {
+    const PHASES: u8 = crate::pipeline::phase::REQUEST;
+
     fn guards_reads(&self) -> bool {
         true
     }
@@ -824,6 +870,7 @@ impl Phases for RateLimit {
             }
         };
         self.set_headers(state, limits, Some(&decision));
+        self.record_headroom(state, limits, &decision);
         if decision.allowed {
             Flow::Continue(())
         } else {
@@ -1063,6 +1110,30 @@ mod tests {
         assert_eq!(refused.header("ratelimit"), Some("\"bucket\";r=0;t=20"));
         h.clock.advance(Duration::from_secs(10));
         assert_eq!(admitted(p, &AMAZON, 100).await, 20);
+    }
+
+    #[tokio::test]
+    async fn headroom_is_the_tightest_limits_share_left_per_channel() {
+        let h = harness();
+        let set = h.compile(
+            "  rl:\n    kind: rate_limit\n    key: [channel]\n    limits:\n      - {name: burst, rate: 1, per: 1h, burst: 10}\n      - {name: daily, rate: 4, per: 1d}\n",
+            None,
+        );
+        let p = rate_limit(&set, "rl");
+        let headroom =
+            |channel: &str| h.env.metrics.rate_limit.headroom.with_label_values(&["rl", channel]).get();
+        send(p, &AMAZON).await;
+        // burst: 9 of 10 left; daily: 3 of 4 left, the tighter
+        assert_eq!(headroom("amazon"), 0.75);
+        assert_eq!(admitted(p, &AMAZON, 10).await, 3);
+        assert_eq!(headroom("amazon"), 0.0, "the refusal leaves nothing");
+        let shopify = Req {
+            channel: "shopify",
+            ..AMAZON
+        };
+        send(p, &shopify).await;
+        assert_eq!(headroom("shopify"), 0.75, "each channel has its own gauge");
+        assert_eq!(headroom("amazon"), 0.0);
     }
 
     #[tokio::test]

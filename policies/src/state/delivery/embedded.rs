@@ -13,7 +13,7 @@
 //! is attempted again, with the same upstream key, which an upstream honouring
 //! `Idempotency-Key` answers as the repeat it is. That halves the fsyncs of a busy queue.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,8 +26,9 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use super::{
-    AttemptRecord, Claimed, Delivery, DeliveryError, DeliveryRecord, DeliveryState, DeliveryStatus,
-    DeliveryStore, FORMAT_VERSION, Filter, QueueLimits, QueueStats, Settle,
+    AttemptRecord, ChannelDeadLetters, Claimed, Delivery, DeliveryError, DeliveryRecord,
+    DeliveryState, DeliveryStatus, DeliveryStore, FORMAT_VERSION, Filter, QueueLimits, QueueStats,
+    Settle,
 };
 
 /// Records (JSON) by sequence: insertion order, the order `list` walks.
@@ -278,6 +279,7 @@ impl DeliveryStore for EmbeddedDeliveries {
                 Entry {
                     queue: record.queue.clone(),
                     key: record.ordering_key.clone(),
+                    channel: record.channel.as_deref().map(Arc::from),
                     dead: false,
                     due_ms: now_ms,
                     lease: None,
@@ -478,6 +480,8 @@ struct Index {
 struct Entry {
     queue: String,
     key: Option<String>,
+    /// The channel it came from (its queue's dead letters are counted per channel).
+    channel: Option<Arc<str>>,
     dead: bool,
     due_ms: u64,
     lease: Option<Lease>,
@@ -502,8 +506,26 @@ struct QueueIndex {
     /// Not final and not dead (pending, in flight, blocked), by sequence.
     live: BTreeSet<u64>,
     dead: u64,
+    /// Dead letters by channel, by sequence (the first is the oldest accepted).
+    dead_by_channel: BTreeMap<Option<Arc<str>>, BTreeSet<u64>>,
     bytes: u64,
     keys: HashMap<String, KeyState>,
+}
+
+impl QueueIndex {
+    fn dead_letter(&mut self, channel: &Option<Arc<str>>, seq: u64, dead: bool) {
+        if dead {
+            self.dead_by_channel
+                .entry(channel.clone())
+                .or_default()
+                .insert(seq);
+        } else if let Some(seqs) = self.dead_by_channel.get_mut(channel) {
+            seqs.remove(&seq);
+            if seqs.is_empty() {
+                self.dead_by_channel.remove(channel);
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -523,6 +545,7 @@ impl Index {
         q.bytes = q.bytes.saturating_add(entry.bytes);
         if entry.dead {
             q.dead += 1;
+            q.dead_letter(&entry.channel, seq, true);
         } else {
             q.live.insert(seq);
         }
@@ -554,6 +577,7 @@ impl Index {
         q.bytes = q.bytes.saturating_sub(entry.bytes);
         if entry.dead {
             q.dead = q.dead.saturating_sub(1);
+            q.dead_letter(&entry.channel, seq, false);
         } else {
             q.live.remove(&seq);
         }
@@ -628,6 +652,7 @@ impl Index {
                 q.dead = q.dead.saturating_sub(1);
                 q.live.insert(seq);
             }
+            q.dead_letter(&e.channel, seq, dead);
             if let Some(ks) = e.key.as_ref().and_then(|k| q.keys.get_mut(k)) {
                 if dead {
                     ks.dead.insert(seq);
@@ -764,6 +789,18 @@ impl Index {
                 .first()
                 .and_then(|s| self.entries.get(s))
                 .map(|e| e.accepted_at_ms),
+            dead_by_channel: q
+                .dead_by_channel
+                .iter()
+                .map(|(channel, seqs)| ChannelDeadLetters {
+                    channel: channel.as_deref().map(str::to_owned),
+                    dead: seqs.len() as u64,
+                    oldest_accepted_ms: seqs
+                        .first()
+                        .and_then(|s| self.entries.get(s))
+                        .map_or(0, |e| e.accepted_at_ms),
+                })
+                .collect(),
         }
     }
 
@@ -819,6 +856,8 @@ fn load_index(db: &Database) -> Result<Index, String> {
         queue: String,
         #[serde(default)]
         ordering_key: Option<String>,
+        #[serde(default)]
+        channel: Option<String>,
         accepted_at_ms: u64,
     }
     let run = || -> Result<Result<Index, String>, redb::Error> {
@@ -858,6 +897,7 @@ fn load_index(db: &Database) -> Result<Index, String> {
                 Entry {
                     queue: head.queue,
                     key: head.ordering_key,
+                    channel: head.channel.as_deref().map(Arc::from),
                     dead: st.state == DeliveryState::Dead,
                     due_ms: st.next_attempt_at_ms,
                     lease: None,
@@ -992,6 +1032,7 @@ enum Done {
 struct Requeued {
     queue: String,
     key: Option<String>,
+    channel: Option<String>,
     bytes: u64,
     accepted_at_ms: u64,
     due_ms: u64,
@@ -1216,6 +1257,7 @@ fn apply(t: &mut Tables<'_>, op: &Op) -> Result<Result<Done, DeliveryError>, red
             Ok(Ok(Done::Requeued(Requeued {
                 queue: record.queue,
                 key: record.ordering_key,
+                channel: record.channel,
                 bytes: size,
                 accepted_at_ms: record.accepted_at_ms,
                 due_ms: *now_ms,
@@ -1303,6 +1345,7 @@ fn finish(ix: &mut Index, op: &Op, result: &Result<Done, DeliveryError>) {
                     Entry {
                         queue: r.queue.clone(),
                         key: r.key.clone(),
+                        channel: r.channel.as_deref().map(Arc::from),
                         dead: false,
                         due_ms: r.due_ms,
                         lease: None,
@@ -1600,6 +1643,59 @@ mod tests {
         let c = store.claim("erp", 10, 3_000, LEASE).await.unwrap();
         assert_eq!(ids(&c), ["o"]);
         assert_eq!(c[0].delivery.status.replays, 1);
+    }
+
+    #[tokio::test]
+    async fn dead_letters_are_counted_per_channel_with_the_oldest_acceptance() {
+        let dir = TempDir::new("dead-channels");
+        let store = EmbeddedDeliveries::open(&dir.file()).unwrap();
+        for (id, channel, at) in [
+            ("a1", Some("amazon"), 1_000),
+            ("a2", Some("amazon"), 2_000),
+            ("s1", Some("shopify"), 3_000),
+            ("n1", None, 4_000),
+        ] {
+            let mut r = rec(id, None);
+            r.channel = channel.map(Into::into);
+            r.accepted_at_ms = at;
+            store.enqueue(r, ROOMY, at).await.unwrap();
+        }
+        let c = store.claim("erp", 10, 5_000, LEASE).await.unwrap();
+        for claimed in &c {
+            let outcome = if claimed.delivery.record.id == "s1" {
+                ok_answer()
+            } else {
+                Settle::Dead("refused".into())
+            };
+            store.settle(claimed, None, outcome, 5_001).await.unwrap();
+        }
+        let by_channel = |stats: QueueStats| {
+            stats
+                .dead_by_channel
+                .into_iter()
+                .map(|c| (c.channel, c.dead, c.oldest_accepted_ms))
+                .collect::<Vec<_>>()
+        };
+        let stats = store.stats("erp").await.unwrap();
+        assert_eq!(stats.dead, 3);
+        assert_eq!(
+            by_channel(stats),
+            [(None, 1, 4_000), (Some("amazon".into()), 2, 1_000)]
+        );
+        // a replayed one is no longer dead; the oldest left is the next one
+        assert!(store.requeue("a1", None, 6_000).await.unwrap());
+        assert_eq!(
+            by_channel(store.stats("erp").await.unwrap()),
+            [(None, 1, 4_000), (Some("amazon".into()), 1, 2_000)]
+        );
+        assert!(store.purge("n1").await.unwrap());
+        drop(store);
+        // the index rebuilt from the file counts the same
+        let store = EmbeddedDeliveries::open(&dir.file()).unwrap();
+        assert_eq!(
+            by_channel(store.stats("erp").await.unwrap()),
+            [(Some("amazon".into()), 1, 2_000)]
+        );
     }
 
     #[tokio::test]

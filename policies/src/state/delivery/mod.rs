@@ -322,6 +322,20 @@ pub struct QueueStats {
     pub bytes: u64,
     /// Acceptance time of the oldest delivery not final, if any.
     pub oldest_pending_ms: Option<u64>,
+    /// The dead letters per channel (only channels that have some), by channel name.
+    #[serde(default)]
+    pub dead_by_channel: Vec<ChannelDeadLetters>,
+}
+
+/// The dead letters of one channel in a queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelDeadLetters {
+    /// The channel; `None` for deliveries accepted without one.
+    pub channel: Option<String>,
+    /// How many.
+    pub dead: u64,
+    /// Acceptance time of the oldest of them.
+    pub oldest_accepted_ms: u64,
 }
 
 /// Why a store call failed.
