@@ -2,11 +2,14 @@
 //! (request phases in route order, response phases in reverse), stopping at the first reply.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 
 use crate::kinds::Policy;
-use crate::pipeline::{Completion, ExchangeState, Flow, RequestView, ResponseView};
+use crate::pipeline::{
+    Completion, ExchangeState, Flow, PolicyRun, RequestView, ResponseView, phase,
+};
 
 /// A named policy instance, shared by every route that lists it. A reload builds it anew; its
 /// kind hands state over from the instance it replaces when its settings did not change.
@@ -33,6 +36,35 @@ fn tag(flow: Flow, name: &Arc<str>) -> Flow {
             reply.policy.get_or_insert_with(|| name.clone());
             Flow::Break(reply)
         }
+    }
+}
+
+/// When the request is traced and `p` implements `phase`, the phase's start (else `None`, and
+/// nothing is recorded).
+fn run_started(state: &ExchangeState, p: &NamedPolicy, phase: u8) -> Option<Instant> {
+    (state.policy_runs.is_some() && p.policy.phases() & phase != 0).then(Instant::now)
+}
+
+/// Records a phase of `p` that started at `started`, when the request is traced.
+fn record(
+    state: &mut ExchangeState,
+    p: &NamedPolicy,
+    phase: &'static str,
+    started: Option<Instant>,
+    flow: &Flow,
+) {
+    if let (Some(started), Some(runs)) = (started, state.policy_runs.as_mut()) {
+        runs.push(PolicyRun {
+            policy: p.name.clone(),
+            kind: p.policy.kind(),
+            phase,
+            started,
+            ended: Instant::now(),
+            refused: match flow {
+                Flow::Break(reply) => Some((reply.status.as_u16(), reply.reason)),
+                Flow::Continue(()) => None,
+            },
+        });
     }
 }
 
@@ -71,7 +103,10 @@ impl Chain {
     /// Runs the header phase of every policy, stopping at the first reply.
     pub async fn on_request(&self, req: &RequestView<'_>, state: &mut ExchangeState) -> Flow {
         for p in &self.policies {
-            tag(p.policy.on_request(req, state).await, &p.name)?;
+            let started = run_started(state, p, phase::REQUEST);
+            let flow = tag(p.policy.on_request(req, state).await, &p.name);
+            record(state, p, "request", started, &flow);
+            flow?;
         }
         Flow::Continue(())
     }
@@ -84,7 +119,10 @@ impl Chain {
         body: &mut Bytes,
     ) -> Flow {
         for p in &self.policies {
-            tag(p.policy.on_request_body(req, state, body).await, &p.name)?;
+            let started = run_started(state, p, phase::REQUEST_BODY);
+            let flow = tag(p.policy.on_request_body(req, state, body).await, &p.name);
+            record(state, p, "request_body", started, &flow);
+            flow?;
         }
         Flow::Continue(())
     }
@@ -96,7 +134,10 @@ impl Chain {
         state: &mut ExchangeState,
     ) -> Flow {
         for p in self.policies.iter().rev() {
-            tag(p.policy.on_response(resp, state).await, &p.name)?;
+            let started = run_started(state, p, phase::RESPONSE);
+            let flow = tag(p.policy.on_response(resp, state).await, &p.name);
+            record(state, p, "response", started, &flow);
+            flow?;
         }
         Flow::Continue(())
     }
@@ -109,7 +150,10 @@ impl Chain {
         body: &mut Bytes,
     ) -> Flow {
         for p in self.policies.iter().rev() {
-            tag(p.policy.on_response_body(resp, state, body).await, &p.name)?;
+            let started = run_started(state, p, phase::RESPONSE_BODY);
+            let flow = tag(p.policy.on_response_body(resp, state, body).await, &p.name);
+            record(state, p, "response_body", started, &flow);
+            flow?;
         }
         Flow::Continue(())
     }
@@ -117,7 +161,9 @@ impl Chain {
     /// Runs every policy's completion phase.
     pub async fn on_complete(&self, done: &Completion<'_>, state: &mut ExchangeState) {
         for p in &self.policies {
+            let started = run_started(state, p, phase::COMPLETE);
             p.policy.on_complete(done, state).await;
+            record(state, p, "complete", started, &Flow::Continue(()));
         }
     }
 }

@@ -133,6 +133,7 @@ impl Compiler<'_, '_> {
             max_body_bytes: spec.limits.max_body_bytes.0,
         };
         let queues = self.queues(&spec, &upstreams);
+        let tracing = self.tracing(&spec);
         // only when the file's redis compiled, so an error in it is reported once
         let queue_redis = if redis.is_some()
             && queues
@@ -168,6 +169,7 @@ impl Compiler<'_, '_> {
             queues,
             redis,
             queue_redis,
+            tracing,
             router: router?,
         })
     }
@@ -322,6 +324,18 @@ impl Compiler<'_, '_> {
             }));
         }
         (out, index)
+    }
+
+    fn tracing(&mut self, spec: &PolicyFileSpec) -> Option<crate::traces::TracingSettings> {
+        match crate::traces::TracingSettings::compile(spec.tracing.as_ref()?) {
+            Ok(settings) => Some(settings),
+            Err(errors) => {
+                for (pointer, message) in errors {
+                    self.errors.at(pointer, message);
+                }
+                None
+            }
+        }
     }
 
     fn redis(&mut self, spec: &PolicyFileSpec) -> Option<Arc<RedisStore>> {

@@ -22,5 +22,6 @@ pub mod secret;
 pub mod source;
 pub mod spec;
 pub mod state;
+pub mod traces;
 pub mod units;
 pub mod upstream;

@@ -80,6 +80,42 @@ pub struct ExchangeState {
     pub response_headers: HeaderMap,
     /// Typed data a policy keeps between its own phases (one slot per type).
     pub extensions: http::Extensions,
+    /// The policy phases run so far, recorded only when the request is traced (`Some`), for
+    /// one span each; `None` costs the chain one branch per policy.
+    pub policy_runs: Option<Vec<PolicyRun>>,
+}
+
+/// Phases as bits, for [`Phases::PHASES`].
+pub mod phase {
+    /// `on_request`.
+    pub const REQUEST: u8 = 1;
+    /// `on_request_body`.
+    pub const REQUEST_BODY: u8 = 2;
+    /// `on_response`.
+    pub const RESPONSE: u8 = 4;
+    /// `on_response_body`.
+    pub const RESPONSE_BODY: u8 = 8;
+    /// `on_complete`.
+    pub const COMPLETE: u8 = 16;
+    /// Every phase.
+    pub const ALL: u8 = 31;
+}
+
+/// One phase of one policy, as a traced request ran it.
+#[derive(Debug, Clone)]
+pub struct PolicyRun {
+    /// The policy's name in the file.
+    pub policy: Arc<str>,
+    /// Its kind (`jwt`, `rate_limit`, ...).
+    pub kind: &'static str,
+    /// `request`, `request_body`, `response`, `response_body` or `complete`.
+    pub phase: &'static str,
+    /// When the phase started.
+    pub started: std::time::Instant,
+    /// When it ended.
+    pub ended: std::time::Instant,
+    /// The status and reason of its reply, when it answered instead of letting the request on.
+    pub refused: Option<(u16, &'static str)>,
 }
 
 /// The request body parsed as JSON by one policy, kept for the next ones so the body is parsed
@@ -125,6 +161,10 @@ pub struct Identity {
 /// The phases of a policy. Every phase has a no-op default; a kind implements the ones it
 /// needs. Kinds are dispatched through the closed `kinds::Policy` enum, so no phase is boxed.
 pub trait Phases {
+    /// The phases this kind implements ([`phase`] bits): a traced request gets a span for
+    /// each of them, none for the phases left at their no-op default.
+    const PHASES: u8 = phase::ALL;
+
     /// Whether this policy needs the whole request or response body (it has a body phase);
     /// routes with such a policy buffer the exchange.
     fn needs_body(&self) -> bool {

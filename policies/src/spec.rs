@@ -39,6 +39,9 @@ pub struct PolicyFileSpec {
     /// that several gateway instances enforce one limit and one idempotency record.
     #[serde(default)]
     pub redis: Option<crate::state::redis::RedisSpec>,
+    /// OpenTelemetry traces over OTLP/HTTP. Absent: no spans are recorded.
+    #[serde(default)]
+    pub tracing: Option<crate::traces::TracingSpec>,
     /// Upstream clusters requests are forwarded to, by name.
     pub upstreams: BTreeMap<String, UpstreamSpec>,
     /// Named policy instances that routes list in the order they run.

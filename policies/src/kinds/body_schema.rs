@@ -228,6 +228,8 @@ fn violations_reply(schema: &str, v: &Violations) -> Reply {
 }
 
 impl Phases for Schema {
+    const PHASES: u8 = crate::pipeline::phase::REQUEST_BODY | crate::pipeline::phase::RESPONSE_BODY;
+
     fn needs_body(&self) -> bool {
         true
     }

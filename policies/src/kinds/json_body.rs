@@ -94,6 +94,8 @@ fn reject(
 }
 
 impl Phases for JsonBody {
+    const PHASES: u8 = crate::pipeline::phase::REQUEST | crate::pipeline::phase::REQUEST_BODY;
+
     fn needs_body(&self) -> bool {
         true
     }

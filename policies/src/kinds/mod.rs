@@ -285,6 +285,13 @@ macro_rules! policy_kinds {
                 }
             }
 
+            /// The phases it implements (`pipeline::phase` bits).
+            pub fn phases(&self) -> u8 {
+                match self {
+                    $(Policy::$kind(_) => <$kind as Phases>::PHASES,)*
+                }
+            }
+
             /// Whether this policy has a body phase.
             pub fn needs_body(&self) -> bool {
                 match self {

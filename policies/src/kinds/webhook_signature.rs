@@ -322,6 +322,8 @@ impl WebhookSignature {
 }
 
 impl Phases for WebhookSignature {
+    const PHASES: u8 = crate::pipeline::phase::REQUEST | crate::pipeline::phase::REQUEST_BODY;
+
     fn needs_body(&self) -> bool {
         true
     }

@@ -94,6 +94,8 @@ pub struct PolicySet {
     /// longer call timeout than the request path's (a delivery store call may wait a second;
     /// a rate limit may not).
     pub queue_redis: Option<Arc<crate::state::redis::RedisStore>>,
+    /// The compiled `tracing:` section; `None`: no spans are recorded.
+    pub tracing: Option<crate::traces::TracingSettings>,
     /// The route table over `routes`.
     pub(crate) router: Router,
 }

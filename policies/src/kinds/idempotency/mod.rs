@@ -834,6 +834,10 @@ pub fn scoped_key(channel: Option<&str>, route: Option<&str>, key: &str) -> Stri
 }
 
 impl Phases for Idempotency {
+    const PHASES: u8 = crate::pipeline::phase::REQUEST
+        | crate::pipeline::phase::REQUEST_BODY
+        | crate::pipeline::phase::COMPLETE;
+
     fn needs_body(&self) -> bool {
         true
     }

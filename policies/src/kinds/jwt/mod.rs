@@ -1002,6 +1002,8 @@ fn bearer_token<'r>(req: &'r RequestView<'_>, max: usize) -> Result<&'r str, Fai
 }
 
 impl Phases for Jwt {
+    const PHASES: u8 = crate::pipeline::phase::REQUEST;
+
     fn guards_reads(&self) -> bool {
         true
     }
