@@ -1,7 +1,8 @@
 //! The admin listener: `/healthz` (the process is up), `/readyz` (a policy set is compiled, its
 //! upstream pools exist, and the server is not shutting down), `/metrics` (Prometheus text) and
 //! `/config` (which policy set serves: content hash, load time, routes, last reload) and
-//! `/upstreams` (each endpoint's health, ejection, circuit and in-flight requests).
+//! `/upstreams` (each endpoint's health, ejection, circuit and in-flight requests); `/` and
+//! `/status.json` are the status page (`crate::status_page`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -89,7 +90,8 @@ fn problem(status: StatusCode, detail: &str, path: &str) -> Response<Vec<u8>> {
 }
 
 impl AdminApp {
-    fn config(&self) -> serde_json::Value {
+    /// The `/config` document (also read by the status page).
+    pub(crate) fn config(&self) -> serde_json::Value {
         let snap = self.store.current();
         let set = &snap.set;
         let routes: Vec<_> = set
@@ -139,8 +141,8 @@ impl AdminApp {
 
 impl AdminApp {
     /// Each upstream's endpoints with their health, ejection and circuit state, and the
-    /// upstream's slots and retry budget.
-    fn upstreams(&self) -> serde_json::Value {
+    /// upstream's slots and retry budget (also read by the status page).
+    pub(crate) fn upstreams(&self) -> serde_json::Value {
         let snap = self.store.current();
         let now = now();
         let list: Vec<_> = snap
@@ -217,6 +219,10 @@ impl ServeHttp for AdminApp {
             let body = serde_json::to_vec_pretty(&body).unwrap_or_default();
             return respond(status, content_type, body);
         }
+        if crate::status_page::handles(&path) {
+            let method = req.method.clone();
+            return crate::status_page::response(self, &method, &path).await;
+        }
         if req.method != Method::GET && req.method != Method::HEAD {
             return problem(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -252,7 +258,7 @@ impl ServeHttp for AdminApp {
             }
             _ => problem(
                 StatusCode::NOT_FOUND,
-                "admin endpoints: /healthz /readyz /metrics /config /upstreams /queues /deliveries",
+                "admin endpoints: / (status page) /status.json /healthz /readyz /metrics /config /upstreams /queues /deliveries",
                 &path,
             ),
         }

@@ -22,4 +22,5 @@ pub mod proxy;
 pub mod respond;
 pub mod server;
 pub mod snapshot;
+pub mod status_page;
 pub mod token;
