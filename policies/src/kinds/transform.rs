@@ -354,9 +354,7 @@ mod tests {
 
     #[test]
     fn an_order_value_is_its_total_in_minor_units() {
-        let order = |amount: &str, currency: &str| {
-            json!({"totals": {"total": {"amount": amount, "currency": currency}}})
-        };
+        let order = |amount: &str, currency: &str| json!({"totals": {"total": {"amount": amount, "currency": currency}}});
         let v = OrderValue::of(&order("11.01", "USD")).expect("a value");
         assert_eq!((v.currency(), v.minor_units), ("USD", 1101));
         let v = OrderValue::of(&order("4480", "JPY")).expect("a value");

@@ -435,7 +435,10 @@ impl PolicyKind for RateLimit {
 
         let limits = describe(&names, &gcras);
         if spec.instances.is_some() {
-            match (spec.store, spec.on_store_error.unwrap_or(ON_STORE_ERROR.default)) {
+            match (
+                spec.store,
+                spec.on_store_error.unwrap_or(ON_STORE_ERROR.default),
+            ) {
                 (StoreKind::Local, _) => {
                     cx.error("/instances", "instances only applies with store: redis")
                 }
@@ -1120,8 +1123,14 @@ mod tests {
             None,
         );
         let p = rate_limit(&set, "rl");
-        let headroom =
-            |channel: &str| h.env.metrics.rate_limit.headroom.with_label_values(&["rl", channel]).get();
+        let headroom = |channel: &str| {
+            h.env
+                .metrics
+                .rate_limit
+                .headroom
+                .with_label_values(&["rl", channel])
+                .get()
+        };
         send(p, &AMAZON).await;
         // burst: 9 of 10 left; daily: 3 of 4 left, the tighter
         assert_eq!(headroom("amazon"), 0.75);
