@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use policies::state::delivery::{
-    AttemptRecord, Claimed, DeliveryError, DeliveryRecord, DeliveryState, DeliveryStore,
-    Destination, FORMAT_VERSION, Filter, QueueLimits, RedisDeliveries, RedisDeliveryOptions,
-    Settle, StoredAnswer,
+    AttemptRecord, ChannelDeadLetters, Claimed, DeliveryError, DeliveryRecord, DeliveryState,
+    DeliveryStore, Destination, FORMAT_VERSION, Filter, QueueLimits, RedisDeliveries,
+    RedisDeliveryOptions, Settle, StoredAnswer,
 };
 use policies::state::redis::{RedisSpec, RedisStore};
 use policies::units::DurationSpec;
@@ -324,6 +324,12 @@ async fn dead_parks_its_key(t: &Target) {
     let stats = s.stats(q).await.unwrap();
     assert_eq!((stats.depth, stats.dead), (2, 1));
     assert_eq!(stats.oldest_pending_ms, Some(1001));
+    let amazon = |dead, oldest_accepted_ms| ChannelDeadLetters {
+        channel: Some("amazon".into()),
+        dead,
+        oldest_accepted_ms,
+    };
+    assert_eq!(stats.dead_by_channel, [amazon(1, 1000)]);
     let blocked = s
         .list(
             &Filter {
@@ -351,6 +357,7 @@ async fn dead_parks_its_key(t: &Target) {
             .unwrap()
     );
     assert_eq!(state_of(&s, "p2").await, DeliveryState::Pending);
+    assert_eq!(s.stats(q).await.unwrap().dead_by_channel, [], "replayed");
     let again = s.claim(q, 10, 9000, 5000).await.unwrap();
     assert_eq!(ids(&again), ["p1"], "the requeued one first");
     assert_eq!(again[0].delivery.status.replays, 1);
@@ -367,7 +374,9 @@ async fn dead_parks_its_key(t: &Target) {
         .await
         .unwrap();
     assert_eq!(state_of(&s, "p3").await, DeliveryState::Blocked);
+    assert_eq!(s.stats(q).await.unwrap().dead_by_channel, [amazon(1, 1001)]);
     assert!(s.purge("p2").await.unwrap());
+    assert_eq!(s.stats(q).await.unwrap().dead_by_channel, [], "purged");
     assert!(s.get("p2").await.unwrap().is_none());
     assert_eq!(ids(&s.claim(q, 10, 9003, 5000).await.unwrap()), ["p3"]);
 

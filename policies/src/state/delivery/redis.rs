@@ -24,7 +24,9 @@
 //!   `P all` / `P live`: every id / the ids not delivered (lexicographic, for the admin API);
 //!   `P done`: the delivered ids by delivery time, so pruning reads only what it removes;
 //!   `P dead`: the dead letters, so the queue's gauges never read every delivery (ids are
-//!   UUIDv7: the first live id that is not dead is the oldest pending one).
+//!   UUIDv7: the first live id that is not dead is the oldest pending one); `P dl:<channel>`:
+//!   the dead letters of one channel (`P dl:` those without one), and `P dlc` the channels
+//!   that have some, so the per-channel gauges cost one read per channel.
 //! - `gw:dq:{<queue>}:n`: the queue's `entries` and `bytes` counted against its limits.
 //! - `gw:dq:{ix:<n>}`: 16 hashes id -> `<partition>|<queue>`, so `get`, `requeue` and `purge`
 //!   find a delivery by id alone.
@@ -53,8 +55,9 @@ use std::sync::{Arc, LazyLock, Mutex};
 use redis::{Script, Value};
 
 use super::{
-    AttemptRecord, Claimed, Delivery, DeliveryError, DeliveryRecord, DeliveryState, DeliveryStatus,
-    DeliveryStore, FORMAT_VERSION, Filter, QueueLimits, QueueStats, Settle,
+    AttemptRecord, ChannelDeadLetters, Claimed, Delivery, DeliveryError, DeliveryRecord,
+    DeliveryState, DeliveryStatus, DeliveryStore, FORMAT_VERSION, Filter, QueueLimits, QueueStats,
+    Settle,
 };
 use crate::state::StoreError;
 use crate::state::redis::RedisStore;
@@ -68,8 +71,34 @@ local function promote(p, id)
 end
 ";
 
+/// Shared Lua: files a delivery under (or removes it from) its channel's dead letters. The
+/// channel is the hash's `ch` (written by enqueue; read once from the record for deliveries
+/// stored before it was).
+const DEAD_LETTER: &str = r"
+local function channel_of(d)
+  local ch = redis.call('HGET', d, 'ch')
+  if ch then return ch end
+  local ok, rec = pcall(cjson.decode, redis.call('HGET', d, 'rec') or '')
+  ch = ''
+  if ok and type(rec) == 'table' and type(rec.channel) == 'string' then ch = rec.channel end
+  redis.call('HSET', d, 'ch', ch)
+  return ch
+end
+local function dead_letter(p, id, dead)
+  local ch = channel_of(p .. 'd:' .. id)
+  local k = p .. 'dl:' .. ch
+  if dead then
+    redis.call('ZADD', k, 0, id)
+    redis.call('SADD', p .. 'dlc', ch)
+  else
+    redis.call('ZREM', k, id)
+    if redis.call('ZCARD', k) == 0 then redis.call('SREM', p .. 'dlc', ch) end
+  end
+end
+";
+
 /// KEYS[1]: the stream. ARGV: prefix, id, record, status, ordering key ('' none), now,
-/// accepted at, length. 1 stored, 0 the id exists already.
+/// accepted at, length, channel ('' none). 1 stored, 0 the id exists already.
 const ENQUEUE: &str = r"
 local p = ARGV[1]
 local d = p .. 'd:' .. ARGV[2]
@@ -79,7 +108,8 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 local eid = redis.call('XADD', KEYS[1], '*', 'id', ARGV[2])
 redis.call('HSET', d, 'rec', ARGV[3], 'st', ARGV[4], 'ok', ARGV[5], 'acc', ARGV[7],
-  'len', ARGV[8], 'state', 'pending', 'next', ARGV[6], 'upd', ARGV[6], 'ver', 1, 'eid', eid)
+  'len', ARGV[8], 'state', 'pending', 'next', ARGV[6], 'upd', ARGV[6], 'ver', 1, 'eid', eid,
+  'ch', ARGV[9])
 redis.call('ZADD', p .. 'all', 0, ARGV[2])
 redis.call('ZADD', p .. 'live', 0, ARGV[2])
 return 1
@@ -171,6 +201,7 @@ if ARGV[4] == 'pending' then
   redis.call('ZADD', p .. 'r', ARGV[5], id)
 elseif ARGV[4] == 'dead' then
   redis.call('ZADD', p .. 'dead', 0, id)
+  dead_letter(p, id, true)
 elseif ARGV[4] == 'delivered' then
   redis.call('ZREM', p .. 'live', id)
   redis.call('ZADD', p .. 'done', ARGV[6], id)
@@ -201,6 +232,7 @@ redis.call('HSET', d, 'state', 'pending', 'next', ARGV[4], 'upd', ARGV[4], 'st',
 if ARGV[6] ~= '' then redis.call('HSET', d, 'rec', ARGV[6], 'len', ARGV[7]) end
 if h[1] == 'dead' then
   redis.call('ZREM', p .. 'dead', id)
+  dead_letter(p, id, false)
   -- a dead delivery is still the head of its key's line: due at once, the key unparked
   redis.call('ZADD', p .. 'r', ARGV[4], id)
 else
@@ -221,6 +253,7 @@ local d = p .. 'd:' .. id
 local h = redis.call('HMGET', d, 'state', 'ok', 'eid', 'len')
 if not h[1] then return -1 end
 if h[1] == 'in_flight' then return -2 end
+if h[1] == 'dead' then dead_letter(p, id, false) end
 if h[3] then
   redis.call('XACK', KEYS[1], 'g', h[3])
   redis.call('XDEL', KEYS[1], h[3])
@@ -284,7 +317,8 @@ end
 return out
 ";
 
-/// KEYS[1]: the stream. ARGV: prefix. {not final, dead, oldest accepted not final or -1}.
+/// KEYS[1]: the stream. ARGV: prefix. {not final, dead, oldest accepted not final or -1},
+/// then {channel, its dead letters, acceptance of its oldest} per channel that has some.
 const STATS: &str = r"
 local p = ARGV[1]
 local live = redis.call('ZCARD', p .. 'live')
@@ -302,7 +336,17 @@ while oldest < 0 do
   end
   start = start + 100
 end
-return {live - dead, dead, string.format('%d', oldest)}
+local out = {live - dead, dead, string.format('%d', oldest)}
+for _, ch in ipairs(redis.call('SMEMBERS', p .. 'dlc')) do
+  local k = p .. 'dl:' .. ch
+  local first = redis.call('ZRANGE', k, 0, 0)[1]
+  if first then
+    out[#out + 1] = ch
+    out[#out + 1] = redis.call('ZCARD', k)
+    out[#out + 1] = redis.call('HGET', p .. 'd:' .. first, 'acc') or '0'
+  end
+end
+return out
 ";
 /// KEYS[1]: the stream. ARGV: prefix. The earliest due time of a waiting head, a claim's
 /// lease end, or a stream entry not read yet; -1 none.
@@ -354,9 +398,11 @@ static ENQUEUE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ENQUEUE))
 static SCAN_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SCAN));
 static TAKE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(TAKE));
 static SETTLE_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{PROMOTE}{SETTLE}")));
-static REQUEUE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(REQUEUE));
-static PURGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{PROMOTE}{PURGE}")));
+    LazyLock::new(|| Script::new(&format!("{PROMOTE}{DEAD_LETTER}{SETTLE}")));
+static REQUEUE_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{DEAD_LETTER}{REQUEUE}")));
+static PURGE_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{PROMOTE}{DEAD_LETTER}{PURGE}")));
 static GET_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{READ}{GET}")));
 static LIST_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{READ}{LIST}")));
 static STATS_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(STATS));
@@ -819,6 +865,7 @@ impl DeliveryStore for RedisDeliveries {
                     now_ms.to_string().as_bytes(),
                     record.accepted_at_ms.to_string().as_bytes(),
                     len.to_string().as_bytes(),
+                    record.channel.as_deref().unwrap_or("").as_bytes(),
                 ],
             )
             .await
@@ -1130,6 +1177,26 @@ impl DeliveryStore for RedisDeliveries {
                 stats.oldest_pending_ms =
                     Some(stats.oldest_pending_ms.map_or(oldest, |o| o.min(oldest)));
             }
+            for c in f.get(3..).unwrap_or_default().chunks_exact(3) {
+                let channel = text(&c[0]).filter(|ch| !ch.is_empty());
+                let dead = number(&c[1]).unwrap_or(0).max(0) as u64;
+                let oldest = number(&c[2]).unwrap_or(0).max(0) as u64;
+                match stats
+                    .dead_by_channel
+                    .iter_mut()
+                    .find(|d| d.channel == channel)
+                {
+                    Some(d) => {
+                        d.dead += dead;
+                        d.oldest_accepted_ms = d.oldest_accepted_ms.min(oldest);
+                    }
+                    None => stats.dead_by_channel.push(ChannelDeadLetters {
+                        channel,
+                        dead,
+                        oldest_accepted_ms: oldest,
+                    }),
+                }
+            }
         }
         let key = counter_key(queue);
         let bytes: Option<u64> = self
@@ -1144,6 +1211,9 @@ impl DeliveryStore for RedisDeliveries {
             .await
             .map_err(failed)?;
         stats.bytes = bytes.unwrap_or(0);
+        stats
+            .dead_by_channel
+            .sort_by(|a, b| a.channel.cmp(&b.channel));
         Ok(stats)
     }
 
