@@ -164,6 +164,9 @@ fn print_banner(l: &Listening, erp: SocketAddr, sample: &Path) {
     }
     if let Some(admin) = l.admin {
         out.push_str(&format!(
+            "status    http://{admin}/  (the status page: open it in a browser)\n"
+        ));
+        out.push_str(&format!(
             "admin     http://{admin}/metrics  http://{admin}/config  http://{admin}/upstreams  http://{admin}/readyz\n"
         ));
         out.push_str(&admin_auth_line(l.admin_token));

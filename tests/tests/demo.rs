@@ -47,20 +47,24 @@ fn the_printed_request_goes_through_and_succeeds() {
     std::thread::spawn(move || {
         let mut sim = None;
         let mut admin_auth = None;
+        let mut status_page = None;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some(rest) = line.strip_prefix("ERP sim") {
                 sim = rest.split_whitespace().next().map(str::to_owned);
+            }
+            if let Some(rest) = line.strip_prefix("status ") {
+                status_page = rest.split_whitespace().next().map(str::to_owned);
             }
             if line.trim_start().starts_with("admin API:") {
                 admin_auth = Some(line.clone());
             }
             if line.starts_with("curl ") {
-                let _ = tx.send((line, sim.clone(), admin_auth.clone()));
+                let _ = tx.send((line, sim.clone(), admin_auth.clone(), status_page.clone()));
             }
         }
     });
     let printed = rx.recv_timeout(Duration::from_secs(60));
-    let result = printed.map(|(line, sim, admin_auth)| {
+    let result = printed.map(|(line, sim, admin_auth, status_page)| {
         let (out, ok) = shell(&line);
         // pasted again: the same idempotency key, so the stored answer comes back
         let (again, _) = shell(&line);
@@ -79,6 +83,9 @@ fn the_printed_request_goes_through_and_succeeds() {
             .collect::<String>();
         let (refused, _) = shell(&without_token);
         let seen = sim.map(|url| shell(&format!("curl -sS {url}")).0);
+        let page = status_page
+            .clone()
+            .map(|url| shell(&format!("curl -sS {url}")).0);
         (
             line,
             out,
@@ -88,12 +95,21 @@ fn the_printed_request_goes_through_and_succeeds() {
             refused,
             seen,
             admin_auth,
+            (status_page, page),
         )
     });
     let _ = child.kill();
     let _ = child.wait();
-    let (line, out, again, ok, without_token, refused, seen, admin_auth) =
+    let (line, out, again, ok, without_token, refused, seen, admin_auth, (status_page, page)) =
         result.expect("the demo printed no curl command");
+    // the status page's URL is printed: the admin listener's root, serving the page
+    let status_page = status_page.expect("the demo printed no status page URL");
+    assert!(
+        status_page.starts_with("http://127.0.0.1:") && status_page.ends_with('/'),
+        "{status_page}"
+    );
+    let page = page.unwrap_or_default();
+    assert!(page.contains("<title>Gateway status</title>"), "{page}");
     // the demo runs the admin API without a token, on loopback, and says so
     let admin_auth = admin_auth.expect("the demo did not say how the admin API is protected");
     assert!(
