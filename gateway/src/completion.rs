@@ -87,6 +87,8 @@ pub async fn complete(
         status,
         elapsed.as_secs_f64(),
     );
+    // business KPIs: the document's outcome, an accepted order's value, its ERP ack time
+    crate::kpi::record(metrics, ctx, status, elapsed);
 
     if !AccessLog::enabled() {
         return;

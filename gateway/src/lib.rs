@@ -17,6 +17,7 @@ pub mod edge;
 pub mod forward;
 pub mod framing;
 pub mod ids;
+pub mod kpi;
 pub mod metrics;
 pub mod proxy;
 pub mod respond;

@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::delivery::DeliveryMetrics;
 use crate::forward::UpstreamMetrics;
+use crate::kpi::KpiMetrics;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry, TextEncoder,
@@ -19,6 +20,10 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// `gateway_request_duration_seconds{route}`.
     pub duration: HistogramVec,
+    /// `gateway_channel_request_duration_seconds{channel}`: the same time per channel.
+    pub channel_duration: HistogramVec,
+    /// The business KPIs (documents by outcome, order value).
+    pub kpi: KpiMetrics,
     /// The forwarding layer's metrics.
     pub upstream: UpstreamMetrics,
     /// Store-and-forward's metrics.
@@ -46,6 +51,11 @@ pub const NO_CHANNEL: &str = "none";
 
 const STATUS_CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
 
+/// The buckets of the request-duration histograms (per route and per channel).
+const DURATION_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
 /// The index of a status into [`STATUS_CLASSES`].
 pub fn status_class(status: u16) -> usize {
     match status {
@@ -70,11 +80,16 @@ impl Metrics {
                 "gateway_request_duration_seconds",
                 "Time from request head received to response sent, by route.",
             )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0, 30.0,
-            ]),
+            .buckets(DURATION_BUCKETS.to_vec()),
             &["route"],
+        )?;
+        let channel_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "gateway_channel_request_duration_seconds",
+                "Time from request head received to response sent, by channel.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["channel"],
         )?;
         let policy_rejections = IntCounterVec::new(
             Opts::new(
@@ -108,6 +123,7 @@ impl Metrics {
         )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(channel_duration.clone()))?;
         registry.register(Box::new(policy_rejections.clone()))?;
         registry.register(Box::new(edge_rejections.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
@@ -116,6 +132,7 @@ impl Metrics {
         registry.register(Box::new(access_log_dropped.clone()))?;
         let upstream = UpstreamMetrics::register(&registry)?;
         let delivery = DeliveryMetrics::register(&registry)?;
+        let kpi = KpiMetrics::register(&registry)?;
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
@@ -123,6 +140,8 @@ impl Metrics {
             registry,
             requests,
             duration,
+            channel_duration,
+            kpi,
             upstream,
             delivery,
             policy_rejections,
@@ -156,6 +175,8 @@ pub struct RouteMetricHandles {
     channels: Vec<Arc<str>>,
     counters: Vec<OnceLock<IntCounter>>,
     histograms: Vec<OnceLock<Histogram>>,
+    /// One per declared channel (requests without a channel have no per-channel latency).
+    channel_histograms: Vec<OnceLock<Histogram>>,
 }
 
 impl RouteMetricHandles {
@@ -168,6 +189,7 @@ impl RouteMetricHandles {
                 .map(|_| OnceLock::new())
                 .collect(),
             histograms: (0..n_routes).map(|_| OnceLock::new()).collect(),
+            channel_histograms: (0..channels.len()).map(|_| OnceLock::new()).collect(),
             routes,
             channels,
         }
@@ -180,7 +202,8 @@ impl RouteMetricHandles {
         }
     }
 
-    /// Counts one answered request and its duration.
+    /// Counts one answered request and its duration (per route, and per channel when it has
+    /// one).
     pub fn observe(
         &self,
         metrics: &Metrics,
@@ -209,6 +232,10 @@ impl RouteMetricHandles {
         }
         if let Some(cell) = self.histograms.get(r) {
             cell.get_or_init(|| metrics.duration.with_label_values(&[route_name]))
+                .observe(seconds);
+        }
+        if let Some(cell) = channel.and_then(|c| self.channel_histograms.get(c)) {
+            cell.get_or_init(|| metrics.channel_duration.with_label_values(&[channel_name]))
                 .observe(seconds);
         }
     }
@@ -240,6 +267,14 @@ mod tests {
         let text = String::from_utf8(m.render()).unwrap();
         assert!(
             text.contains("gateway_request_duration_seconds_count{route=\"orders\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("gateway_channel_request_duration_seconds_count{channel=\"amazon\"} 2"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("gateway_channel_request_duration_seconds_count{channel=\"none\"}"),
             "{text}"
         );
     }

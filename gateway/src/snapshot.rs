@@ -15,6 +15,7 @@ use policies::queue::QueueStore;
 
 use crate::delivery::runtime::{DeliveryStores, QueueRuntime, queue_runtimes};
 use crate::forward::UpstreamPool;
+use crate::kpi::KpiHandles;
 use crate::metrics::{Metrics, RouteMetricHandles};
 
 /// Everything one request needs, immutable.
@@ -27,6 +28,8 @@ pub struct Snapshot {
     pub pools: Vec<Arc<UpstreamPool>>,
     /// Metric handles for this set's routes and channels.
     pub route_metrics: RouteMetricHandles,
+    /// Business-KPI handles (documents by outcome, order value) for this set.
+    pub kpi: KpiHandles,
     /// One runtime per queue, by the queue's index (kept from the previous snapshot when the
     /// queue did not change).
     pub queues: Vec<Arc<QueueRuntime>>,
@@ -114,6 +117,7 @@ fn build(
         set.routes.iter().map(|r| r.name.clone()).collect(),
         set.channels.names().to_vec(),
     );
+    let kpi = KpiHandles::new(&set);
     let queues = queue_runtimes(
         &set.queues,
         set.queue_redis.as_ref(),
@@ -133,6 +137,7 @@ fn build(
         set,
         pools,
         route_metrics,
+        kpi,
         queues,
     })
 }

@@ -1,8 +1,9 @@
 //! Store-and-forward metrics: what each queue holds (depth, dead letters, age of its oldest
 //! delivery), what happened to deliveries (accepted, delivered, retried, dead, refused as full,
-//! replayed, purged), attempts by result, the time from acceptance to the upstream's
-//! acknowledgement per channel, and the embedded store's fsyncs (group commits). Labels are
-//! queue and channel names from the policy file: bounded.
+//! replayed, purged), dead letters per channel with the age of the oldest, attempts by result,
+//! the time from acceptance to the upstream's acknowledgement per channel, and the embedded
+//! store's fsyncs (group commits). Labels are queue and channel names from the policy file:
+//! bounded.
 
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
@@ -21,6 +22,11 @@ pub struct DeliveryMetrics {
     pub dead_letters: IntGaugeVec,
     /// `gateway_delivery_oldest_pending_age_seconds{queue}`.
     pub oldest_age: IntGaugeVec,
+    /// `gateway_delivery_channel_dead_letters{queue,channel}`: dead letters per channel.
+    pub channel_dead_letters: IntGaugeVec,
+    /// `gateway_delivery_oldest_dead_letter_age_seconds{queue,channel}`: age of the oldest
+    /// dead letter's acceptance (0 when none).
+    pub oldest_dead_age: IntGaugeVec,
     /// `gateway_deliveries_total{queue,channel,outcome}`: accepted, delivered, retried, dead,
     /// full, replayed, purged.
     pub outcomes: IntCounterVec,
@@ -62,6 +68,20 @@ impl DeliveryMetrics {
                     "Age of the oldest delivery not yet final, by queue (0 when empty).",
                 ),
                 &["queue"],
+            )?,
+            channel_dead_letters: IntGaugeVec::new(
+                Opts::new(
+                    "gateway_delivery_channel_dead_letters",
+                    "Dead letters waiting for an operator, by queue and channel.",
+                ),
+                &["queue", "channel"],
+            )?,
+            oldest_dead_age: IntGaugeVec::new(
+                Opts::new(
+                    "gateway_delivery_oldest_dead_letter_age_seconds",
+                    "Time since the oldest dead letter was accepted, by queue and channel (0 when none).",
+                ),
+                &["queue", "channel"],
             )?,
             outcomes: IntCounterVec::new(
                 Opts::new(
@@ -109,6 +129,8 @@ impl DeliveryMetrics {
         registry.register(Box::new(m.depth.clone()))?;
         registry.register(Box::new(m.dead_letters.clone()))?;
         registry.register(Box::new(m.oldest_age.clone()))?;
+        registry.register(Box::new(m.channel_dead_letters.clone()))?;
+        registry.register(Box::new(m.oldest_dead_age.clone()))?;
         registry.register(Box::new(m.outcomes.clone()))?;
         registry.register(Box::new(m.attempts.clone()))?;
         registry.register(Box::new(m.ack_seconds.clone()))?;

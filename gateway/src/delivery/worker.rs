@@ -125,6 +125,29 @@ async fn record_stats(metrics: &DeliveryMetrics, snapshot: &Snapshot) {
             .oldest_pending_ms
             .map_or(0, |t| rt.clock_ms().saturating_sub(t) / 1000);
         m.oldest_age.with_label_values(&[name]).set(age as i64);
+        // every declared channel (and "none") gets its gauges, so one whose dead letters were
+        // replayed or purged drops back to 0 instead of keeping its last value
+        let channels = snapshot.set.channels.names();
+        let named = channels.iter().map(|c| Some(&**c)).chain([None]);
+        let extra = stats
+            .dead_by_channel
+            .iter()
+            .map(|d| d.channel.as_deref())
+            .filter(|c| c.is_some_and(|c| !channels.iter().any(|n| &**n == c)));
+        for channel in named.chain(extra) {
+            let dead = stats
+                .dead_by_channel
+                .iter()
+                .find(|d| d.channel.as_deref() == channel);
+            let label = [name, channel.unwrap_or(NO_CHANNEL)];
+            m.channel_dead_letters
+                .with_label_values(&label)
+                .set(dead.map_or(0, |d| d.dead) as i64);
+            let age = dead.map_or(0, |d| {
+                rt.clock_ms().saturating_sub(d.oldest_accepted_ms) / 1000
+            });
+            m.oldest_dead_age.with_label_values(&label).set(age as i64);
+        }
     }
 }
 
