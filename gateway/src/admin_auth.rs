@@ -93,6 +93,13 @@ impl<A: ServeHttp + Send + Sync> ServeHttp for AuthLayer<A> {
         if verdict == Verdict::Allowed {
             return self.inner.response(session).await;
         }
+        // A browser opening the status page without a session (none yet: not a failure) is
+        // sent to the sign-in form, which lands back on `/`, rather than shown a JSON problem;
+        // API clients, which do not ask for HTML, still get the 401.
+        let to_sign_in = read && path == "/" && accepts_html(session);
+        if to_sign_in && verdict == Verdict::Missing {
+            return redirect("/login");
+        }
         self.failures.with_label_values(&[verdict.reason()]).inc();
         tracing::warn!(
             path = %path,
@@ -100,6 +107,10 @@ impl<A: ServeHttp + Send + Sync> ServeHttp for AuthLayer<A> {
             client = %session.client_addr().map(ToString::to_string).unwrap_or_default(),
             "admin API: request refused without a valid token"
         );
+        if to_sign_in {
+            // an ended or unknown session: sign in again
+            return redirect("/login");
+        }
         unauthorized(&path, verdict)
     }
 }
@@ -172,6 +183,17 @@ impl<A> AuthLayer<A> {
         );
         resp
     }
+}
+
+/// Whether the request asks for HTML (a browser navigating), by its `Accept` header.
+fn accepts_html(session: &ServerSession) -> bool {
+    session
+        .req_header()
+        .headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().starts_with("text/html")))
 }
 
 fn cookie_values(session: &ServerSession) -> impl Iterator<Item = &[u8]> {

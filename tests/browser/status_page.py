@@ -197,7 +197,9 @@ def token_mode(p):
     ctx = browser.new_context()
     page = ctx.new_page()
     watch = Watch(page)
-    page.goto(f"{ADMIN}/login")
+    # opening the page without a session leads to the sign-in form
+    page.goto(f"{ADMIN}/")
+    expect(page.url == f"{ADMIN}/login", f"/ without a session ends at {page.url}")
     page.fill("input[name=token]", token)
     with page.expect_navigation():
         page.click("button[type=submit]")
@@ -222,6 +224,9 @@ def token_mode(p):
     ]
     expect(not unexpected, f"browser problems: {unexpected}")
     expect(int(page.evaluate("document.body.dataset.polls")) >= polls, "polls went backwards")
+    # reopening the page with the ended session leads to the sign-in form again
+    page.goto(f"{ADMIN}/")
+    expect(page.url == f"{ADMIN}/login", f"/ after signing out ends at {page.url}")
     browser.close()
     print("ok: signed in to the status page, and after signing out it links to the sign-in form")
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use erp_sim::{Behaviour, DocumentKind, ErpSim};
-use tests::{Gateway, Start, TempDir, policy_file};
+use tests::{Gateway, Start, TempDir, policy_file, raw_request};
 
 /// A queued order route for every channel (ebay with a tiny rate limit) and a queue whose
 /// retries are few and fast, so a refused order is a dead letter at once.
@@ -153,9 +153,21 @@ async fn with_a_token_the_status_page_is_reached_by_signing_in() {
         },
     )
     .unwrap();
-    // without a session neither the page nor its data is served
+    // without a session neither the page nor its data is served: a browser asking for the
+    // page is sent to the sign-in form, an API client is answered 401
     let (status, _) = gw.admin_json("GET", "/status.json").unwrap();
     assert_eq!(status, 401);
+    let get_root = |accept: &str| {
+        raw_request(
+            gw.admin,
+            format!("GET / HTTP/1.1\r\nHost: a\r\n{accept}Connection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap()
+    };
+    let browser = get_root("Accept: text/html,application/xhtml+xml;q=0.9,*/*;q=0.8\r\n");
+    assert_eq!(browser.status, 303, "{browser:?}");
+    assert_eq!(browser.header("location"), Some("/login"));
+    assert_eq!(get_root("").status, 401);
     tokio::task::block_in_place(|| {
         browse(
             &gw,
