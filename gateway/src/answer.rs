@@ -28,7 +28,7 @@ pub async fn edge_reject(
     respond::problem(
         session,
         &problem,
-        &ctx.state.request_id,
+        ctx.ids(),
         &ctx.state.response_headers,
         Vec::new(),
         r.close,
@@ -60,7 +60,7 @@ pub async fn reply(
     respond::reply(
         session,
         &reply,
-        &ctx.state.request_id,
+        ctx.ids(),
         &ctx.state.response_headers,
         close,
     )
@@ -102,7 +102,7 @@ pub async fn upstream_failure(
     respond::problem(
         session,
         &problem,
-        &ctx.state.request_id,
+        ctx.ids(),
         &ctx.state.response_headers,
         extra,
         close,

@@ -11,6 +11,7 @@ use policies::pipeline::Completion;
 use crate::access_log::{AccessLine, AccessLog, Hex, Ip, Timestamp};
 use crate::context::{Outcome, RequestCtx};
 use crate::metrics::Metrics;
+use crate::telemetry;
 
 fn client_addr(session: &Session) -> Option<IpAddr> {
     session
@@ -89,20 +90,15 @@ pub async fn complete(
     );
     // business KPIs: the document's outcome, an accepted order's value, its ERP ack time
     crate::kpi::record(metrics, ctx, status, elapsed);
+    if let Some(started_wall) = ctx.traced_at {
+        record_spans(session, ctx, status, started_wall);
+    }
 
     if !AccessLog::enabled() {
         return;
     }
     let req = session.req_header();
-    let (outcome, policy, reason) = match &ctx.outcome {
-        Outcome::Pending => ("incomplete", None, ""),
-        Outcome::Forwarded => ("forwarded", None, ""),
-        Outcome::Edge(r) => ("refused", None, *r),
-        Outcome::Policy { policy, reason } => ("policy", policy.as_deref(), *reason),
-        Outcome::Upstream(e) => ("upstream_error", None, e.kind()),
-        Outcome::Queued => ("queued", None, ""),
-        Outcome::Served => ("served", None, ""),
-    };
+    let (outcome, policy, reason) = describe(&ctx.outcome);
     access_log.write(&AccessLine {
         timestamp: Timestamp(SystemTime::now()),
         level: "INFO",
@@ -127,4 +123,42 @@ pub async fn complete(
         reason,
         error: e.map(|e| e.etype().as_str()).unwrap_or(""),
     });
+}
+
+/// How a request ended, in words: outcome, answering policy, reason.
+fn describe(outcome: &Outcome) -> (&'static str, Option<&str>, &'static str) {
+    match outcome {
+        Outcome::Pending => ("incomplete", None, ""),
+        Outcome::Forwarded => ("forwarded", None, ""),
+        Outcome::Edge(r) => ("refused", None, r),
+        Outcome::Policy { policy, reason } => ("policy", policy.as_deref(), reason),
+        Outcome::Upstream(e) => ("upstream_error", None, e.kind()),
+        Outcome::Queued => ("queued", None, ""),
+        Outcome::Served => ("served", None, ""),
+    }
+}
+
+/// Hands the spans of a traced request to the snapshot's exporter.
+fn record_spans(session: &Session, ctx: &mut RequestCtx, status: u16, started_wall: SystemTime) {
+    let (Some(tracer), Some(trace)) = (ctx.snapshot.tracer.as_ref(), ctx.trace.as_ref()) else {
+        return;
+    };
+    let (outcome, policy, reason) = describe(&ctx.outcome);
+    let summary = telemetry::RequestSummary {
+        trace,
+        started: ctx.started,
+        started_wall,
+        method: session.req_header().method.as_str(),
+        route: ctx.route.as_ref().map(|r| &*r.name),
+        channel: ctx.state.channel.as_ref().map(|c| &*c.name),
+        request_id: &ctx.state.request_id,
+        status,
+        outcome,
+        policy,
+        reason,
+    };
+    let runs = ctx.state.policy_runs.take().unwrap_or_default();
+    let spans =
+        telemetry::request_spans(&summary, &runs, &ctx.attempts.traced, ctx.upstream_name());
+    tracer.record(spans);
 }

@@ -48,6 +48,9 @@ pub struct RequestCtx {
     pub started: Instant,
     /// Its trace context.
     pub trace: Option<TraceContext>,
+    /// When a traced request (sampled, with tracing on) arrived, on the wall clock; `None`:
+    /// no spans are recorded for it.
+    pub traced_at: Option<std::time::SystemTime>,
     /// Its route, once matched.
     pub route: Option<Arc<Route>>,
     /// The route's path parameters.
@@ -79,6 +82,7 @@ impl RequestCtx {
             snapshot,
             started: Instant::now(),
             trace: None,
+            traced_at: None,
             route: None,
             params: PathParams::default(),
             state: ExchangeState::default(),
@@ -89,6 +93,14 @@ impl RequestCtx {
             buffered_status: None,
             policies_completed: false,
             bytes_in: 0,
+        }
+    }
+
+    /// The ids its answers carry.
+    pub fn ids(&self) -> crate::respond::Ids<'_> {
+        crate::respond::Ids {
+            request_id: &self.state.request_id,
+            trace_id: self.trace.as_ref().map(|t| &t.trace_id),
         }
     }
 

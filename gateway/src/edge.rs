@@ -56,10 +56,22 @@ pub async fn arrive(
             }
             _ => ids::new_request_id(),
         };
-        ctx.trace = Some(TraceContext::from_headers(
+        let mut trace = TraceContext::from_headers(
             req.headers.get("traceparent").map(HeaderValue::as_bytes),
             req.headers.get("tracestate"),
-        ));
+        );
+        if let Some(tracer) = &snapshot.tracer {
+            // the decision travels upstream in the sampled flag
+            let caller = (trace.parent_id != [0; 8]).then_some(trace.flags);
+            let sampled = tracer.settings().sampled(&trace.trace_id, caller);
+            trace.flags = (trace.flags & !0x01) | u8::from(sampled);
+            if sampled {
+                ctx.traced_at = Some(std::time::SystemTime::now());
+                ctx.state.policy_runs = Some(Vec::with_capacity(8));
+                ctx.attempts.trace(trace.trace_id, trace.flags);
+            }
+        }
+        ctx.trace = Some(trace);
     }
     if let Err(rejection) = framing::check(session, set.limits.max_header_bytes) {
         answer::edge_reject(metrics, session, ctx, rejection).await?;
@@ -114,7 +126,7 @@ pub async fn arrive(
             respond::problem(
                 session,
                 &p,
-                &ctx.state.request_id,
+                ctx.ids(),
                 &ctx.state.response_headers,
                 vec![(http::header::ALLOW, allow)],
                 false,

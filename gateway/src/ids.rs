@@ -127,14 +127,24 @@ impl TraceContext {
 
     /// The `traceparent` to send upstream: our span is the parent of the upstream's.
     pub fn upstream_traceparent(&self) -> HeaderValue {
-        // built on the stack: this runs on every forwarded request
-        let mut buf = *b"00-00000000000000000000000000000000-0000000000000000-00";
-        hex_into(&self.trace_id, &mut buf[3..35]);
-        hex_into(&self.span_id, &mut buf[36..52]);
-        hex_into(&[self.flags], &mut buf[53..55]);
-        // lowercase hex and dashes: always a valid header value
-        HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static(""))
+        traceparent(&self.trace_id, &self.span_id, self.flags)
     }
+}
+
+/// A version-00 `traceparent` naming `span_id` as the parent.
+pub fn traceparent(trace_id: &[u8; 16], span_id: &[u8; 8], flags: u8) -> HeaderValue {
+    // built on the stack: this runs on every forwarded request
+    let mut buf = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    hex_into(trace_id, &mut buf[3..35]);
+    hex_into(span_id, &mut buf[36..52]);
+    hex_into(&[flags], &mut buf[53..55]);
+    // lowercase hex and dashes: always a valid header value
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// A fresh, non-zero span id.
+pub fn new_span_id() -> [u8; 8] {
+    nonzero_random()
 }
 
 /// Writes `bytes` as lowercase hex into `out` (as far as it fits); returns the digits written.

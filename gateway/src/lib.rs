@@ -24,4 +24,5 @@ pub mod respond;
 pub mod server;
 pub mod snapshot;
 pub mod status_page;
+pub mod telemetry;
 pub mod token;

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub upstream: UpstreamMetrics,
     /// Store-and-forward's metrics.
     pub delivery: DeliveryMetrics,
+    /// Span export's metrics.
+    pub traces: crate::telemetry::TraceMetrics,
     /// `gateway_policy_rejections_total{policy,reason}`.
     pub policy_rejections: IntCounterVec,
     /// `gateway_edge_rejections_total{reason}`: requests the gateway refused before any policy
@@ -132,6 +134,7 @@ impl Metrics {
         registry.register(Box::new(access_log_dropped.clone()))?;
         let upstream = UpstreamMetrics::register(&registry)?;
         let delivery = DeliveryMetrics::register(&registry)?;
+        let traces = crate::telemetry::TraceMetrics::register(&registry)?;
         let kpi = KpiMetrics::register(&registry)?;
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
@@ -144,6 +147,7 @@ impl Metrics {
             kpi,
             upstream,
             delivery,
+            traces,
             policy_rejections,
             edge_rejections,
             config_reloads,

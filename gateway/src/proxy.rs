@@ -163,7 +163,12 @@ impl ProxyHttp for Gateway {
             tls: is_tls(session),
             idempotency_key: ctx.attempts.idempotency_key.as_ref(),
         };
-        forward::request::rewrite(upstream_request, &outbound)
+        forward::request::rewrite(upstream_request, &outbound)?;
+        // a traced request names each attempt's own span as the upstream's parent
+        if let Some(tp) = ctx.attempts.attempt_traceparent() {
+            upstream_request.insert_header(&forward::request::TRACEPARENT, tp)?;
+        }
+        Ok(())
     }
 
     async fn upstream_response_filter(
@@ -336,7 +341,7 @@ impl ProxyHttp for Gateway {
                     let _ = respond::problem(
                         session,
                         &Problem::status(status),
-                        &ctx.state.request_id,
+                        ctx.ids(),
                         &ctx.state.response_headers,
                         Vec::new(),
                         true,

@@ -11,6 +11,16 @@ use policies::problem::{PROBLEM_CONTENT_TYPE, Problem, Reply, ReplyBody};
 
 pub use crate::ids::REQUEST_ID;
 
+/// The ids an answer of the gateway carries: the request id (a header and a problem member)
+/// and the trace id (a problem member).
+#[derive(Debug, Clone, Copy)]
+pub struct Ids<'a> {
+    /// The request id.
+    pub request_id: &'a str,
+    /// The trace id, when the request has a trace context.
+    pub trace_id: Option<&'a [u8; 16]>,
+}
+
 /// Writes a complete response. `HEAD` requests get the head only.
 pub async fn write(
     session: &mut Session,
@@ -46,13 +56,18 @@ pub async fn write(
 pub async fn problem(
     session: &mut Session,
     problem: &Problem,
-    request_id: &str,
+    ids: Ids<'_>,
     response_headers: &HeaderMap,
     extra: Vec<(HeaderName, HeaderValue)>,
     close: bool,
 ) -> Result<()> {
-    let body = problem.to_json(session.req_header().uri.path(), request_id);
-    let id = HeaderValue::from_str(request_id).unwrap_or(HeaderValue::from_static("-"));
+    let mut hex = [0u8; 32];
+    let trace_id = ids.trace_id.map(|t| {
+        let n = crate::ids::hex_into(t, &mut hex);
+        std::str::from_utf8(&hex[..n]).unwrap_or("")
+    });
+    let body = problem.to_json_traced(session.req_header().uri.path(), ids.request_id, trace_id);
+    let id = HeaderValue::from_str(ids.request_id).unwrap_or(HeaderValue::from_static("-"));
     let fixed = [
         (CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE)),
         (REQUEST_ID, id),
@@ -72,7 +87,7 @@ pub async fn problem(
 pub async fn reply(
     session: &mut Session,
     reply: &Reply,
-    request_id: &str,
+    ids: Ids<'_>,
     response_headers: &HeaderMap,
     close: bool,
 ) -> Result<()> {
@@ -81,7 +96,7 @@ pub async fn reply(
             problem(
                 session,
                 p,
-                request_id,
+                ids,
                 response_headers,
                 reply.headers.clone(),
                 close,
@@ -89,7 +104,7 @@ pub async fn reply(
             .await
         }
         ReplyBody::Bytes { content_type, body } => {
-            let id = HeaderValue::from_str(request_id).unwrap_or(HeaderValue::from_static("-"));
+            let id = HeaderValue::from_str(ids.request_id).unwrap_or(HeaderValue::from_static("-"));
             let mut extra = reply.headers.clone();
             if let Some(ct) = content_type {
                 extra.push((CONTENT_TYPE, ct.clone()));

@@ -17,6 +17,7 @@ use crate::delivery::runtime::{DeliveryStores, QueueRuntime, queue_runtimes};
 use crate::forward::UpstreamPool;
 use crate::kpi::KpiHandles;
 use crate::metrics::{Metrics, RouteMetricHandles};
+use crate::telemetry::Tracer;
 
 /// Everything one request needs, immutable.
 #[derive(Debug)]
@@ -33,6 +34,9 @@ pub struct Snapshot {
     /// One runtime per queue, by the queue's index (kept from the previous snapshot when the
     /// queue did not change).
     pub queues: Vec<Arc<QueueRuntime>>,
+    /// The span exporter of the set's `tracing:` section (kept from the previous snapshot when
+    /// the section did not change); `None`: no spans are recorded.
+    pub tracer: Option<Arc<Tracer>>,
 }
 
 /// Changes applied on top of the file at every load (command-line overrides).
@@ -133,7 +137,21 @@ fn build(
             message,
         }])
     })?;
+    let tracer = match (&set.tracing, previous.and_then(|p| p.tracer.as_ref())) {
+        (None, _) => None,
+        (Some(s), Some(prev)) if prev.settings() == s => Some(prev.clone()),
+        (Some(s), _) => Some(Arc::new(
+            Tracer::start(s.clone(), &metrics.traces).map_err(|e| {
+                ConfigErrors(vec![ConfigError {
+                    file: file.to_path_buf(),
+                    location: None,
+                    message: format!("cannot start the span exporter: {e}"),
+                }])
+            })?,
+        )),
+    };
     Ok(Snapshot {
+        tracer,
         set,
         pools,
         route_metrics,

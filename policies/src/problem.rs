@@ -74,7 +74,18 @@ impl Problem {
 
     /// Serializes the document, adding `instance` (the request path) and `request_id`.
     pub fn to_json(&self, instance: &str, request_id: &str) -> Bytes {
-        let mut doc = Map::with_capacity(6 + self.extensions.len());
+        self.to_json_traced(instance, request_id, None)
+    }
+
+    /// Serializes the document, adding `instance`, `request_id` and, when there is one, the
+    /// `trace_id` (32 hex digits) that finds the request's trace.
+    pub fn to_json_traced(
+        &self,
+        instance: &str,
+        request_id: &str,
+        trace_id: Option<&str>,
+    ) -> Bytes {
+        let mut doc = Map::with_capacity(7 + self.extensions.len());
         doc.insert("type".into(), Value::String(self.type_uri().into_owned()));
         doc.insert("title".into(), Value::String(self.title.to_string()));
         doc.insert("status".into(), Value::from(self.status.as_u16()));
@@ -83,6 +94,9 @@ impl Problem {
         }
         doc.insert("instance".into(), Value::String(instance.to_owned()));
         doc.insert("request_id".into(), Value::String(request_id.to_owned()));
+        if let Some(t) = trace_id {
+            doc.insert("trace_id".into(), Value::String(t.to_owned()));
+        }
         for (k, v) in &self.extensions {
             doc.entry(k.clone()).or_insert_with(|| v.clone());
         }

@@ -206,7 +206,7 @@ pub async fn store_and_answer(
             respond::problem(
                 session,
                 &problem,
-                &ctx.state.request_id,
+                ctx.ids(),
                 &ctx.state.response_headers,
                 vec![(RETRY_AFTER, HeaderValue::from_static("5"))],
                 false,

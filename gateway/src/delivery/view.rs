@@ -153,7 +153,7 @@ pub async fn serve(
         respond::problem(
             session,
             &p,
-            &ctx.state.request_id,
+            ctx.ids(),
             &ctx.state.response_headers,
             Vec::new(),
             false,

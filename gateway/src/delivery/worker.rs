@@ -28,6 +28,7 @@ use crate::delivery::metrics::{DeliveryMetrics, NO_CHANNEL};
 use crate::delivery::runtime::QueueRuntime;
 use crate::forward::{self, Attempts, IDEMPOTENCY_KEY, UpstreamError};
 use crate::snapshot::{ConfigStore, Snapshot};
+use crate::telemetry::{DeliverySummary, DeliveryTrace};
 
 /// How a reason is cut in a dead letter (the answer's body can be large).
 const REASON_BODY_CHARS: usize = 512;
@@ -239,7 +240,24 @@ impl Dispatcher {
         let started_ms = self.rt.clock_ms();
         let t0 = Instant::now();
         let snapshot = self.config.current();
-        let result = deliver(&self.connector, &snapshot, record).await;
+        let traced = snapshot
+            .tracer
+            .as_ref()
+            .and_then(|t| DeliveryTrace::begin(t, record.traceparent.as_deref()));
+        let mut at = Attempts::default();
+        if let Some(t) = &traced {
+            at.trace(t.trace_id, t.flags);
+        }
+        let result = deliver(&self.connector, &snapshot, record, &mut at).await;
+        let trace_status = match &result {
+            Delivered::Answer { status, .. } => Some(*status),
+            _ => None,
+        };
+        let trace_error = match &result {
+            Delivered::Refused(e) => Some(e.describe().to_owned()),
+            Delivered::Failed(why) => Some(why.clone()),
+            Delivered::Answer { .. } => None,
+        };
         let duration_ms = t0.elapsed().as_millis() as u64;
         let retry = self.rt.queue.retry;
         let attempt_no = claimed.delivery.status.attempt_count + 1;
@@ -354,6 +372,19 @@ impl Dispatcher {
         if label != "released" {
             m.outcomes.with_label_values(&[queue, channel, label]).inc();
         }
+        if let (Some(t), Some(tracer)) = (traced, snapshot.tracer.as_ref()) {
+            let summary = DeliverySummary {
+                queue,
+                delivery: &record.id,
+                channel,
+                upstream: &record.destination.upstream,
+                attempt: attempt_no,
+                result: label,
+                status: trace_status,
+                error: trace_error.as_deref(),
+            };
+            tracer.record(t.finish(&summary, &at.traced));
+        }
         if let Err(e) = self.rt.store.settle(&claimed, attempt, outcome, now).await {
             m.store_errors.with_label_values(&[queue, "settle"]).inc();
             // the lease runs out and the delivery is attempted again, with the same key
@@ -435,7 +466,12 @@ fn head(
     Ok(req)
 }
 
-async fn deliver(connector: &Connector, snapshot: &Snapshot, record: &DeliveryRecord) -> Delivered {
+async fn deliver(
+    connector: &Connector,
+    snapshot: &Snapshot,
+    record: &DeliveryRecord,
+    at: &mut Attempts,
+) -> Delivered {
     let Some(index) = snapshot
         .set
         .upstreams
@@ -456,13 +492,12 @@ async fn deliver(connector: &Connector, snapshot: &Snapshot, record: &DeliveryRe
         Ok(r) => r,
         Err(e) => return Delivered::Failed(e),
     };
-    let mut at = Attempts::default();
     at.begin(pool, Instant::now() + upstream.total_timeout, true);
     at.idempotency_key = req.headers.get(IDEMPOTENCY_KEY).cloned();
     let body = Bytes::from(record.body.clone());
     let exchanged = tokio::time::timeout(
         upstream.total_timeout,
-        forward::exchange(connector, &mut at, req, &body),
+        forward::exchange(connector, at, req, &body),
     )
     .await;
     let forwarded = at.forwarded;

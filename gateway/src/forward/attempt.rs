@@ -22,6 +22,27 @@ pub enum Next {
     Stop,
 }
 
+/// One upstream attempt of a traced request (or a refusal to make one), for its span.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    /// The attempt's span, the parent named in the `traceparent` it carries.
+    pub span_id: [u8; 8],
+    /// The endpoint, `-` when the forwarding layer refused before choosing one.
+    pub endpoint: Arc<str>,
+    /// When it began.
+    pub started: Instant,
+    /// When it ended.
+    pub ended: Option<Instant>,
+    /// Whether the request was sent on a connection.
+    pub sent: bool,
+    /// The upstream's status.
+    pub status: Option<u16>,
+    /// The failure's kind.
+    pub error: Option<&'static str>,
+    /// Why another attempt followed it, if one did.
+    pub retry: Option<&'static str>,
+}
+
 #[derive(Debug)]
 struct Current {
     chosen: Chosen,
@@ -56,6 +77,10 @@ pub struct Attempts {
     pub repeatable: bool,
     /// The upstream `Idempotency-Key` every attempt of this request carries, when it has one.
     pub idempotency_key: Option<HeaderValue>,
+    /// The trace id and flags of a traced request: its attempts are then recorded.
+    trace: Option<([u8; 16], u8)>,
+    /// The attempts of a traced request, in order (empty when not traced).
+    pub traced: Vec<AttemptRecord>,
 }
 
 impl Attempts {
@@ -68,6 +93,23 @@ impl Attempts {
         self.pool = Some(pool.clone());
         self.deadline = Some(deadline);
         self.repeatable = repeatable;
+    }
+
+    /// Records each attempt of this request (in [`Attempts::traced`]) under `trace_id`.
+    pub fn trace(&mut self, trace_id: [u8; 16], flags: u8) {
+        self.trace = Some((trace_id, flags));
+    }
+
+    /// The `traceparent` of the current attempt of a traced request: its own span is the
+    /// upstream's parent.
+    pub fn attempt_traceparent(&self) -> Option<HeaderValue> {
+        let (trace_id, flags) = self.trace.as_ref()?;
+        let last = self.traced.last().filter(|a| a.ended.is_none())?;
+        Some(crate::ids::traceparent(trace_id, &last.span_id, *flags))
+    }
+
+    fn last_traced(&mut self) -> Option<&mut AttemptRecord> {
+        self.traced.last_mut()
     }
 
     /// The pool, once begun.
@@ -117,6 +159,18 @@ impl Attempts {
             ep.metrics.attempts.inc();
             ep.in_flight.fetch_add(1, Ordering::Relaxed);
             self.peer = Some(ep.label.clone());
+            if self.trace.is_some() {
+                self.traced.push(AttemptRecord {
+                    span_id: crate::ids::new_span_id(),
+                    endpoint: ep.label.clone(),
+                    started: Instant::now(),
+                    ended: None,
+                    sent: false,
+                    status: None,
+                    error: None,
+                    retry: None,
+                });
+            }
         }
         self.current = Some(Current {
             chosen,
@@ -128,6 +182,19 @@ impl Attempts {
 
     fn refuse(&mut self, pool: &UpstreamPool, e: UpstreamError) -> UpstreamError {
         pool.metrics.error(&e);
+        if self.trace.is_some() {
+            let now = Instant::now();
+            self.traced.push(AttemptRecord {
+                span_id: crate::ids::new_span_id(),
+                endpoint: Arc::from("-"),
+                started: now,
+                ended: Some(now),
+                sent: false,
+                status: None,
+                error: Some(e.kind()),
+                retry: None,
+            });
+        }
         self.slot = None;
         e
     }
@@ -177,6 +244,9 @@ impl Attempts {
         {
             c.sent = true;
             self.sent += 1;
+            if let Some(a) = self.traced.last_mut() {
+                a.sent = true;
+            }
         }
     }
 
@@ -184,6 +254,11 @@ impl Attempts {
         let (Some(pool), Some(c)) = (self.pool.as_ref(), self.current.take()) else {
             return;
         };
+        if let Some(a) = self.traced.last_mut()
+            && a.ended.is_none()
+        {
+            a.ended = Some(Instant::now());
+        }
         pool.metrics
             .duration
             .observe(c.started.elapsed().as_secs_f64());
@@ -199,6 +274,9 @@ impl Attempts {
             return Next::Stop;
         };
         pool.metrics.error(&e);
+        if let Some(a) = self.last_traced() {
+            a.error.get_or_insert(e.kind());
+        }
         let Some(sent) = self.current.as_ref().map(|c| c.sent) else {
             // the failure came after the attempt's answer was taken (a broken response body):
             // the client has part of it, nothing may be tried again
@@ -215,6 +293,9 @@ impl Attempts {
             self.connect_failures += 1;
             if (self.connect_failures as usize) < pool.len() && !self.left().is_zero() {
                 pool.metrics.retry("connect");
+                if let Some(a) = self.last_traced() {
+                    a.retry = Some("connect");
+                }
                 return Next::Retry;
             }
             return Next::Stop;
@@ -241,6 +322,10 @@ impl Attempts {
             self.sent = self.sent.saturating_sub(1);
         }
         self.stale_retries += 1;
+        if let Some(a) = self.last_traced() {
+            a.error = Some(e.kind());
+            a.retry = Some("stale_connection");
+        }
         self.end_attempt(AttemptResult::Abandoned);
         pool.metrics.retry("stale_connection");
         Next::Retry
@@ -250,6 +335,9 @@ impl Attempts {
     /// whether the answer is the request's, or it is retried.
     pub fn answered(&mut self, status: u16, retry_after: Option<Duration>) -> Next {
         self.status = Some(status);
+        if let Some(a) = self.last_traced() {
+            a.status = Some(status);
+        }
         let result = match status {
             500..=599 => AttemptResult::Failed,
             // the upstream asks for less traffic: not a sign the endpoint is broken
@@ -310,6 +398,9 @@ impl Attempts {
         self.retries += 1;
         self.wait = Some(wait);
         pool.metrics.retry(reason);
+        if let Some(a) = self.traced.last_mut() {
+            a.retry = Some(reason);
+        }
         true
     }
 

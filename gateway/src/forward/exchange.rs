@@ -67,13 +67,17 @@ pub async fn exchange(
         }) else {
             return Err(UpstreamError::Internal);
         };
-        let head = match request::for_connection(original, body.len(), h2, tls) {
+        let mut head = match request::for_connection(original, body.len(), h2, tls) {
             Ok(h) => h,
             Err(_) => {
                 at.failed(UpstreamError::Internal);
                 return Err(UpstreamError::Internal);
             }
         };
+        // a traced request names each attempt's own span as the upstream's parent
+        if let Some(tp) = at.attempt_traceparent() {
+            let _ = head.insert_header(&request::TRACEPARENT, tp);
+        }
         let answer_head = match send(&mut session, head, body).await {
             Ok(h) => h,
             Err(e) => {

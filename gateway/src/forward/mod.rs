@@ -12,7 +12,7 @@ pub mod metrics;
 pub mod pool;
 pub mod request;
 
-pub use attempt::{Attempts, Next};
+pub use attempt::{AttemptRecord, Attempts, Next};
 pub use error::UpstreamError;
 pub use exchange::{Answer, exchange};
 pub use metrics::UpstreamMetrics;

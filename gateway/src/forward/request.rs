@@ -30,7 +30,8 @@ static HOP_BY_HOP: [HeaderName; 7] = [
     http::header::TRAILER,
     http::header::UPGRADE,
 ];
-static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// The W3C trace-context header.
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
