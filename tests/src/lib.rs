@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
+pub mod otlp;
 pub mod raw_upstream;
 use serde_json::Value;
 
