@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::SystemTime;
 
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
@@ -15,13 +14,10 @@ use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use policies::problem::{PROBLEM_CONTENT_TYPE, Problem};
-use serde_json::json;
 
 use crate::delivery;
-use crate::forward::pool::now;
 use crate::metrics::Metrics;
 use crate::snapshot::ConfigStore;
-use policies::resilience::breaker::BreakerState;
 
 /// Whether the gateway should receive traffic.
 #[derive(Debug, Default)]
@@ -62,10 +58,6 @@ pub struct AdminApp {
     pub readiness: Arc<Readiness>,
 }
 
-fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
 fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
@@ -87,111 +79,6 @@ fn problem(status: StatusCode, detail: &str, path: &str) -> Response<Vec<u8>> {
         .with_detail(detail)
         .to_json(path, "-");
     respond(status, PROBLEM_CONTENT_TYPE, body.to_vec())
-}
-
-impl AdminApp {
-    /// The `/config` document (also read by the status page).
-    pub(crate) fn config(&self) -> serde_json::Value {
-        let snap = self.store.current();
-        let set = &snap.set;
-        let routes: Vec<_> = set
-            .routes
-            .iter()
-            .map(|r| {
-                json!({
-                    "name": &*r.name,
-                    "upstream": set.upstreams.get(r.upstream).map(|u| &*u.name),
-                    "policies": r.chain.policies().iter().map(|p| &*p.name).collect::<Vec<_>>(),
-                    "buffered": r.chain.needs_body(),
-                    "max_body_bytes": r.max_body_bytes,
-                })
-            })
-            .collect();
-        let upstreams: Vec<_> = set
-            .upstreams
-            .iter()
-            .map(|u| {
-                json!({
-                    "name": &*u.name,
-                    "endpoints": u.endpoints.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                    "tls": u.transport.tls,
-                    "http2": u.transport.http2,
-                })
-            })
-            .collect();
-        let last_reload = self
-            .store
-            .last_reload()
-            .map(|r| json!({ "at": rfc3339(r.at), "ok": r.ok, "errors": r.errors }));
-        json!({
-            "version": {
-                "hash": set.version.hash,
-                "loaded_at": rfc3339(set.version.loaded_at),
-                "file": set.version.file.display().to_string(),
-            },
-            "summary": set.summary(),
-            "channels": set.channels.names().iter().map(|c| &**c).collect::<Vec<_>>(),
-            "routes": routes,
-            "upstreams": upstreams,
-            "policies": set.policies.keys().collect::<Vec<_>>(),
-            "last_reload": last_reload,
-        })
-    }
-}
-
-impl AdminApp {
-    /// Each upstream's endpoints with their health, ejection and circuit state, and the
-    /// upstream's slots and retry budget (also read by the status page).
-    pub(crate) fn upstreams(&self) -> serde_json::Value {
-        let snap = self.store.current();
-        let now = now();
-        let list: Vec<_> = snap
-            .pools
-            .iter()
-            .map(|pool| {
-                let r = &pool.upstream.resilience;
-                let endpoints: Vec<_> = pool
-                    .endpoints()
-                    .iter()
-                    .map(|ep| {
-                        let breaker = ep.breaker_state(now);
-                        json!({
-                            "address": &*ep.label,
-                            "healthy": ep.health.is_healthy(),
-                            "ejected": ep.ejection.is_ejected(now),
-                            "ejected_for_ms": ep.ejection.ejected_for(now).map(|d| d.as_millis() as u64),
-                            "ejections": ep.ejection.times(),
-                            "circuit": breaker.name(),
-                            "circuit_retry_after_ms": match breaker {
-                                BreakerState::Open { retry_after } => Some(retry_after.as_millis() as u64),
-                                _ => None,
-                            },
-                            "in_flight": ep.in_flight.load(std::sync::atomic::Ordering::Relaxed),
-                            "attempts": ep.metrics.attempts.get(),
-                        })
-                    })
-                    .collect();
-                let budget = pool.budget().map(|b| {
-                    let (used, left) = b.usage(now);
-                    json!({ "retries_in_window": used, "retries_left": left })
-                });
-                let slots = pool
-                    .slots_in_use()
-                    .map(|(used, limit)| json!({ "in_use": used, "limit": limit, "waiting": pool.metrics.queued.get() }));
-                json!({
-                    "name": &*pool.upstream.name,
-                    "in_flight": pool.metrics.in_flight.get(),
-                    "max_in_flight": slots,
-                    "health_check": r.health_check.is_some(),
-                    "outlier_detection": r.outlier_detection.enabled,
-                    "circuit_breaker": r.circuit_breaker.is_some(),
-                    "retry_budget": budget,
-                    "endpoints": endpoints,
-                })
-            })
-            .collect();
-        json!({ "upstreams": list })
-    }
 }
 
 #[async_trait]
@@ -221,7 +108,7 @@ impl ServeHttp for AdminApp {
         }
         if crate::status_page::handles(&path) {
             let method = req.method.clone();
-            return crate::status_page::response(self, &method, &path).await;
+            return crate::status_page::response(&self.store, &self.metrics, &method, &path).await;
         }
         if req.method != Method::GET && req.method != Method::HEAD {
             return problem(
@@ -249,11 +136,13 @@ impl ServeHttp for AdminApp {
                 self.metrics.render(),
             ),
             "/upstreams" => {
-                let body = serde_json::to_vec_pretty(&self.upstreams()).unwrap_or_default();
+                let body = serde_json::to_vec_pretty(&crate::admin_views::upstreams(&self.store))
+                    .unwrap_or_default();
                 respond(StatusCode::OK, "application/json", body)
             }
             "/config" => {
-                let body = serde_json::to_vec_pretty(&self.config()).unwrap_or_default();
+                let body = serde_json::to_vec_pretty(&crate::admin_views::config(&self.store))
+                    .unwrap_or_default();
                 respond(StatusCode::OK, "application/json", body)
             }
             _ => problem(

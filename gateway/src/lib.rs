@@ -5,6 +5,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod admin_auth;
+pub mod admin_views;
 pub mod answer;
 pub mod buffered;
 pub mod completion;
@@ -19,6 +20,7 @@ pub mod framing;
 pub mod ids;
 pub mod kpi;
 pub mod metrics;
+pub mod outcome;
 pub mod proxy;
 pub mod respond;
 pub mod server;

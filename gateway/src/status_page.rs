@@ -18,8 +18,10 @@ use http::{HeaderValue, Method, Response, StatusCode, header};
 use prometheus::proto::{Metric, MetricFamily};
 use serde_json::{Value, json};
 
-use crate::admin::AdminApp;
+use crate::admin_views;
 use crate::delivery;
+use crate::metrics::Metrics;
+use crate::snapshot::ConfigStore;
 
 /// The page: HTML, CSS and script in one file.
 const PAGE: &str = include_str!("status_page.html");
@@ -45,7 +47,12 @@ pub fn handles(path: &str) -> bool {
 }
 
 /// Serves `GET /` (the page) and `GET /status.json` (its data).
-pub async fn response(app: &AdminApp, method: &Method, path: &str) -> Response<Vec<u8>> {
+pub async fn response(
+    store: &ConfigStore,
+    metrics: &Metrics,
+    method: &Method,
+    path: &str,
+) -> Response<Vec<u8>> {
     if method != Method::GET && method != Method::HEAD {
         return with_headers(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -54,7 +61,7 @@ pub async fn response(app: &AdminApp, method: &Method, path: &str) -> Response<V
         );
     }
     if path == "/status.json" {
-        let body = serde_json::to_vec(&status(app).await).unwrap_or_default();
+        let body = serde_json::to_vec(&status(store, metrics).await).unwrap_or_default();
         return with_headers(StatusCode::OK, "application/json", body);
     }
     let mut resp = with_headers(
@@ -101,9 +108,9 @@ fn with_headers(
 }
 
 /// The `/status.json` document.
-async fn status(app: &AdminApp) -> Value {
-    let families = app.metrics.registry().gather();
-    let config = app.config();
+async fn status(store: &ConfigStore, metrics: &Metrics) -> Value {
+    let families = metrics.registry().gather();
+    let config = admin_views::config(store);
     let declared: Vec<String> = config["channels"]
         .as_array()
         .map(|a| {
@@ -113,10 +120,10 @@ async fn status(app: &AdminApp) -> Value {
         })
         .unwrap_or_default();
     let figures = Figures::read(&families);
-    let snapshot = app.store.current();
-    let queues = admin_get(app, &snapshot, "/queues", None).await;
+    let snapshot = store.current();
+    let queues = admin_get(metrics, &snapshot, "/queues", None).await;
     let dead = admin_get(
-        app,
+        metrics,
         &snapshot,
         "/deliveries",
         Some(&format!("state=dead&limit={DEAD_LETTERS_LISTED}")),
@@ -132,7 +139,7 @@ async fn status(app: &AdminApp) -> Value {
         "channels": figures.channels(&declared),
         "queues": queues.map_or_else(|e| json!({ "error": e }), |v| v["queues"].clone()),
         "dead_letters": dead.map_or_else(|e| json!({ "error": e }), |v| v["deliveries"].clone()),
-        "upstreams": app.upstreams()["upstreams"].clone(),
+        "upstreams": admin_views::upstreams(store)["upstreams"].clone(),
         "config": {
             "version": config["version"],
             "summary": config["summary"],
@@ -144,13 +151,13 @@ async fn status(app: &AdminApp) -> Value {
 
 /// A GET of the delivery admin API, its body or its problem's detail.
 async fn admin_get(
-    app: &AdminApp,
+    metrics: &Metrics,
     snapshot: &crate::snapshot::Snapshot,
     path: &str,
     query: Option<&str>,
 ) -> Result<Value, String> {
     let (status, body) =
-        delivery::admin::handle(snapshot, &app.metrics.delivery, &Method::GET, path, query).await;
+        delivery::admin::handle(snapshot, &metrics.delivery, &Method::GET, path, query).await;
     if status.is_success() {
         Ok(body)
     } else {
