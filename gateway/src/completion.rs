@@ -2,7 +2,7 @@
 //! (idempotency records are stored here), the route metrics and the access-log line.
 
 use std::net::IpAddr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use pingora::Error;
 use pingora::proxy::Session;
@@ -10,6 +10,7 @@ use policies::pipeline::Completion;
 
 use crate::access_log::{AccessLine, AccessLog, Hex, Ip, Timestamp};
 use crate::context::{Outcome, RequestCtx};
+use crate::kpi;
 use crate::metrics::Metrics;
 use crate::telemetry;
 
@@ -89,7 +90,7 @@ pub async fn complete(
         elapsed.as_secs_f64(),
     );
     // business KPIs: the document's outcome, an accepted order's value, its ERP ack time
-    crate::kpi::record(metrics, ctx, status, elapsed);
+    record_kpis(metrics, ctx, status, elapsed);
     if let Some(started_wall) = ctx.traced_at {
         record_spans(session, ctx, status, started_wall);
     }
@@ -161,4 +162,42 @@ fn record_spans(session: &Session, ctx: &mut RequestCtx, status: u16, started_wa
     let spans =
         telemetry::request_spans(&summary, &runs, &ctx.attempts.traced, ctx.upstream_name());
     tracer.record(spans);
+}
+
+/// Records the KPIs of a request that is over (one that has a route and a channel): its
+/// document outcome and, for an accepted one, its order value and acknowledgement time.
+fn record_kpis(metrics: &Metrics, ctx: &RequestCtx, status: u16, elapsed: Duration) {
+    let (Some(route), Some(channel)) = (ctx.route.as_deref(), ctx.state.channel.as_ref()) else {
+        return;
+    };
+    let refused_by = match &ctx.outcome {
+        Outcome::Policy {
+            policy: Some(name), ..
+        } => route
+            .chain
+            .policies()
+            .iter()
+            .find(|p| std::sync::Arc::ptr_eq(&p.name, name) || p.name == *name)
+            .map(|p| p.policy.kind()),
+        _ => None,
+    };
+    let Some(outcome) = kpi::classify(&ctx.outcome, refused_by, ctx.attempts.status, status) else {
+        return;
+    };
+    let kpis = &ctx.snapshot.kpi;
+    kpis.count(&metrics.kpi, route.index, channel.index, outcome);
+    if outcome != kpi::DocumentOutcome::Accepted {
+        return;
+    }
+    if let Some(value) = ctx
+        .state
+        .extensions
+        .get::<policies::kinds::transform::OrderValue>()
+    {
+        kpis.add_order_value(&metrics.kpi, channel.index, value);
+    }
+    // a queued document's acknowledgement is observed by the worker that delivers it
+    if !matches!(ctx.outcome, Outcome::Queued) {
+        kpis.observe_ack(&metrics.delivery.ack_seconds, channel.index, elapsed);
+    }
 }

@@ -11,34 +11,10 @@ use policies::model::Route;
 use policies::pipeline::ExchangeState;
 use policies::route::PathParams;
 
-use crate::forward::{Attempts, UpstreamError};
+use crate::forward::Attempts;
 use crate::ids::TraceContext;
+pub use crate::outcome::Outcome;
 use crate::snapshot::Snapshot;
-
-/// How a request was handled, for logs.
-#[derive(Debug, Clone, Default)]
-pub enum Outcome {
-    /// Still being handled (or the client went away).
-    #[default]
-    Pending,
-    /// Forwarded upstream and answered from it.
-    Forwarded,
-    /// Refused before routing or by the route table.
-    Edge(&'static str),
-    /// Answered by a policy.
-    Policy {
-        /// The policy.
-        policy: Option<Arc<str>>,
-        /// Its reason.
-        reason: &'static str,
-    },
-    /// The upstream failed (or the forwarding layer refused to try it).
-    Upstream(UpstreamError),
-    /// Stored for later delivery and answered 202.
-    Queued,
-    /// Answered by the gateway itself (a delivery's state).
-    Served,
-}
 
 /// Per-request context.
 pub struct RequestCtx {

@@ -13,8 +13,7 @@ use policies::kinds::transform::OrderValue;
 use policies::model::PolicySet;
 use prometheus::{Histogram, IntCounter, IntCounterVec, Opts, Registry};
 
-use crate::context::{Outcome, RequestCtx};
-use crate::metrics::Metrics;
+use crate::outcome::Outcome;
 
 /// What became of a document, the `outcome` label of `gateway_documents_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,7 +209,13 @@ impl KpiHandles {
     }
 
     /// Counts one document of `route` from `channel` (indices in the snapshot's set).
-    pub fn count(&self, metrics: &Metrics, route: usize, channel: usize, outcome: DocumentOutcome) {
+    pub fn count(
+        &self,
+        metrics: &KpiMetrics,
+        route: usize,
+        channel: usize,
+        outcome: DocumentOutcome,
+    ) {
         let (Some(document), Some(name)) = (self.documents.get(route), self.channels.get(channel))
         else {
             return;
@@ -220,7 +225,6 @@ impl KpiHandles {
         if let Some(cell) = self.counters.get(slot) {
             cell.get_or_init(|| {
                 metrics
-                    .kpi
                     .documents
                     .with_label_values(&[name, document, outcome.as_str()])
             })
@@ -229,12 +233,12 @@ impl KpiHandles {
     }
 
     /// Adds an accepted order's value.
-    pub fn add_order_value(&self, metrics: &Metrics, channel: usize, value: &OrderValue) {
+    pub fn add_order_value(&self, metrics: &KpiMetrics, channel: usize, value: &OrderValue) {
         let (Some(slots), Some(name)) = (self.values.get(channel), self.channels.get(channel))
         else {
             return;
         };
-        let family = &metrics.kpi.order_value;
+        let family = &metrics.order_value;
         for cell in slots {
             let (code, counter) = cell.get_or_init(|| {
                 (
@@ -253,46 +257,12 @@ impl KpiHandles {
     }
 
     /// Observes the ERP's synchronous acknowledgement of a document from `channel`.
-    pub fn observe_ack(&self, metrics: &Metrics, channel: usize, elapsed: Duration) {
+    pub fn observe_ack(&self, acks: &prometheus::HistogramVec, channel: usize, elapsed: Duration) {
         let (Some(cell), Some(name)) = (self.acks.get(channel), self.channels.get(channel)) else {
             return;
         };
-        cell.get_or_init(|| metrics.delivery.ack_seconds.with_label_values(&[name]))
+        cell.get_or_init(|| acks.with_label_values(&[name]))
             .observe(elapsed.as_secs_f64());
-    }
-}
-
-/// Records the KPIs of a request that is over (one that has a route and a channel): its
-/// document outcome and, for an accepted one, its order value and acknowledgement time.
-pub fn record(metrics: &Metrics, ctx: &RequestCtx, status: u16, elapsed: Duration) {
-    let (Some(route), Some(channel)) = (ctx.route.as_deref(), ctx.state.channel.as_ref()) else {
-        return;
-    };
-    let refused_by = match &ctx.outcome {
-        Outcome::Policy {
-            policy: Some(name), ..
-        } => route
-            .chain
-            .policies()
-            .iter()
-            .find(|p| Arc::ptr_eq(&p.name, name) || p.name == *name)
-            .map(|p| p.policy.kind()),
-        _ => None,
-    };
-    let Some(outcome) = classify(&ctx.outcome, refused_by, ctx.attempts.status, status) else {
-        return;
-    };
-    let kpi = &ctx.snapshot.kpi;
-    kpi.count(metrics, route.index, channel.index, outcome);
-    if outcome != DocumentOutcome::Accepted {
-        return;
-    }
-    if let Some(value) = ctx.state.extensions.get::<OrderValue>() {
-        kpi.add_order_value(metrics, channel.index, value);
-    }
-    // a queued document's acknowledgement is observed by the worker that delivers it
-    if !matches!(ctx.outcome, Outcome::Queued) {
-        kpi.observe_ack(metrics, channel.index, elapsed);
     }
 }
 
@@ -395,7 +365,7 @@ mod tests {
 
     #[test]
     fn order_values_add_up_per_channel_and_currency() {
-        let m = Metrics::new().unwrap();
+        let m = KpiMetrics::register(&Registry::new()).unwrap();
         let h = KpiHandles {
             documents: vec![Arc::from("order")],
             channels: vec![Arc::from("amazon")],
@@ -421,14 +391,13 @@ mod tests {
         {
             h.add_order_value(&m, 0, &v(c, i as u64 + 1));
         }
-        let value = |c: &str| m.kpi.order_value.with_label_values(&["amazon", c]).get();
+        let value = |c: &str| m.order_value.with_label_values(&["amazon", c]).get();
         assert_eq!(value("USD"), 6971);
         assert_eq!(value("JPY"), 4480);
         assert_eq!(value("KWD"), 8);
         h.count(&m, 0, 0, DocumentOutcome::RejectedLimit);
         assert_eq!(
-            m.kpi
-                .documents
+            m.documents
                 .with_label_values(&["amazon", "order", "rejected_limit"])
                 .get(),
             1
