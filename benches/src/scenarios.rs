@@ -5,7 +5,9 @@
 //!
 //! Snippets may use `{jwks}` (path of a JWKS with the development RS256 key), `{schemas}` and
 //! `{mappings}` (the example set's schemas and the mapping catalog, absolute paths) and
-//! `{redis}` (`host:port` of a redis-server the harness starts when `needs_redis`).
+//! `{redis}` (`host:port` of a redis-server the harness starts when `needs_redis`) and
+//! `{upstream}` (the upstream's `host:port`; bench-upstream answers 201 to any POST, so it is
+//! also the OTLP collector of the tracing scenarios).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -332,6 +334,18 @@ const ALL: &str = all_chain!(
 "#
 );
 
+/// Traces exported to the upstream (bench-upstream takes any POST), 1% of requests sampled.
+const TRACE_1: &str =
+    "tracing:\n  endpoint: http://{upstream}/v1/traces\n  sampling: {ratio: 0.01}\n";
+/// Every request traced.
+const TRACE_100: &str =
+    "tracing:\n  endpoint: http://{upstream}/v1/traces\n  sampling: {ratio: 1.0}\n";
+
+/// The route list of the ALL scenarios.
+const ALL_ROUTE: &str = orders_post_route!(
+    "[orders-auth, amazon-limit, shopify-limit, walmart-limit, ebay-limit, order-schema, idempotency, order-transform]"
+);
+
 /// [`ALL`] without idempotency, measured while that kind is pending.
 const ALL_NO_IDEM: &str = all_chain!("");
 
@@ -505,6 +519,38 @@ pub fn all(inputs: &Inputs) -> anyhow::Result<Vec<Scenario>> {
                 .generate("idempotency-key", Generated::Uuid)?,
         ),
         sc(
+            "S1-trace1",
+            "S1 with OpenTelemetry traces, 1% sampled",
+            System::Gateway,
+            concat_static(TRACE_1, S1),
+            pass()?,
+        ),
+        sc(
+            "S1-trace100",
+            "S1 with OpenTelemetry traces, every request",
+            System::Gateway,
+            concat_static(TRACE_100, S1),
+            pass()?,
+        ),
+        sc(
+            "ALL-trace1",
+            "ALL with OpenTelemetry traces, 1% sampled",
+            System::Gateway,
+            concat_static(TRACE_1, concat_static(ALL, ALL_ROUTE)),
+            order()?
+                .generate("authorization", bearer_pool(&inputs.rs256)?)?
+                .generate("idempotency-key", Generated::Uuid)?,
+        ),
+        sc(
+            "ALL-trace100",
+            "ALL with OpenTelemetry traces, every request",
+            System::Gateway,
+            concat_static(TRACE_100, concat_static(ALL, ALL_ROUTE)),
+            order()?
+                .generate("authorization", bearer_pool(&inputs.rs256)?)?
+                .generate("idempotency-key", Generated::Uuid)?,
+        ),
+        sc(
             "queued",
             "gateway transform, stored durably, 202 (store-and-forward, embedded store)",
             System::Gateway,
@@ -594,7 +640,8 @@ pub fn policy_file(
         .replace("{jwks}", &files.jwks.display().to_string())
         .replace("{schemas}", &files.schemas.display().to_string())
         .replace("{mappings}", &files.mappings.display().to_string())
-        .replace("{redis}", &redis.map(|r| r.to_string()).unwrap_or_default());
+        .replace("{redis}", &redis.map(|r| r.to_string()).unwrap_or_default())
+        .replace("{upstream}", &upstream.to_string());
     format!(
         "# written by loadbench\nversion: 1\n\
          listeners:\n  http: 127.0.0.1:0\n  admin: 127.0.0.1:0\n\
@@ -635,7 +682,7 @@ mod tests {
                 Some("127.0.0.1:2".parse().expect("addr")),
             );
             assert!(
-                !["{jwks}", "{redis}", "{schemas}", "{mappings}"]
+                !["{jwks}", "{redis}", "{schemas}", "{mappings}", "{upstream}"]
                     .iter()
                     .any(|p| file.contains(p)),
                 "{file}"
