@@ -227,7 +227,8 @@ fn cross_origin(session: &ServerSession) -> Option<Response<Vec<u8>>> {
     ))
 }
 
-fn with_headers(
+/// A response of the admin listener: its body, `Content-Type`, `Content-Length`, never cached.
+pub(crate) fn with_headers(
     status: StatusCode,
     content_type: &'static str,
     body: Vec<u8>,

@@ -18,6 +18,7 @@ use http::{HeaderValue, Method, Response, StatusCode, header};
 use prometheus::proto::{Metric, MetricFamily};
 use serde_json::{Value, json};
 
+use crate::admin_auth::with_headers;
 use crate::admin_views;
 use crate::delivery;
 use crate::metrics::Metrics;
@@ -89,21 +90,6 @@ pub async fn response(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    resp
-}
-
-fn with_headers(
-    status: StatusCode,
-    content_type: &'static str,
-    body: Vec<u8>,
-) -> Response<Vec<u8>> {
-    let len = body.len();
-    let mut resp = Response::new(body);
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
 

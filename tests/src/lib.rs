@@ -721,3 +721,16 @@ impl Drop for RedisCluster {
         }
     }
 }
+
+/// The Python that has playwright, for the browser tests: `GATEWAY_TEST_PYTHON`, else the venv
+/// `scripts/system-deps.sh` makes (`target/browser-venv`), else `python3`.
+pub fn browser_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("GATEWAY_TEST_PYTHON") {
+        return p.into();
+    }
+    let venv = workspace_root().join("target/browser-venv/bin/python");
+    if venv.exists() {
+        return venv;
+    }
+    "python3".into()
+}

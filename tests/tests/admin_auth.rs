@@ -359,26 +359,13 @@ fn the_token_can_come_from_a_file_or_the_command_line_override() {
     );
 }
 
-/// The Python that has playwright: `GATEWAY_TEST_PYTHON`, else the venv
-/// `scripts/system-deps.sh` makes (`target/browser-venv`), else `python3`.
-fn browser_python() -> std::path::PathBuf {
-    if let Some(p) = std::env::var_os("GATEWAY_TEST_PYTHON") {
-        return p.into();
-    }
-    let venv = tests::workspace_root().join("target/browser-venv/bin/python");
-    if venv.exists() {
-        return venv;
-    }
-    "python3".into()
-}
-
 /// A real headless Chromium signs in through the form (tests/browser/admin_login.py): the
 /// cookie is HttpOnly and SameSite=Strict, invisible to script, opens `/config`, and ends at
 /// sign-out; the token never appears in a URL or the page.
 #[test]
 fn a_real_browser_signs_in_through_the_form() {
     let gw = with_env_token(false);
-    let out = Command::new(browser_python())
+    let out = Command::new(tests::browser_python())
         .arg(tests::workspace_root().join("tests/browser/admin_login.py"))
         .env("ADMIN_URL", format!("http://{}", gw.admin))
         .env("ADMIN_TOKEN", TOKEN)

@@ -52,22 +52,9 @@ routes:
     )
 }
 
-/// The Python that has playwright: `GATEWAY_TEST_PYTHON`, else the venv
-/// `scripts/system-deps.sh` makes (`target/browser-venv`), else `python3`.
-fn browser_python() -> std::path::PathBuf {
-    if let Some(p) = std::env::var_os("GATEWAY_TEST_PYTHON") {
-        return p.into();
-    }
-    let venv = tests::workspace_root().join("target/browser-venv/bin/python");
-    if venv.exists() {
-        return venv;
-    }
-    "python3".into()
-}
-
 /// Runs the browser script; its stdout, after asserting it succeeded.
 fn browse(gw: &Gateway, env: &[(&str, String)]) -> String {
-    let mut cmd = Command::new(browser_python());
+    let mut cmd = Command::new(tests::browser_python());
     cmd.arg(tests::workspace_root().join("tests/browser/status_page.py"))
         .env("ADMIN_URL", format!("http://{}", gw.admin))
         .env("GATEWAY_URL", format!("http://{}", gw.http))
