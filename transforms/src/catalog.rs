@@ -8,6 +8,8 @@
 //! <channel>/cases/<document>/<name>.input.json     a golden input
 //! <channel>/cases/<document>/<name>.expected.json  its expected canonical output
 //! erp/ack.jq, erp/error.jq                         the response mappings
+//! <channel>/outbound/<operation>.jq                the outbound mappings (canonical -> a
+//!                                                  marketplace's request), see `outbound`
 //! ```
 
 use std::collections::BTreeMap;
@@ -22,6 +24,14 @@ use crate::engine::{Program, RunError, SourceError};
 use crate::golden::{self, GoldenCase, GoldenOutcome};
 use crate::mapping_files::{LoadError, file_name, sorted_entries};
 use crate::value::{self, NotJson};
+
+pub use crate::outbound::{
+    OUTBOUND_CHANNELS, OUTBOUND_OPERATIONS, OutboundMapping, OutboundRequest, outbound_body_schema,
+    outbound_body_validator,
+};
+
+/// The folder of a channel holding its outbound mappings (never an inbound document).
+pub const OUTBOUND_FOLDER: &str = "outbound";
 
 /// The folder of the response mappings (ERP answer -> canonical answer or problem).
 pub const RESPONSE_CHANNEL: &str = "erp";
@@ -78,6 +88,15 @@ pub enum TransformError {
         document: &'static str,
         violations: Violations,
     },
+    /// An outbound mapping's output is not a valid request: its envelope (`part` is
+    /// `"envelope"`) or its body against the operation's body schema (`"body"`; pointers
+    /// start with `/body`). A bug in the mapping.
+    #[error("{mapping}: the mapping produced an invalid request {part}: {violations}")]
+    InvalidRequest {
+        mapping: String,
+        part: &'static str,
+        violations: Violations,
+    },
 }
 
 impl TransformError {
@@ -94,7 +113,8 @@ impl TransformError {
             | TransformError::NoOutput { mapping }
             | TransformError::SeveralOutputs { mapping }
             | TransformError::NotJson { mapping, .. }
-            | TransformError::InvalidOutput { mapping, .. } => mapping,
+            | TransformError::InvalidOutput { mapping, .. }
+            | TransformError::InvalidRequest { mapping, .. } => mapping,
         }
     }
 }
@@ -247,6 +267,8 @@ impl Mapping {
 #[derive(Debug, Default)]
 pub struct Catalog {
     mappings: BTreeMap<String, Arc<Mapping>>,
+    /// The outbound mappings, by `<channel>/outbound/<operation>`.
+    outbound: BTreeMap<String, Arc<OutboundMapping>>,
 }
 
 impl Catalog {
@@ -255,6 +277,7 @@ impl Catalog {
     pub fn load(root: &Path) -> Result<Catalog, Vec<LoadError>> {
         let mut errors = Vec::new();
         let mut mappings = BTreeMap::new();
+        let mut outbound = BTreeMap::new();
         let channels = match sorted_entries(root) {
             Ok(entries) => entries,
             Err(err) => return Err(vec![LoadError::at(root, err)]),
@@ -274,9 +297,13 @@ impl Catalog {
                 continue;
             }
             load_channel(&channel, &channel_dir, &mut mappings, &mut errors);
+            let outbound_dir = channel_dir.join(OUTBOUND_FOLDER);
+            if outbound_dir.is_dir() {
+                load_outbound(&channel, &outbound_dir, &mut outbound, &mut errors);
+            }
         }
         if errors.is_empty() {
-            Ok(Catalog { mappings })
+            Ok(Catalog { mappings, outbound })
         } else {
             Err(errors)
         }
@@ -306,6 +333,18 @@ impl Catalog {
     /// The names of every mapping, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.mappings.keys().map(String::as_str)
+    }
+
+    /// The outbound mapping of a channel's operation (`outbound("amazon", "shipment")`).
+    pub fn outbound(&self, channel: &str, operation: &str) -> Option<Arc<OutboundMapping>> {
+        self.outbound
+            .get(&format!("{channel}/{OUTBOUND_FOLDER}/{operation}"))
+            .cloned()
+    }
+
+    /// Every outbound mapping, by name (`<channel>/outbound/<operation>`).
+    pub fn outbound_mappings(&self) -> impl Iterator<Item = &Arc<OutboundMapping>> {
+        self.outbound.values()
     }
 }
 
@@ -348,6 +387,70 @@ fn load_channel(
     }
     for (document, mapping) in loaded {
         mappings.insert(format!("{channel}/{document}"), Arc::new(mapping));
+    }
+}
+
+/// `<channel>/outbound/<operation>.jq` and `<channel>/outbound/cases/<operation>/`: the same
+/// layout as a channel's inbound mappings, one level down.
+fn load_outbound(
+    channel: &str,
+    dir: &Path,
+    outbound: &mut BTreeMap<String, Arc<OutboundMapping>>,
+    errors: &mut Vec<LoadError>,
+) {
+    let entries = match sorted_entries(dir) {
+        Ok(entries) => entries,
+        Err(err) => return errors.push(LoadError::at(dir, err)),
+    };
+    let mut loaded: BTreeMap<String, OutboundMapping> = BTreeMap::new();
+    for path in entries
+        .iter()
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "jq"))
+    {
+        let Some(operation) = path.file_stem().and_then(|s| s.to_str()) else {
+            errors.push(LoadError::at(path, "the file name is not UTF-8"));
+            continue;
+        };
+        let source = match std::fs::read_to_string(path) {
+            Ok(source) => source,
+            Err(err) => {
+                errors.push(LoadError::at(path, format!("cannot read: {err}")));
+                continue;
+            }
+        };
+        match OutboundMapping::compile(channel, operation, &source, path) {
+            Ok(mapping) => {
+                loaded.insert(operation.to_owned(), mapping);
+            }
+            Err(mut found) => errors.append(&mut found),
+        }
+    }
+    let cases_dir = dir.join("cases");
+    if cases_dir.is_dir() {
+        let operations = match sorted_entries(&cases_dir) {
+            Ok(entries) => entries,
+            Err(err) => return errors.push(LoadError::at(&cases_dir, err)),
+        };
+        for case_dir in operations.into_iter().filter(|p| p.is_dir()) {
+            let operation = file_name(&case_dir).unwrap_or_default();
+            let Some(mapping) = loaded.get_mut(&operation) else {
+                errors.push(LoadError::at(
+                    &case_dir,
+                    format!("golden cases for {operation:?}, which has no outbound mapping here"),
+                ));
+                continue;
+            };
+            match golden::load_cases(&case_dir) {
+                Ok(cases) => mapping.cases = cases,
+                Err(mut found) => errors.append(&mut found),
+            }
+        }
+    }
+    for (operation, mapping) in loaded {
+        outbound.insert(
+            format!("{channel}/{OUTBOUND_FOLDER}/{operation}"),
+            Arc::new(mapping),
+        );
     }
 }
 

@@ -351,8 +351,12 @@ mod tests {
     fn every_shipped_mapping_takes_the_rewritten_path() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
         let mut seen = 0;
-        for channel in std::fs::read_dir(&root).expect("mappings dir") {
-            let dir = channel.expect("entry").path();
+        let channels = std::fs::read_dir(&root)
+            .expect("mappings dir")
+            .map(|channel| channel.expect("entry").path());
+        // Each channel folder, and its outbound folder when it has one.
+        let dirs = channels.flat_map(|dir| [dir.join("outbound"), dir]);
+        for dir in dirs {
             let Ok(files) = std::fs::read_dir(&dir) else {
                 continue;
             };

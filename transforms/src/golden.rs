@@ -1,14 +1,21 @@
-//! Golden cases of a mapping (an input and the exact canonical output expected from it), and
-//! the readable diff shown when a mapping's output drifts from what was expected.
+//! Golden cases of a mapping (an input and the exact canonical output expected from it, or
+//! the rejection expected of it), and the readable diff shown when a mapping's output drifts
+//! from what was expected.
+//!
+//! An expected file holding only `{"$rejected": "<message>"}` expects the mapping to refuse
+//! the input with exactly that message (`reject(...)`, answered 422), not to produce output.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::catalog::TransformError;
 use crate::mapping_files::{LoadError, file_name, sorted_entries};
 
 const INPUT_SUFFIX: &str = ".input.json";
 const EXPECTED_SUFFIX: &str = ".expected.json";
+/// The one member of an expected file that expects a rejection instead of an output.
+pub const REJECTED_KEY: &str = "$rejected";
 
 /// How many differences a diff lists before it only counts.
 const MAX_DIFF_LINES: usize = 40;
@@ -24,6 +31,18 @@ pub struct GoldenCase {
     pub expected_path: PathBuf,
     pub input: Value,
     pub expected: Value,
+}
+
+impl GoldenCase {
+    /// The rejection message the case expects, when its expected file is
+    /// `{"$rejected": "<message>"}`.
+    pub fn expected_rejection(&self) -> Option<&str> {
+        let members = self.expected.as_object()?;
+        if members.len() != 1 {
+            return None;
+        }
+        members.get(REJECTED_KEY)?.as_str()
+    }
 }
 
 /// The result of running one golden case.
@@ -97,18 +116,25 @@ fn read_json(path: &Path) -> Result<Value, LoadError> {
     })
 }
 
-/// Compares what the mapping made of a case's input with the expected output.
-pub(crate) fn run_case(
-    case: &GoldenCase,
-    result: Result<Value, impl std::fmt::Display>,
-) -> GoldenOutcome {
-    let diff = match result {
-        Ok(actual) => {
+/// Compares what the mapping made of a case's input with the expected output (or the
+/// expected rejection).
+pub(crate) fn run_case(case: &GoldenCase, result: Result<Value, TransformError>) -> GoldenOutcome {
+    let diff = match (case.expected_rejection(), result) {
+        (None, Ok(actual)) => {
             let lines = diff(&case.expected, &actual);
             (!lines.is_empty()).then(|| lines.join("\n"))
         }
-        Err(err) => Some(format!(
+        (None, Err(err)) => Some(format!(
             "the mapping failed instead of producing the expected output: {err}"
+        )),
+        (Some(wanted), Err(TransformError::Rejected { message, .. })) => (message != wanted)
+            .then(|| format!("expected the rejection {wanted:?}, got the rejection {message:?}")),
+        (Some(wanted), Err(err)) => Some(format!(
+            "expected the rejection {wanted:?}, but the mapping failed: {err}"
+        )),
+        (Some(wanted), Ok(actual)) => Some(format!(
+            "expected the rejection {wanted:?}, got an output: {}",
+            shown(&actual)
         )),
     };
     GoldenOutcome {
@@ -223,6 +249,54 @@ fn shown(value: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn case(expected: Value) -> GoldenCase {
+        GoldenCase {
+            name: "c".into(),
+            input_path: PathBuf::from("c.input.json"),
+            expected_path: PathBuf::from("c.expected.json"),
+            input: Value::Null,
+            expected,
+        }
+    }
+
+    fn rejected(message: &str) -> Result<Value, TransformError> {
+        Err(TransformError::Rejected {
+            mapping: "m".into(),
+            message: message.into(),
+        })
+    }
+
+    #[test]
+    fn expected_rejections_pass_only_on_that_rejection() {
+        let expects = case(json!({"$rejected": "missing sequence"}));
+        assert_eq!(expects.expected_rejection(), Some("missing sequence"));
+        assert!(run_case(&expects, rejected("missing sequence")).passed);
+        let other = run_case(&expects, rejected("a delta item"));
+        assert_eq!(
+            other.diff.as_deref(),
+            Some(r#"expected the rejection "missing sequence", got the rejection "a delta item""#)
+        );
+        let output = run_case(&expects, Ok(json!({"a": 1})));
+        assert!(!output.passed);
+        assert!(output.diff.is_some_and(|d| d.contains("got an output")));
+        let failed = run_case(
+            &expects,
+            Err(TransformError::NoOutput {
+                mapping: "m".into(),
+            }),
+        );
+        assert!(
+            failed
+                .diff
+                .is_some_and(|d| d.contains("the mapping failed"))
+        );
+        // An output case is not passed by a rejection, and a `$rejected` next to other members
+        // is an ordinary expected document.
+        let plain = case(json!({"$rejected": "x", "other": 1}));
+        assert_eq!(plain.expected_rejection(), None);
+        assert!(!run_case(&plain, rejected("x")).passed);
+    }
 
     #[test]
     fn equal_values_have_no_diff() {

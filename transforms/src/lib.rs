@@ -10,6 +10,10 @@
 //!   canonical schema, so it returns a valid canonical document or an error, never a malformed
 //!   document. Golden cases sit next to each mapping and run with
 //!   [`Mapping::run_golden_cases`].
+//! - [`OutboundMapping`]: the outbound mappings of `mappings/<channel>/outbound/<operation>.jq`
+//!   (in the same [`Catalog`]), which turn a canonical shipment or stock level into a
+//!   marketplace's request ([`OutboundRequest`]), checked against the operation's body schema
+//!   (`schemas/outbound/<channel>/<operation>.schema.json`, [`outbound_body_schema`]).
 //! - [`decimal`], [`time`], [`codes`], [`status`]: the exact-decimal, timestamp, country and
 //!   status helpers the mappings call as jq functions, usable from Rust too.
 //!
@@ -39,6 +43,7 @@ pub mod golden;
 mod mapping_files;
 mod natives;
 mod objects;
+pub mod outbound;
 pub mod precheck;
 pub mod status;
 pub mod time;
@@ -51,5 +56,9 @@ pub use canonical_schemas::{
 pub use catalog::{Catalog, Mapping, TransformError};
 pub use golden::{GoldenCase, GoldenOutcome};
 pub use mapping_files::LoadError;
+pub use outbound::{
+    OUTBOUND_CHANNELS, OUTBOUND_OPERATIONS, OutboundMapping, OutboundRequest, outbound_body_schema,
+    outbound_body_validator,
+};
 pub use precheck::{PrecheckError, PrecheckLimits, parse_checked, precheck};
 pub use value::NotJson;

@@ -99,6 +99,10 @@ fn ours() -> Vec<Fun<Data>> {
             Native::<Data>::new(epoch_ms_to_rfc3339),
         ),
         ("to_utc", v(0), Native::<Data>::new(to_utc)),
+        ("to_epoch_ms", v(0), Native::<Data>::new(to_epoch_ms)),
+        ("to_utc_ms", v(0), Native::<Data>::new(to_utc_ms)),
+        ("id_number", v(0), Native::<Data>::new(id_number)),
+        ("stable_number", v(0), Native::<Data>::new(stable_number)),
         ("country_alpha2", v(0), Native::<Data>::new(country_alpha2)),
         ("status_rollup", v(0), Native::<Data>::new(status_rollup)),
     ]
@@ -317,6 +321,85 @@ fn to_utc(cv: Cv<'_, Data>) -> ValXs<'_, Val> {
         ))),
     };
     bome(result)
+}
+
+/// A timestamp string through one of the `time` conversions: a malformed stamp rejects the
+/// input, a value that is no string is the mapping's fault.
+fn timestamp_with<T>(
+    value: &Val,
+    name: &str,
+    convert: impl FnOnce(&str) -> Result<T, time::TimeError>,
+) -> Result<T, Error<Val>> {
+    match as_str(value) {
+        Some(text) => convert(text).map_err(bad_input),
+        None => Err(fail(format_args!(
+            "{name} expects an RFC 3339 timestamp string, got {value}"
+        ))),
+    }
+}
+
+fn to_epoch_ms(cv: Cv<'_, Data>) -> ValXs<'_, Val> {
+    bome(
+        timestamp_with(&cv.1, "to_epoch_ms", time::rfc3339_to_epoch_millis).and_then(|ms| {
+            isize::try_from(ms)
+                .map(Val::from)
+                .map_err(|_| fail(format_args!("{ms} does not fit a machine integer")))
+        }),
+    )
+}
+
+fn to_utc_ms(cv: Cv<'_, Data>) -> ValXs<'_, Val> {
+    bome(timestamp_with(&cv.1, "to_utc_ms", time::to_utc_millis).map(string))
+}
+
+/// A numeric identifier (a string of digits, or an integer) as a JSON integer with exactly
+/// those digits, however large (Shopify's 64-bit ids). Anything else rejects the input.
+fn id_number(cv: Cv<'_, Data>) -> ValXs<'_, Val> {
+    let refuse = |what: &dyn std::fmt::Display| {
+        rejection(format!("expected a numeric identifier, got {what}"))
+    };
+    let result = match &cv.1 {
+        Val::Num(n @ (Num::Int(_) | Num::BigInt(_))) => {
+            if n.to_string().starts_with('-') {
+                Err(refuse(&"a negative number"))
+            } else {
+                Ok(cv.1.clone())
+            }
+        }
+        value @ Val::TStr(_) => {
+            let text = as_str(value).unwrap_or_default();
+            let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+            match digits.then(|| Num::from_str_radix(text, 10)).flatten() {
+                Some(n) => Ok(Val::Num(n)),
+                None => Err(refuse(&format_args!("{text:?}"))),
+            }
+        }
+        Val::Null => Err(refuse(&"null")),
+        Val::Bool(_) => Err(refuse(&"a boolean")),
+        Val::Num(_) => Err(refuse(&"a fraction")),
+        Val::Arr(_) => Err(refuse(&"an array")),
+        _ => Err(refuse(&"an object")),
+    };
+    bome(result)
+}
+
+/// A positive number, as a string of at most 15 digits, derived from the input string (its
+/// 64-bit FNV-1a hash): the same text always gives the same number. Amazon wants a numeric
+/// `packageReferenceId` unique per order; a shipment without one gets this of its canonical
+/// id, so a retried event confirms the same package.
+fn stable_number(cv: Cv<'_, Data>) -> ValXs<'_, Val> {
+    let Some(text) = as_str(&cv.1) else {
+        return bome(Err(fail(format_args!(
+            "stable_number expects a string, got {}",
+            cv.1
+        ))));
+    };
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    // 1 ..= 10^15 - 1: positive, and exact as a double for consumers that parse it as one.
+    let number = hash % 999_999_999_999_999 + 1;
+    bome(Ok(string(number.to_string())))
 }
 
 fn country_alpha2(cv: Cv<'_, Data>) -> ValXs<'_, Val> {
@@ -567,6 +650,51 @@ mod tests {
         );
         assert!(run("status_rollup", "[]").is_err());
         assert!(run("status_rollup", r#"["Shipped"]"#).is_err());
+    }
+
+    #[test]
+    fn outbound_conversions() {
+        assert_eq!(
+            ok("to_epoch_ms", r#""2019-09-14T08:09:31.5-05:00""#),
+            "1568466571500"
+        );
+        assert_eq!(
+            ok("to_utc_ms", r#""2008-01-10T11:00:00-05:00""#),
+            r#""2008-01-10T16:00:00.000Z""#
+        );
+        assert!(matches!(
+            run("to_epoch_ms", r#""2008-01-10""#),
+            Err(RunError::Rejected(_))
+        ));
+        assert!(matches!(run("to_utc_ms", "1"), Err(RunError::Failed(_))));
+        assert_eq!(
+            ok(
+                "map(id_number)",
+                r#"["450789469", 12, "18446744073709551617"]"#
+            ),
+            "[450789469,12,18446744073709551617]"
+        );
+        for bad in [r#""gid://shopify/Order/1""#, r#""""#, "-3", "1.5", "null"] {
+            assert!(
+                matches!(run("id_number", bad), Err(RunError::Rejected(m)) if m.contains("numeric identifier")),
+                "{bad}"
+            );
+        }
+        let a = ok("stable_number", r#""amazon:shipment:1:x""#);
+        assert_eq!(a, ok("stable_number", r#""amazon:shipment:1:x""#));
+        assert_ne!(a, ok("stable_number", r#""amazon:shipment:1:y""#));
+        let digits = a.trim_matches('"');
+        assert!(
+            (1..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()),
+            "{a}"
+        );
+        assert!(!digits.starts_with('0'), "{a}");
+        // Path segments and query values of the outbound calls go through jq's @uri.
+        assert_eq!(
+            ok("@uri", r#""A B/é?&=#%+""#),
+            r#""A%20B%2F%C3%A9%3F%26%3D%23%25%2B""#
+        );
+        assert_eq!(ok(r#"@uri "/x/\(.)""#, r#""a/b""#), r#""/x/a%2Fb""#);
     }
 
     #[test]

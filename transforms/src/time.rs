@@ -3,7 +3,8 @@
 //! (Shopify's `2008-01-10T11:00:00-05:00`).
 //!
 //! Fractional seconds are printed with as many digits as they need and no more, so the same
-//! instant always has the same text.
+//! instant always has the same text. The outbound mappings go the other way: to Walmart's
+//! epoch milliseconds and to eBay's UTC stamps with exactly three fractional digits.
 
 use jiff::Timestamp;
 use jiff::tz::Offset;
@@ -35,6 +36,39 @@ pub fn to_utc(text: &str) -> Result<String, TimeError> {
             reason: err.to_string(),
         })?;
     format_utc(ts)
+}
+
+/// An RFC 3339 timestamp (any offset) as epoch milliseconds, for Walmart's `shipDateTime`.
+/// Digits below the millisecond are dropped (the instant is truncated toward the past).
+pub fn rfc3339_to_epoch_millis(text: &str) -> Result<i64, TimeError> {
+    floor_millis(parse(text)?, text)
+}
+
+/// An RFC 3339 timestamp (any offset) in UTC with exactly three fractional digits
+/// (`2024-11-28T12:00:00.000Z`), the form eBay's `shippedDate` takes. Digits below the
+/// millisecond are dropped, as for [`rfc3339_to_epoch_millis`].
+pub fn to_utc_millis(text: &str) -> Result<String, TimeError> {
+    let millis = floor_millis(parse(text)?, text)?;
+    let whole = Timestamp::from_millisecond(millis.div_euclid(1000) * 1000)
+        .map_err(|_| TimeError::OutOfRange(text.to_owned()))?;
+    let seconds = format_utc(whole)?;
+    let stem = seconds.strip_suffix('Z').unwrap_or(&seconds);
+    Ok(format!("{stem}.{:03}Z", millis.rem_euclid(1000)))
+}
+
+/// Whole milliseconds toward the past (jiff's `as_millisecond` truncates toward zero, which
+/// would move instants before 1970 forward).
+fn floor_millis(ts: Timestamp, text: &str) -> Result<i64, TimeError> {
+    i64::try_from(ts.as_nanosecond().div_euclid(1_000_000))
+        .map_err(|_| TimeError::OutOfRange(text.to_owned()))
+}
+
+fn parse(text: &str) -> Result<Timestamp, TimeError> {
+    text.parse()
+        .map_err(|err: jiff::Error| TimeError::Unparsable {
+            text: text.to_owned(),
+            reason: err.to_string(),
+        })
 }
 
 fn format_utc(ts: Timestamp) -> Result<String, TimeError> {
@@ -104,6 +138,41 @@ mod tests {
             to_utc("2024-11-28T23:59:59.5+05:30").as_deref(),
             Ok("2024-11-28T18:29:59.5Z")
         );
+    }
+
+    #[test]
+    fn timestamps_become_epoch_millis_and_millisecond_utc() {
+        assert_eq!(
+            rfc3339_to_epoch_millis("2024-11-28T12:00:00.123Z"),
+            Ok(1_732_795_200_123)
+        );
+        assert_eq!(
+            rfc3339_to_epoch_millis("2019-09-14T08:09:31-05:00"),
+            Ok(1_568_466_571_000)
+        );
+        assert_eq!(
+            rfc3339_to_epoch_millis("2024-11-28T12:00:00.1239Z"),
+            Ok(1_732_795_200_123)
+        );
+        assert_eq!(rfc3339_to_epoch_millis("1969-12-31T23:59:59.9995Z"), Ok(-1));
+        assert_eq!(
+            to_utc_millis("2008-01-10T11:00:00-05:00").as_deref(),
+            Ok("2008-01-10T16:00:00.000Z")
+        );
+        assert_eq!(
+            to_utc_millis("2024-11-28T23:59:59.5+05:30").as_deref(),
+            Ok("2024-11-28T18:29:59.500Z")
+        );
+        assert_eq!(
+            to_utc_millis("2022-11-29T19:42:04.28461Z").as_deref(),
+            Ok("2022-11-29T19:42:04.284Z")
+        );
+        assert_eq!(
+            to_utc_millis("1969-12-31T23:59:59.9995Z").as_deref(),
+            Ok("1969-12-31T23:59:59.999Z")
+        );
+        assert!(rfc3339_to_epoch_millis("2024-11-28T12:00:00").is_err());
+        assert!(to_utc_millis("2024-11-28").is_err());
     }
 
     #[test]
