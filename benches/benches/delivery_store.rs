@@ -46,6 +46,7 @@ fn record(id: u64) -> DeliveryRecord {
             method: "POST".into(),
             path: "/erp/v1/orders?channel=amazon".into(),
             mapping: Some("amazon/order".into()),
+            operation: None,
         },
         headers: vec![("content-type".into(), "application/json".into())],
         body: format!("{{\"order\":{id},\"lines\":\"{}\"}}", "x".repeat(1000)),
@@ -56,6 +57,7 @@ fn record(id: u64) -> DeliveryRecord {
         tracestate: None,
         request_id: format!("r{id}"),
         accepted_at_ms: 1_700_000_000_000,
+        sequence: None,
     }
 }
 

@@ -2,7 +2,8 @@
 //! Cluster: order per ordering key within one instance and across two instances sharing Redis
 //! (never both holding one key), a dead instance's claim delivered again by the instance that
 //! takes its partition over (same record, same upstream key), a dead letter parking its key
-//! until requeued, purge unparking it, the queue limits, and the admin reads. Time is injected
+//! until requeued, purge unparking it, the queue limits, the admin reads, superseded
+//! deliveries, the last-writer-wins register and batches. Time is injected
 //! through `now_ms`; only the partition leases are Redis TTLs (milliseconds, kept short).
 
 #![allow(clippy::unwrap_used)] // test helpers panic on setup failures by design
@@ -79,6 +80,7 @@ fn record(queue: &str, id: &str, key: Option<&str>, accepted_at_ms: u64) -> Deli
             method: "POST".into(),
             path: "/erp/v1/orders".into(),
             mapping: None,
+            operation: None,
         },
         headers: vec![("content-type".into(), "application/json".into())],
         body: format!("{{\"order\":\"{id}\"}}"),
@@ -89,6 +91,7 @@ fn record(queue: &str, id: &str, key: Option<&str>, accepted_at_ms: u64) -> Deli
         tracestate: None,
         request_id: format!("req-{id}"),
         accepted_at_ms,
+        sequence: None,
     }
 }
 
@@ -517,6 +520,191 @@ async fn stats_and_prune(t: &Target) {
     assert_eq!(st.oldest_pending_ms, Some(101), "g2 is pending again");
 }
 
+fn inventory(queue: &str, id: &str, sku: &str, sequence: u64, at: u64) -> DeliveryRecord {
+    let mut r = record(queue, id, Some(sku), at);
+    r.sequence = Some(sequence);
+    r.destination.operation = Some("inventory".into());
+    r
+}
+
+/// A superseded delivery is final, not an attempt and not a dead letter: its key is free at
+/// once and its entry and bytes are given back; it is listed by its state, may be replayed,
+/// and is pruned like a delivered one.
+async fn superseded_frees_its_key(t: &Target) {
+    let q = "lww1";
+    let s = t.store("gw-a", 4, 5000);
+    let two = QueueLimits {
+        max_entries: 2,
+        max_bytes: 1_000_000,
+    };
+    for (id, seq) in [("v1", 1), ("v2", 2)] {
+        s.enqueue(inventory(q, id, "sku-1", seq, 100), two, 100)
+            .await
+            .unwrap();
+    }
+    let c = s.claim(q, 10, 100, 1000).await.unwrap();
+    assert_eq!(ids(&c), ["v1"]);
+    s.settle(&c[0], attempt(100, 200), Settle::Superseded(2), 101)
+        .await
+        .unwrap();
+    let v1 = s.get("v1").await.unwrap().unwrap();
+    assert_eq!(v1.status.state, DeliveryState::Superseded);
+    assert_eq!(
+        (v1.status.attempt_count, v1.status.attempts.len()),
+        (0, 0),
+        "not an attempt"
+    );
+    assert_eq!(
+        v1.status.reason.as_deref(),
+        Some("superseded by sequence 2")
+    );
+    assert_eq!(v1.record.sequence, Some(1));
+    assert_eq!(
+        v1.record.destination.operation.as_deref(),
+        Some("inventory")
+    );
+    let c = s.claim(q, 10, 101, 1000).await.unwrap();
+    assert_eq!(ids(&c), ["v2"], "the key is free at once");
+    let st = s.stats(q).await.unwrap();
+    assert_eq!((st.depth, st.dead), (1, 0), "{st:?}");
+    assert!(st.dead_by_channel.is_empty(), "{st:?}");
+    let v2_len = serde_json::to_string(&inventory(q, "v2", "sku-1", 2, 100))
+        .unwrap()
+        .len() as u64;
+    assert_eq!(st.bytes, v2_len, "v1's bytes given back");
+    // its entry was given back too: a second one fits in two
+    s.enqueue(inventory(q, "v3", "sku-1", 3, 102), two, 102)
+        .await
+        .unwrap();
+    let listed = |state| Filter {
+        queue: Some(q.into()),
+        state: Some(state),
+        ..Filter::default()
+    };
+    let superseded = s
+        .list(&listed(DeliveryState::Superseded), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        superseded
+            .iter()
+            .map(|d| d.record.id.as_str())
+            .collect::<Vec<_>>(),
+        ["v1"]
+    );
+    assert!(
+        s.list(&listed(DeliveryState::Dead), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // an operator may replay one: pending again, counted again
+    s.settle(&c[0], None, Settle::Superseded(3), 103)
+        .await
+        .unwrap();
+    assert_eq!(s.stats(q).await.unwrap().depth, 1);
+    assert!(s.requeue("v2", None, 104).await.unwrap());
+    let v2 = s.get("v2").await.unwrap().unwrap();
+    assert_eq!(
+        (v2.status.state, v2.status.replays),
+        (DeliveryState::Pending, 1)
+    );
+    assert_eq!(s.stats(q).await.unwrap().depth, 2);
+    // pruned like a delivered one, by when it was superseded
+    assert_eq!(s.prune_delivered(101).await.unwrap(), 0);
+    assert_eq!(s.prune_delivered(102).await.unwrap(), 1);
+    assert!(s.get("v1").await.unwrap().is_none());
+    assert!(s.get("v2").await.unwrap().is_some(), "pending: kept");
+}
+
+/// The last-writer-wins register: shared by the instances, per queue and ordering key, equal
+/// accepted, exact past 2^53, and atomic under concurrent notes.
+async fn sequences_last_writer_wins(t: &Target) {
+    let q = "lww2";
+    let a = Arc::new(t.store("gw-a", 4, 5000));
+    let b = Arc::new(t.store("gw-b", 4, 5000));
+    assert_eq!(a.latest_sequence(q, "sku-1").await.unwrap(), None);
+    assert!(a.note_sequence(q, "sku-1", 5).await.unwrap());
+    assert!(
+        !b.note_sequence(q, "sku-1", 4).await.unwrap(),
+        "older, from the other instance"
+    );
+    assert!(
+        b.note_sequence(q, "sku-1", 5).await.unwrap(),
+        "equal: a retry"
+    );
+    assert!(b.note_sequence(q, "sku-1", 10).await.unwrap());
+    assert!(!a.note_sequence(q, "sku-1", 9).await.unwrap());
+    assert_eq!(a.latest_sequence(q, "sku-1").await.unwrap(), Some(10));
+    // per ordering key and per queue
+    assert_eq!(a.latest_sequence(q, "sku-2").await.unwrap(), None);
+    assert!(a.note_sequence("lww3", "sku-1", 0).await.unwrap());
+    assert_eq!(b.latest_sequence("lww3", "sku-1").await.unwrap(), Some(0));
+    // past 2^53 a Lua number would round 2^53 + 1 down to 2^53 and call them equal
+    let big = (1u64 << 53) + 1;
+    assert!(a.note_sequence(q, "big", big).await.unwrap());
+    assert!(!a.note_sequence(q, "big", big - 1).await.unwrap());
+    assert!(a.note_sequence(q, "big", u64::MAX).await.unwrap());
+    assert_eq!(b.latest_sequence(q, "big").await.unwrap(), Some(u64::MAX));
+    // both instances at once, every order of arrival (23 is coprime with 40)
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40u64 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let seq = i * 23 % 40;
+        tasks.spawn(async move { (seq, store.note_sequence(q, "race", seq).await.unwrap()) });
+    }
+    let mut answers = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        answers.push(done.unwrap());
+    }
+    assert!(answers.contains(&(39, true)), "{answers:?}");
+    assert_eq!(a.latest_sequence(q, "race").await.unwrap(), Some(39));
+}
+
+/// A batch is stored in order; the first refusal stops it with the ones before it kept, and a
+/// retry of the whole batch stores only the missing ones (an id stored already is a no-op).
+async fn batches_in_order(t: &Target) {
+    let q = "batch";
+    let s = t.store("gw-a", 4, 5000);
+    s.enqueue_batch(Vec::new(), ROOMY, 100).await.unwrap();
+    let event = vec![
+        record(q, "x1", Some("K"), 100),
+        record(q, "x2", Some("K"), 100),
+        record(q, "x3", None, 100),
+    ];
+    s.enqueue_batch(event, ROOMY, 100).await.unwrap();
+    let c = s.claim(q, 10, 100, 1000).await.unwrap();
+    assert_eq!(ids(&c), ["x1", "x3"], "x2 waits behind x1");
+    let four = QueueLimits {
+        max_entries: 4,
+        max_bytes: 1_000_000,
+    };
+    let event = || vec![record(q, "y1", None, 100), record(q, "y2", None, 100)];
+    let full = s.enqueue_batch(event(), four, 100).await;
+    assert!(
+        matches!(
+            full,
+            Err(DeliveryError::Full {
+                what: "entries",
+                ..
+            })
+        ),
+        "{full:?}"
+    );
+    assert!(s.get("y1").await.unwrap().is_some(), "the one before kept");
+    assert!(s.get("y2").await.unwrap().is_none());
+    for claimed in &c {
+        s.settle(claimed, attempt(100, 201), ok(), 101)
+            .await
+            .unwrap();
+    }
+    s.enqueue_batch(event(), four, 101).await.unwrap();
+    let st = s.stats(q).await.unwrap();
+    assert_eq!(st.depth, 3, "x2, y1 once, y2: {st:?}");
+    let c = s.claim(q, 10, 101, 1000).await.unwrap();
+    assert_eq!(ids(&c), ["x2", "y1", "y2"]);
+}
+
 async fn all_scenarios(t: &Target) {
     ordering_within_one_instance(t).await;
     two_instances_never_share_a_key(t).await;
@@ -525,6 +713,9 @@ async fn all_scenarios(t: &Target) {
     full_queues_refuse(t).await;
     admin_reads(t).await;
     stats_and_prune(t).await;
+    superseded_frees_its_key(t).await;
+    sequences_last_writer_wins(t).await;
+    batches_in_order(t).await;
 }
 
 #[tokio::test]
@@ -567,6 +758,24 @@ async fn admin_reads_page_and_filter() {
 async fn gauges_and_pruning() {
     let r = RedisServer::start().unwrap();
     stats_and_prune(&Target::single(&r)).await;
+}
+
+#[tokio::test]
+async fn a_superseded_delivery_frees_its_key_and_is_no_dead_letter() {
+    let r = RedisServer::start().unwrap();
+    superseded_frees_its_key(&Target::single(&r)).await;
+}
+
+#[tokio::test]
+async fn the_sequence_register_keeps_the_highest() {
+    let r = RedisServer::start().unwrap();
+    sequences_last_writer_wins(&Target::single(&r)).await;
+}
+
+#[tokio::test]
+async fn a_batch_is_stored_in_order_and_a_retry_completes_it() {
+    let r = RedisServer::start().unwrap();
+    batches_in_order(&Target::single(&r)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

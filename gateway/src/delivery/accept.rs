@@ -116,6 +116,7 @@ pub fn record(
                 .map_or("/", |p| p.as_str())
                 .to_owned(),
             mapping: mapping(route, channel.as_deref()),
+            operation: None,
         },
         headers,
         body: text(out.body),
@@ -139,6 +140,7 @@ pub fn record(
             .map(str::to_owned),
         request_id: ctx.state.request_id.clone(),
         accepted_at_ms: now_ms,
+        sequence: None,
     }
 }
 

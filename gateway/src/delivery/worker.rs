@@ -368,6 +368,7 @@ impl Dispatcher {
                 "dead"
             }
             Settle::Release(_) => "released",
+            Settle::Superseded(_) => "superseded",
         };
         if label != "released" {
             m.outcomes.with_label_values(&[queue, channel, label]).inc();

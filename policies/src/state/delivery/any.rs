@@ -50,6 +50,32 @@ impl DeliveryStore for Deliveries {
         each!(self, s => s.enqueue(record, limits, now_ms).await)
     }
 
+    async fn enqueue_batch(
+        &self,
+        records: Vec<DeliveryRecord>,
+        limits: QueueLimits,
+        now_ms: u64,
+    ) -> Result<(), DeliveryError> {
+        each!(self, s => s.enqueue_batch(records, limits, now_ms).await)
+    }
+
+    async fn note_sequence(
+        &self,
+        queue: &str,
+        ordering_key: &str,
+        seq: u64,
+    ) -> Result<bool, DeliveryError> {
+        each!(self, s => s.note_sequence(queue, ordering_key, seq).await)
+    }
+
+    async fn latest_sequence(
+        &self,
+        queue: &str,
+        ordering_key: &str,
+    ) -> Result<Option<u64>, DeliveryError> {
+        each!(self, s => s.latest_sequence(queue, ordering_key).await)
+    }
+
     async fn claim(
         &self,
         queue: &str,

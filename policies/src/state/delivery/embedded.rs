@@ -37,6 +37,8 @@ const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
 const STATUS: TableDefinition<u64, &[u8]> = TableDefinition::new("status");
 /// Delivery id to sequence.
 const IDS: TableDefinition<&str, u64> = TableDefinition::new("ids");
+/// The last-writer-wins register: (queue, ordering key) to the highest sequence noted.
+const SEQUENCES: TableDefinition<(&str, &str), u64> = TableDefinition::new("sequences");
 
 /// The most requests one commit takes, so one huge backlog cannot delay its first waiter long.
 const MAX_BATCH: usize = 4096;
@@ -106,6 +108,7 @@ impl EmbeddedDeliveries {
             txn.open_table(RECORDS)?;
             txn.open_table(STATUS)?;
             txn.open_table(IDS)?;
+            txn.open_table(SEQUENCES)?;
             txn.commit()?;
             Ok(())
         };
@@ -152,9 +155,9 @@ impl EmbeddedDeliveries {
         self.stats.records.load(Ordering::Relaxed)
     }
 
-    /// Removes the delivered records whose delivery is older than `older_than_ms` (retention:
-    /// delivered records stay for `get`, `list` and event replay until pruned). Returns how
-    /// many it removed.
+    /// Removes the delivered records whose delivery is older than `older_than_ms`, and the
+    /// superseded ones settled before it (retention: they stay for `get`, `list` and event
+    /// replay until pruned). Returns how many it removed.
     pub async fn prune_delivered(&self, older_than_ms: u64) -> Result<u64, DeliveryError> {
         match self.write(Op::Prune { older_than_ms }).await? {
             Done::Pruned(ids) => Ok(ids.len() as u64),
@@ -234,70 +237,68 @@ impl DeliveryStore for EmbeddedDeliveries {
         limits: QueueLimits,
         now_ms: u64,
     ) -> Result<(), DeliveryError> {
-        if record.v > FORMAT_VERSION {
-            return Err(DeliveryError::NewerFormat {
-                id: record.id,
-                found: record.v,
-            });
+        self.enqueue_batch(vec![record], limits, now_ms).await
+    }
+
+    async fn enqueue_batch(
+        &self,
+        records: Vec<DeliveryRecord>,
+        limits: QueueLimits,
+        now_ms: u64,
+    ) -> Result<(), DeliveryError> {
+        if records.is_empty() {
+            return Ok(());
         }
-        let bytes = serde_json::to_vec(&record).map_err(failed)?;
         let status = serde_json::to_vec(&DeliveryStatus::accepted(now_ms)).map_err(failed)?;
-        let size = bytes.len() as u64;
-        let seq = {
-            let mut ix = self.lock();
-            if ix.ids.contains_key(&record.id) {
-                return Err(DeliveryError::Failed(format!(
-                    "delivery {} is already stored",
-                    record.id
-                )));
-            }
-            // Reserved (not yet durable) entries count, so concurrent enqueues cannot together
-            // pass the limits.
-            let (entries, used) = ix
-                .queues
-                .get(&record.queue)
-                .map_or((0, 0), |q| (q.live.len() as u64 + q.dead, q.bytes));
-            if entries >= limits.max_entries {
-                return Err(DeliveryError::Full {
-                    queue: record.queue,
-                    what: "entries",
+        let mut prepared = Vec::with_capacity(records.len());
+        for record in records {
+            if record.v > FORMAT_VERSION {
+                return Err(DeliveryError::NewerFormat {
+                    id: record.id,
+                    found: record.v,
                 });
             }
-            if used.saturating_add(size) > limits.max_bytes {
-                return Err(DeliveryError::Full {
-                    queue: record.queue,
-                    what: "bytes",
-                });
-            }
-            let seq = ix.next_seq;
-            ix.next_seq += 1;
-            ix.ids.insert(record.id.clone(), seq);
-            // Busy until committed: in the index (its key's head, its bytes) but not claimable.
-            ix.busy.insert(seq);
-            ix.insert(
+            let bytes = serde_json::to_vec(&record).map_err(failed)?;
+            prepared.push((record, bytes));
+        }
+        let items = self.lock().reserve(prepared, limits, now_ms)?;
+        // One request, so one transaction: every record of the batch is stored, or none.
+        self.write(Op::Enqueue { items, status }).await.map(|_| ())
+    }
+
+    async fn note_sequence(
+        &self,
+        queue: &str,
+        ordering_key: &str,
+        seq: u64,
+    ) -> Result<bool, DeliveryError> {
+        let done = self
+            .write(Op::NoteSequence {
+                queue: queue.to_owned(),
+                key: ordering_key.to_owned(),
                 seq,
-                Entry {
-                    queue: record.queue.clone(),
-                    key: record.ordering_key.clone(),
-                    channel: record.channel.as_deref().map(Arc::from),
-                    dead: false,
-                    due_ms: now_ms,
-                    lease: None,
-                    bytes: size,
-                    accepted_at_ms: record.accepted_at_ms,
-                    in_ready: false,
-                },
-            );
-            seq
-        };
-        self.write(Op::Enqueue {
-            seq,
-            id: record.id,
-            record: bytes,
-            status,
+            })
+            .await?;
+        Ok(matches!(done, Done::Noted(true)))
+    }
+
+    async fn latest_sequence(
+        &self,
+        queue: &str,
+        ordering_key: &str,
+    ) -> Result<Option<u64>, DeliveryError> {
+        let (db, queue, key) = (self.db.clone(), queue.to_owned(), ordering_key.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(failed)?;
+            let table = txn.open_table(SEQUENCES).map_err(failed)?;
+            let found = table
+                .get((queue.as_str(), key.as_str()))
+                .map_err(failed)?
+                .map(|g| g.value());
+            Ok(found)
         })
         .await
-        .map(|_| ())
+        .map_err(failed)?
     }
 
     async fn claim(
@@ -540,6 +541,85 @@ struct KeyState {
 }
 
 impl Index {
+    /// Reserves a sequence for each record, all or none: none of their ids stored already
+    /// (nor twice among them), and each queue within `limits` with all of them counted.
+    /// Reserved (not yet durable) entries count, so concurrent enqueues cannot together pass
+    /// the limits. Each is busy until committed: in the index (its key's line, its bytes) but
+    /// not claimable.
+    fn reserve(
+        &mut self,
+        records: Vec<(DeliveryRecord, Vec<u8>)>,
+        limits: QueueLimits,
+        now_ms: u64,
+    ) -> Result<Vec<Stored>, DeliveryError> {
+        {
+            let mut seen = HashSet::new();
+            // per queue: (entries, bytes) of the records before this one
+            let mut added: HashMap<&str, (u64, u64)> = HashMap::new();
+            for (record, bytes) in &records {
+                if self.ids.contains_key(&record.id) {
+                    return Err(DeliveryError::Failed(format!(
+                        "delivery {} is already stored",
+                        record.id
+                    )));
+                }
+                if !seen.insert(record.id.as_str()) {
+                    return Err(DeliveryError::Failed(format!(
+                        "delivery {} is twice in one batch",
+                        record.id
+                    )));
+                }
+                let size = bytes.len() as u64;
+                let (entries, used) = self
+                    .queues
+                    .get(&record.queue)
+                    .map_or((0, 0), |q| (q.live.len() as u64 + q.dead, q.bytes));
+                let before = added.entry(record.queue.as_str()).or_default();
+                if entries.saturating_add(before.0) >= limits.max_entries {
+                    return Err(DeliveryError::Full {
+                        queue: record.queue.clone(),
+                        what: "entries",
+                    });
+                }
+                if used.saturating_add(before.1).saturating_add(size) > limits.max_bytes {
+                    return Err(DeliveryError::Full {
+                        queue: record.queue.clone(),
+                        what: "bytes",
+                    });
+                }
+                before.0 += 1;
+                before.1 = before.1.saturating_add(size);
+            }
+        }
+        let mut stored = Vec::with_capacity(records.len());
+        for (record, bytes) in records {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.ids.insert(record.id.clone(), seq);
+            self.busy.insert(seq);
+            self.insert(
+                seq,
+                Entry {
+                    queue: record.queue,
+                    key: record.ordering_key,
+                    channel: record.channel.as_deref().map(Arc::from),
+                    dead: false,
+                    due_ms: now_ms,
+                    lease: None,
+                    bytes: bytes.len() as u64,
+                    accepted_at_ms: record.accepted_at_ms,
+                    in_ready: false,
+                },
+            );
+            stored.push(Stored {
+                seq,
+                id: record.id,
+                record: bytes,
+            });
+        }
+        Ok(stored)
+    }
+
     fn insert(&mut self, seq: u64, entry: Entry) {
         let q = self.queues.entry(entry.queue.clone()).or_default();
         q.bytes = q.bytes.saturating_add(entry.bytes);
@@ -888,7 +968,8 @@ fn load_index(db: &Database) -> Result<Index, String> {
             };
             ix.next_seq = ix.next_seq.max(seq + 1);
             ix.ids.insert(head.id, seq);
-            if st.state == DeliveryState::Delivered {
+            // Delivered and superseded ones are off their queue: only `ids` knows them.
+            if st.state.is_done() {
                 continue;
             }
             // In flight or blocked are never stored, but a leaseless restart makes them pending.
@@ -988,12 +1069,20 @@ fn list_deliveries(
 // ---------------------------------------------------------------------------------------------
 // The writer: group commit.
 
+/// One record of an enqueue, reserved in the index.
+struct Stored {
+    seq: u64,
+    id: String,
+    /// Its JSON.
+    record: Vec<u8>,
+}
+
 /// A mutation, prepared (and reserved in the index) by the caller.
 enum Op {
+    /// One delivery, or the deliveries of one event: all in one transaction.
     Enqueue {
-        seq: u64,
-        id: String,
-        record: Vec<u8>,
+        items: Vec<Stored>,
+        /// The status every one of them starts with (JSON).
         status: Vec<u8>,
     },
     Settle {
@@ -1014,6 +1103,22 @@ enum Op {
     Prune {
         older_than_ms: u64,
     },
+    /// The last-writer-wins register: decided on the writer thread, so atomically.
+    NoteSequence {
+        queue: String,
+        key: String,
+        seq: u64,
+    },
+}
+
+impl Op {
+    /// How many records it writes, as the commit hook counts them.
+    fn records(&self) -> usize {
+        match self {
+            Op::Enqueue { items, .. } => items.len(),
+            _ => 1,
+        }
+    }
 }
 
 /// What a committed mutation did.
@@ -1026,6 +1131,8 @@ enum Done {
     Requeued(Requeued),
     /// The ids of the records removed.
     Pruned(Vec<String>),
+    /// Whether a sequence was noted (not older than the register's).
+    Noted(bool),
 }
 
 /// What the index needs of a requeued delivery (a delivered one is not in it any more).
@@ -1085,7 +1192,7 @@ fn run_writer(
         let durable = overdue || batch.iter().any(|r| !matches!(r.op, Op::Settle { .. }));
         let results = match commit(db, &batch, durable) {
             Ok(results) => {
-                let n = batch.len();
+                let n = batch.iter().map(|r| r.op.records()).sum::<usize>();
                 stats.commits.fetch_add(1, Ordering::Relaxed);
                 stats.records.fetch_add(n as u64, Ordering::Relaxed);
                 if durable {
@@ -1143,6 +1250,7 @@ type Tables<'t> = (
     Table<'t, u64, &'static [u8]>,
     Table<'t, u64, &'static [u8]>,
     Table<'t, &'static str, u64>,
+    Table<'t, (&'static str, &'static str), u64>,
 );
 
 /// Applies every request in one transaction, fsynced when `durable` (else made durable by the
@@ -1167,6 +1275,7 @@ fn commit(
             txn.open_table(RECORDS).map_err(|e| s(e.into()))?,
             txn.open_table(STATUS).map_err(|e| s(e.into()))?,
             txn.open_table(IDS).map_err(|e| s(e.into()))?,
+            txn.open_table(SEQUENCES).map_err(|e| s(e.into()))?,
         );
         for request in batch {
             results.push(apply(&mut tables, &request.op).map_err(s)?);
@@ -1178,7 +1287,7 @@ fn commit(
 
 /// One request's writes. Checks come before writes, so an answered error wrote nothing.
 fn apply(t: &mut Tables<'_>, op: &Op) -> Result<Result<Done, DeliveryError>, redb::Error> {
-    let (records, status, ids) = t;
+    let (records, status, ids, sequences) = t;
     let read_status = |status: &Table<'_, u64, &'static [u8]>, seq: u64| {
         Ok::<_, redb::Error>(
             status
@@ -1187,16 +1296,25 @@ fn apply(t: &mut Tables<'_>, op: &Op) -> Result<Result<Done, DeliveryError>, red
         )
     };
     match op {
-        Op::Enqueue {
-            seq,
-            id,
-            record,
-            status: st,
-        } => {
-            records.insert(*seq, record.as_slice())?;
-            status.insert(*seq, st.as_slice())?;
-            ids.insert(id.as_str(), *seq)?;
+        Op::Enqueue { items, status: st } => {
+            // A storage error here fails the whole transaction: none of them is stored.
+            for item in items {
+                records.insert(item.seq, item.record.as_slice())?;
+                status.insert(item.seq, st.as_slice())?;
+                ids.insert(item.id.as_str(), item.seq)?;
+            }
             Ok(Ok(Done::Written))
+        }
+        Op::NoteSequence { queue, key, seq } => {
+            let k = (queue.as_str(), key.as_str());
+            let stored = sequences.get(k)?.map(|g| g.value());
+            if stored.is_some_and(|s| *seq < s) {
+                return Ok(Ok(Done::Noted(false)));
+            }
+            if stored != Some(*seq) {
+                sequences.insert(k, *seq)?;
+            }
+            Ok(Ok(Done::Noted(true)))
         }
         Op::Settle {
             seq,
@@ -1273,10 +1391,16 @@ fn apply(t: &mut Tables<'_>, op: &Op) -> Result<Result<Done, DeliveryError>, red
             let mut old = Vec::new();
             for row in status.iter()? {
                 let (seq, st) = row?;
-                if let Ok(st) = serde_json::from_slice::<DeliveryStatus>(st.value())
-                    && st.state == DeliveryState::Delivered
-                    && st.delivered_at_ms.unwrap_or(st.updated_at_ms) < *older_than_ms
-                {
+                let Ok(st) = serde_json::from_slice::<DeliveryStatus>(st.value()) else {
+                    continue;
+                };
+                let over_at = match st.state {
+                    DeliveryState::Delivered => st.delivered_at_ms.unwrap_or(st.updated_at_ms),
+                    // never delivered (a delivered_at_ms is from before a replay)
+                    DeliveryState::Superseded => st.updated_at_ms,
+                    _ => continue,
+                };
+                if over_at < *older_than_ms {
                     old.push(seq.value());
                 }
             }
@@ -1304,13 +1428,16 @@ fn apply(t: &mut Tables<'_>, op: &Op) -> Result<Result<Done, DeliveryError>, red
 /// it was not).
 fn finish(ix: &mut Index, op: &Op, result: &Result<Done, DeliveryError>) {
     match op {
-        Op::Enqueue { seq, id, .. } => {
-            ix.busy.remove(seq);
-            if result.is_err() {
-                ix.remove(*seq);
-                ix.ids.remove(id);
+        Op::Enqueue { items, .. } => {
+            for item in items {
+                ix.busy.remove(&item.seq);
+                if result.is_err() {
+                    ix.remove(item.seq);
+                    ix.ids.remove(&item.id);
+                }
             }
         }
+        Op::NoteSequence { .. } => {}
         Op::Settle { seq, outcome, .. } => {
             ix.busy.remove(seq);
             if !matches!(result, Ok(Done::Written)) {
@@ -1322,7 +1449,7 @@ fn finish(ix: &mut Index, op: &Op, result: &Result<Done, DeliveryError>) {
                 e.lease = None;
             }
             match outcome {
-                Settle::Delivered(_) => {
+                Settle::Delivered(_) | Settle::Superseded(_) => {
                     ix.remove(*seq);
                 }
                 Settle::RetryAt(at) | Settle::Release(at) => ix.set_due(*seq, *at),
@@ -1420,6 +1547,7 @@ mod tests {
                 method: "POST".into(),
                 path: "/erp/v1/orders".into(),
                 mapping: None,
+                operation: None,
             },
             headers: vec![("content-type".into(), "application/json".into())],
             body: format!("{{\"order\":\"{id}\"}}"),
@@ -1430,6 +1558,7 @@ mod tests {
             tracestate: None,
             request_id: format!("req-{id}"),
             accepted_at_ms: 1_000,
+            sequence: None,
         }
     }
 
@@ -2054,5 +2183,312 @@ mod tests {
         let store = EmbeddedDeliveries::open(&dir.file()).unwrap();
         assert!(store.get("old").await.unwrap().is_none());
         assert!(store.get("new").await.unwrap().is_some());
+    }
+
+    fn inventory(id: &str, sku: &str, sequence: u64) -> DeliveryRecord {
+        let mut r = rec(id, Some(sku));
+        r.sequence = Some(sequence);
+        r.destination.operation = Some("inventory".into());
+        r
+    }
+
+    #[tokio::test]
+    async fn a_superseded_delivery_is_final_not_dead_and_frees_its_key() {
+        let dir = TempDir::new("superseded");
+        let store = EmbeddedDeliveries::open(&dir.file()).unwrap();
+        for (id, seq) in [("s1", 1), ("s2", 2), ("s3", 3)] {
+            store
+                .enqueue(inventory(id, "sku-1", seq), ROOMY, 1_000)
+                .await
+                .unwrap();
+        }
+        let size = serde_json::to_vec(&inventory("s1", "sku-1", 1))
+            .unwrap()
+            .len() as u64;
+        let c = store.claim("erp", 10, 1_000, LEASE).await.unwrap();
+        assert_eq!(ids(&c), ["s1"]);
+        store
+            .settle(&c[0], attempt(1_000), Settle::Superseded(3), 1_001)
+            .await
+            .unwrap();
+        let s1 = store.get("s1").await.unwrap().unwrap();
+        assert_eq!(s1.status.state, DeliveryState::Superseded);
+        assert_eq!(
+            (s1.status.attempt_count, s1.status.attempts.len()),
+            (0, 0),
+            "superseding is not an attempt"
+        );
+        assert_eq!(
+            s1.status.reason.as_deref(),
+            Some("superseded by sequence 3")
+        );
+        assert_eq!(s1.status.delivered_at_ms, None);
+        assert_eq!(s1.record.sequence, Some(1));
+        assert_eq!(
+            s1.record.destination.operation.as_deref(),
+            Some("inventory")
+        );
+        // Its key is free at once, and it is neither depth nor a dead letter.
+        let c = store.claim("erp", 10, 1_001, LEASE).await.unwrap();
+        assert_eq!(ids(&c), ["s2"]);
+        let stats = store.stats("erp").await.unwrap();
+        assert_eq!((stats.depth, stats.dead, stats.bytes), (2, 0, 2 * size));
+        assert!(stats.dead_by_channel.is_empty());
+        let listed = |state| {
+            let filter = Filter {
+                state: Some(state),
+                ..Filter::default()
+            };
+            let store = &store;
+            async move {
+                let found = store.list(&filter, None, 10).await.unwrap();
+                found.into_iter().map(|d| d.record.id).collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(listed(DeliveryState::Superseded).await, ["s1"]);
+        assert!(listed(DeliveryState::Dead).await.is_empty());
+        // It no longer counts against max_entries.
+        let three = QueueLimits {
+            max_entries: 3,
+            max_bytes: 1 << 20,
+        };
+        store
+            .enqueue(inventory("s4", "sku-1", 4), three, 1_002)
+            .await
+            .unwrap();
+        drop(store);
+
+        // The same after a reopen (s2's claim is gone with the process).
+        let store = EmbeddedDeliveries::open(&dir.file()).unwrap();
+        assert_eq!(state(&store, "s1").await, DeliveryState::Superseded);
+        let stats = store.stats("erp").await.unwrap();
+        assert_eq!((stats.depth, stats.dead), (3, 0));
+        let c = store.claim("erp", 10, 2_000, LEASE).await.unwrap();
+        assert_eq!(ids(&c), ["s2"]);
+        store
+            .settle(&c[0], None, Settle::Superseded(4), 2_001)
+            .await
+            .unwrap();
+        // An operator may replay it: pending again, at the head of its key.
+        assert!(store.requeue("s2", None, 2_002).await.unwrap());
+        let s2 = store.get("s2").await.unwrap().unwrap();
+        assert_eq!(
+            (s2.status.state, s2.status.replays),
+            (DeliveryState::Pending, 1)
+        );
+        assert_eq!(s2.status.reason, None);
+        let c = store.claim("erp", 10, 2_002, LEASE).await.unwrap();
+        assert_eq!(ids(&c), ["s2"]);
+        // Pruned like a delivered one, by when it was superseded.
+        assert_eq!(store.prune_delivered(1_001).await.unwrap(), 0);
+        assert_eq!(store.prune_delivered(1_002).await.unwrap(), 1);
+        assert!(store.get("s1").await.unwrap().is_none());
+        assert!(store.get("s2").await.unwrap().is_some(), "pending: kept");
+    }
+
+    #[tokio::test]
+    async fn the_sequence_register_keeps_the_highest_and_survives_a_reopen() {
+        let dir = TempDir::new("lww");
+        {
+            let store = EmbeddedDeliveries::open(&dir.file()).unwrap();
+            assert_eq!(store.latest_sequence("erp", "sku-1").await.unwrap(), None);
+            assert!(store.note_sequence("erp", "sku-1", 5).await.unwrap());
+            assert!(
+                !store.note_sequence("erp", "sku-1", 4).await.unwrap(),
+                "an older one is refused"
+            );
+            assert_eq!(
+                store.latest_sequence("erp", "sku-1").await.unwrap(),
+                Some(5)
+            );
+            assert!(
+                store.note_sequence("erp", "sku-1", 5).await.unwrap(),
+                "an equal one is a retry"
+            );
+            assert!(store.note_sequence("erp", "sku-1", 9).await.unwrap());
+            // per ordering key and per queue
+            assert!(store.note_sequence("erp", "sku-2", 1).await.unwrap());
+            assert!(store.note_sequence("wms", "sku-1", 0).await.unwrap());
+            assert_eq!(
+                store.latest_sequence("wms", "sku-1").await.unwrap(),
+                Some(0)
+            );
+            // the whole u64 range
+            assert!(store.note_sequence("erp", "big", u64::MAX).await.unwrap());
+            assert!(
+                !store
+                    .note_sequence("erp", "big", u64::MAX - 1)
+                    .await
+                    .unwrap()
+            );
+        }
+        let store = EmbeddedDeliveries::open(&dir.file()).unwrap();
+        for (queue, key, want) in [
+            ("erp", "sku-1", 9),
+            ("erp", "sku-2", 1),
+            ("wms", "sku-1", 0),
+            ("erp", "big", u64::MAX),
+        ] {
+            assert_eq!(
+                store.latest_sequence(queue, key).await.unwrap(),
+                Some(want),
+                "{queue} {key}"
+            );
+        }
+        assert!(!store.note_sequence("erp", "sku-1", 8).await.unwrap());
+    }
+
+    #[test]
+    fn concurrent_notes_keep_the_highest() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = TempDir::new("lww-race");
+        let store = Arc::new(EmbeddedDeliveries::open(&dir.file()).unwrap());
+        let answers = runtime.block_on(async {
+            // every order of arrival: 37 is coprime with 64, so this visits 0..64 shuffled
+            let tasks: Vec<_> = (0..64u64)
+                .map(|i| {
+                    let store = store.clone();
+                    let seq = i * 37 % 64;
+                    tokio::spawn(async move {
+                        (seq, store.note_sequence("erp", "sku", seq).await.unwrap())
+                    })
+                })
+                .collect();
+            let mut answers = Vec::new();
+            for t in tasks {
+                answers.push(t.await.unwrap());
+            }
+            answers
+        });
+        let latest = runtime
+            .block_on(store.latest_sequence("erp", "sku"))
+            .unwrap();
+        assert_eq!(latest, Some(63));
+        assert!(answers.contains(&(63, true)), "{answers:?}");
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_stored_all_or_none_in_one_commit() {
+        let dir = TempDir::new("batch");
+        let synced = Arc::new(AtomicUsize::new(0));
+        let seen = synced.clone();
+        let hook: CommitHook = Arc::new(move |n| {
+            seen.fetch_add(n, Ordering::Relaxed);
+        });
+        let store = EmbeddedDeliveries::open_with(&dir.file(), hook).unwrap();
+        store.enqueue(rec("e0", None), ROOMY, 1_000).await.unwrap();
+        let commits = store.commits();
+        let batch = vec![
+            rec("b1", Some("K")),
+            rec("b2", Some("K")),
+            rec_in("wms", "w1", None),
+        ];
+        store.enqueue_batch(batch, ROOMY, 1_000).await.unwrap();
+        assert_eq!(store.commits(), commits + 1, "one transaction, one fsync");
+        assert_eq!(synced.load(Ordering::Relaxed), 4, "each record counted");
+
+        // erp holds 3: two more fit, three do not, so none of the three is stored.
+        let five = QueueLimits {
+            max_entries: 5,
+            max_bytes: 1 << 20,
+        };
+        let over = vec![rec("c1", None), rec("c2", None), rec("c3", None)];
+        let full = store.enqueue_batch(over, five, 1_000).await;
+        assert!(
+            matches!(
+                full,
+                Err(DeliveryError::Full {
+                    what: "entries",
+                    ..
+                })
+            ),
+            "{full:?}"
+        );
+        // By bytes too: each fits alone, both together do not.
+        let size = serde_json::to_vec(&rec("c1", None)).unwrap().len() as u64;
+        let room = QueueLimits {
+            max_entries: 100,
+            max_bytes: store.stats("erp").await.unwrap().bytes + size * 3 / 2,
+        };
+        let full = store
+            .enqueue_batch(vec![rec("c1", None), rec("c2", None)], room, 1_000)
+            .await;
+        assert!(
+            matches!(full, Err(DeliveryError::Full { what: "bytes", .. })),
+            "{full:?}"
+        );
+        // An id stored already, or twice in the batch, refuses the whole batch.
+        let dup = store
+            .enqueue_batch(vec![rec("d1", None), rec("b1", None)], ROOMY, 1_000)
+            .await;
+        assert!(matches!(dup, Err(DeliveryError::Failed(_))), "{dup:?}");
+        let twice = store
+            .enqueue_batch(vec![rec("d1", None), rec("d1", None)], ROOMY, 1_000)
+            .await;
+        assert!(matches!(twice, Err(DeliveryError::Failed(_))), "{twice:?}");
+        for id in ["c1", "c2", "c3", "d1"] {
+            assert!(store.get(id).await.unwrap().is_none(), "{id} was stored");
+        }
+        assert_eq!(store.stats("erp").await.unwrap().depth, 3);
+        store.enqueue_batch(Vec::new(), ROOMY, 1_000).await.unwrap();
+        // What was refused is free for the retry.
+        store
+            .enqueue_batch(vec![rec("c1", None), rec("c2", None)], five, 1_000)
+            .await
+            .unwrap();
+        drop(store);
+
+        let store = EmbeddedDeliveries::open(&dir.file()).unwrap();
+        let c = store.claim("erp", 10, 1_000, LEASE).await.unwrap();
+        assert_eq!(ids(&c), ["b1", "c1", "c2", "e0"], "b2 waits behind b1");
+        assert_eq!(state(&store, "b2").await, DeliveryState::Pending);
+        let w = store.claim("wms", 10, 1_000, LEASE).await.unwrap();
+        assert_eq!(ids(&w), ["w1"]);
+    }
+
+    /// A file written before records had `sequence`/`operation` and before the register
+    /// existed opens, reads, and gets the register.
+    #[tokio::test]
+    async fn a_file_of_the_previous_version_still_opens_and_reads() {
+        let dir = TempDir::new("previous");
+        let file = dir.file();
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        {
+            let db = Database::create(&file).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let r = serde_json::json!({
+                    "v": 1, "id": "old", "queue": "erp", "route": "orders",
+                    "destination": {"upstream": "erp", "method": "POST", "path": "/erp/v1/orders"},
+                    "body": "{}", "upstream_key": "k", "ordering_key": "K", "accepted_at_ms": 7
+                });
+                let r = serde_json::to_vec(&r).unwrap();
+                let st = serde_json::to_vec(&DeliveryStatus::accepted(7)).unwrap();
+                txn.open_table(RECORDS)
+                    .unwrap()
+                    .insert(0, r.as_slice())
+                    .unwrap();
+                txn.open_table(STATUS)
+                    .unwrap()
+                    .insert(0, st.as_slice())
+                    .unwrap();
+                txn.open_table(IDS).unwrap().insert("old", 0).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let store = EmbeddedDeliveries::open(&file).unwrap();
+        let old = store.get("old").await.unwrap().unwrap();
+        assert_eq!(
+            (old.record.sequence, old.record.destination.operation),
+            (None, None)
+        );
+        assert_eq!(store.latest_sequence("erp", "K").await.unwrap(), None);
+        assert!(store.note_sequence("erp", "K", 1).await.unwrap());
+        let c = store.claim("erp", 10, 7, LEASE).await.unwrap();
+        assert_eq!(ids(&c), ["old"]);
     }
 }

@@ -6,6 +6,10 @@
 //!
 //! Ordering: deliveries that share an ordering key are attempted one at a time, oldest first;
 //! a dead letter parks its key (the later ones are `blocked`) until it is requeued or purged.
+//!
+//! Last writer wins: a store also keeps, per queue and ordering key, the highest `sequence`
+//! noted for it ([`DeliveryStore::note_sequence`]), so an older state of a SKU that is still
+//! queued can be settled [`Settle::Superseded`] instead of being sent after a newer one.
 
 mod any;
 pub mod embedded;
@@ -66,6 +70,10 @@ pub struct DeliveryRecord {
     pub request_id: String,
     /// When it was accepted.
     pub accepted_at_ms: u64,
+    /// The source's order of the state it carries within its ordering key (higher is newer),
+    /// for last-writer-wins deliveries (inventory snapshots); `None`: not ordered so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
 }
 
 /// Where a delivery goes.
@@ -80,6 +88,10 @@ pub struct Destination {
     /// The mapping that made `body` (`<channel>/<document>`), for re-transforms and fan-out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mapping: Option<String>,
+    /// The outbound operation of a marketplace delivery (`shipment`, `inventory`); `None` for
+    /// the other deliveries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
 }
 
 /// Where a delivery is in its life.
@@ -96,6 +108,9 @@ pub enum DeliveryState {
     Delivered,
     /// Given up: a permanent failure, or out of attempts or age. Parks its ordering key.
     Dead,
+    /// Never sent: a newer sequence of its ordering key was accepted (last writer wins). Final;
+    /// parks nothing and is not a dead letter.
+    Superseded,
 }
 
 impl DeliveryState {
@@ -107,12 +122,22 @@ impl DeliveryState {
             DeliveryState::Blocked => "blocked",
             DeliveryState::Delivered => "delivered",
             DeliveryState::Dead => "dead",
+            DeliveryState::Superseded => "superseded",
         }
     }
 
     /// Whether the delivery is over (nothing more will be attempted unless replayed).
     pub fn is_final(self) -> bool {
-        matches!(self, DeliveryState::Delivered | DeliveryState::Dead)
+        matches!(
+            self,
+            DeliveryState::Delivered | DeliveryState::Dead | DeliveryState::Superseded
+        )
+    }
+
+    /// Whether it is over and off its queue: it counts against no limit, holds no ordering
+    /// key, and is kept only to be read back until pruned (delivered or superseded).
+    pub fn is_done(self) -> bool {
+        matches!(self, DeliveryState::Delivered | DeliveryState::Superseded)
     }
 }
 
@@ -158,7 +183,7 @@ pub struct DeliveryStatus {
     /// The answer, once delivered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<StoredAnswer>,
-    /// Why it is dead.
+    /// Why it is dead (or, when superseded, by which sequence).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// When it was last delivered (event replay selects on it).
@@ -189,8 +214,9 @@ impl DeliveryStatus {
 
     /// Records that an attempt ended with `outcome` (every store settles this way).
     pub fn settle(&mut self, attempt: Option<&AttemptRecord>, outcome: &Settle, now_ms: u64) {
-        // A release means nothing was sent (or it was cut short by shutdown): not an attempt.
-        if !matches!(outcome, Settle::Release(_)) {
+        // A release means nothing was sent (or it was cut short by shutdown), and a superseded
+        // delivery is never sent: neither is an attempt.
+        if !matches!(outcome, Settle::Release(_) | Settle::Superseded(_)) {
             self.attempt_count = self.attempt_count.saturating_add(1);
             if let Some(a) = attempt {
                 self.attempts.push(a.clone());
@@ -212,6 +238,10 @@ impl DeliveryStatus {
             Settle::Dead(reason) => {
                 self.state = DeliveryState::Dead;
                 self.reason = Some(reason.clone());
+            }
+            Settle::Superseded(newer) => {
+                self.state = DeliveryState::Superseded;
+                self.reason = Some(format!("superseded by sequence {newer}"));
             }
         }
         self.updated_at_ms = now_ms;
@@ -252,6 +282,9 @@ pub enum Settle {
     /// Put back untouched (shutdown, or the upstream refused before sending): due at this
     /// time, the attempt not counted.
     Release(u64),
+    /// Not sent because a newer sequence of its ordering key was accepted (the newer one):
+    /// final, the attempt not counted, its ordering key free for the next delivery.
+    Superseded(u64),
 }
 
 /// Which deliveries an operator means.
@@ -387,6 +420,36 @@ pub trait DeliveryStore: Send + Sync {
         now_ms: u64,
     ) -> impl Future<Output = Result<(), DeliveryError>> + Send;
 
+    /// Stores the deliveries of one accepted event (one per destination), each due at once;
+    /// returns when they are durable. The embedded store stores all or none (one transaction:
+    /// `Full` if any of them would not fit). Redis stores them one by one in order and stops
+    /// at the first failure, the ones before it kept: enqueueing an id already stored is a
+    /// no-op there, so the caller's retry of the whole batch stores only what is missing.
+    fn enqueue_batch(
+        &self,
+        records: Vec<DeliveryRecord>,
+        limits: QueueLimits,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<(), DeliveryError>> + Send;
+
+    /// The last-writer-wins register of (`queue`, `ordering_key`), durable: atomically, if
+    /// `seq` is at least the highest sequence noted so far (or none was), it becomes the
+    /// highest and the answer is true; else nothing changes and the answer is false. Equal is
+    /// accepted: a retried identical event.
+    fn note_sequence(
+        &self,
+        queue: &str,
+        ordering_key: &str,
+        seq: u64,
+    ) -> impl Future<Output = Result<bool, DeliveryError>> + Send;
+
+    /// The highest sequence noted for (`queue`, `ordering_key`), if any.
+    fn latest_sequence(
+        &self,
+        queue: &str,
+        ordering_key: &str,
+    ) -> impl Future<Output = Result<Option<u64>, DeliveryError>> + Send;
+
     /// Claims up to `max` deliveries of `queue` due at `now_ms`: per ordering key only the
     /// oldest not final, and only if no other worker holds that key and no dead letter parks
     /// it. Each is held until settled or until `now_ms + lease_ms`.
@@ -398,7 +461,8 @@ pub trait DeliveryStore: Send + Sync {
         lease_ms: u64,
     ) -> impl Future<Output = Result<Vec<Claimed>, DeliveryError>> + Send;
 
-    /// Ends a claim: records `attempt` (unless the outcome is `Release`) and the outcome.
+    /// Ends a claim: records `attempt` (unless the outcome is `Release` or `Superseded`) and
+    /// the outcome.
     fn settle(
         &self,
         claimed: &Claimed,
@@ -420,7 +484,7 @@ pub trait DeliveryStore: Send + Sync {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Delivery>, DeliveryError>> + Send;
 
-    /// Makes a dead or delivered delivery pending again, due at `now_ms` (its history kept,
+    /// Makes a dead, delivered or superseded delivery pending again, due at `now_ms` (its history kept,
     /// `replays` counted; a new `body` when the mapping was re-run). False when it does not
     /// exist or is not final.
     fn requeue(
@@ -462,6 +526,7 @@ mod tests {
                 method: "POST".into(),
                 path: "/erp/v1/orders?channel=amazon".into(),
                 mapping: Some("amazon/order".into()),
+                operation: None,
             },
             headers: vec![("content-type".into(), "application/json".into())],
             body: "{}".into(),
@@ -472,11 +537,62 @@ mod tests {
             tracestate: None,
             request_id: "r1".into(),
             accepted_at_ms: 5,
+            sequence: None,
         };
         let text = serde_json::to_string(&r).unwrap();
         assert!(text.starts_with("{\"v\":1,"), "{text}");
         let back: DeliveryRecord = serde_json::from_str(&text).unwrap();
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn a_record_without_the_fan_out_fields_reads_and_writes_none_of_them() {
+        let old = serde_json::json!({
+            "v": 1, "id": "x", "queue": "erp", "route": "r",
+            "destination": {"upstream": "erp", "method": "POST", "path": "/"},
+            "body": "{}", "upstream_key": "k", "accepted_at_ms": 100
+        });
+        let r: DeliveryRecord = serde_json::from_value(old).unwrap();
+        assert_eq!(
+            (r.sequence, r.destination.operation.as_deref()),
+            (None, None)
+        );
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(
+            !text.contains("sequence") && !text.contains("operation"),
+            "{text}"
+        );
+        let mut new = r;
+        new.sequence = Some(u64::MAX);
+        new.destination.operation = Some("inventory".into());
+        let text = serde_json::to_string(&new).unwrap();
+        assert!(text.contains("\"sequence\":18446744073709551615"), "{text}");
+        assert!(text.contains("\"operation\":\"inventory\""), "{text}");
+        let back: DeliveryRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, new);
+    }
+
+    #[test]
+    fn superseding_is_final_and_not_an_attempt() {
+        let mut st = DeliveryStatus::accepted(1);
+        let attempt = AttemptRecord {
+            at_ms: 2,
+            duration_ms: 1,
+            status: None,
+            error: None,
+        };
+        st.settle(Some(&attempt), &Settle::Superseded(9), 5);
+        assert_eq!(st.state, DeliveryState::Superseded);
+        assert_eq!((st.attempt_count, st.attempts.len()), (0, 0));
+        assert_eq!(st.reason.as_deref(), Some("superseded by sequence 9"));
+        assert_eq!((st.updated_at_ms, st.delivered_at_ms), (5, None));
+        let state = DeliveryState::Superseded;
+        assert!(state.is_final() && state.is_done());
+        assert!(DeliveryState::Dead.is_final() && !DeliveryState::Dead.is_done());
+        assert_eq!(state.as_str(), "superseded");
+        assert_eq!(serde_json::to_value(state).unwrap(), "superseded");
+        let filter: Filter = serde_json::from_str(r#"{"state": "superseded"}"#).unwrap();
+        assert_eq!(filter.state, Some(state));
     }
 
     #[test]

@@ -22,12 +22,18 @@
 //!   and not delivered; only its head may be claimed, and a dead head parks the key.
 //! - `P r`: heads due to be claimed (score: due time); `P f`: claimed ones (score: lease end);
 //!   `P all` / `P live`: every id / the ids not delivered (lexicographic, for the admin API);
-//!   `P done`: the delivered ids by delivery time, so pruning reads only what it removes;
+//!   `P done`: the delivered (and superseded) ids by settle time, so pruning reads only what
+//!   it removes;
 //!   `P dead`: the dead letters, so the queue's gauges never read every delivery (ids are
 //!   UUIDv7: the first live id that is not dead is the oldest pending one); `P dl:<channel>`:
 //!   the dead letters of one channel (`P dl:` those without one), and `P dlc` the channels
 //!   that have some, so the per-channel gauges cost one read per channel.
 //! - `gw:dq:{<queue>}:n`: the queue's `entries` and `bytes` counted against its limits.
+//! - `gw:dq:{<queue>}:seq`: the queue's last-writer-wins register, a hash ordering key ->
+//!   the highest sequence noted (decimal), checked and set by one script.
+//!
+//! A superseded delivery leaves its partition like a delivered one (acknowledged, out of its
+//! key's line and of `live`, its entry and bytes given back), never having been sent.
 //! - `gw:dq:{ix:<n>}`: 16 hashes id -> `<partition>|<queue>`, so `get`, `requeue` and `purge`
 //!   find a delivery by id alone.
 //!
@@ -41,6 +47,11 @@
 //! in its partition; delivering or purging gives them back. These are separate calls (the
 //! counter and the partition are in different slots): a gateway that dies between them leaves
 //! the counter one entry too high until an operator purges the queue's counter.
+//!
+//! `enqueue_batch` is not atomic here (its deliveries may be in different partitions, so
+//! different slots): it stores them one by one, in order, and stops at the first failure,
+//! the ones before it kept. Enqueueing an id already stored is a no-op, so the caller's retry
+//! of the whole batch stores only the missing ones.
 //!
 //! Durability is Redis's: `enqueue` returns when Redis has the delivery in memory; it
 //! survives a power cut only with `appendonly yes` and `appendfsync always` (and a restart
@@ -185,8 +196,9 @@ end
 return out
 ";
 
-/// KEYS[1]: the stream. ARGV: prefix, id, token, new state (pending, delivered, dead), next,
-/// now, status. -1: the claim is not this token's; else the bytes to give back (delivered).
+/// KEYS[1]: the stream. ARGV: prefix, id, token, new state (pending, delivered, dead,
+/// superseded), next, now, status. -1: the claim is not this token's; else the bytes to give
+/// back (delivered, superseded).
 const SETTLE: &str = r"
 local p = ARGV[1]
 local id = ARGV[2]
@@ -202,7 +214,7 @@ if ARGV[4] == 'pending' then
 elseif ARGV[4] == 'dead' then
   redis.call('ZADD', p .. 'dead', 0, id)
   dead_letter(p, id, true)
-elseif ARGV[4] == 'delivered' then
+elseif ARGV[4] == 'delivered' or ARGV[4] == 'superseded' then
   redis.call('ZREM', p .. 'live', id)
   redis.call('ZADD', p .. 'done', ARGV[6], id)
   redis.call('XACK', KEYS[1], 'g', h[4])
@@ -226,7 +238,7 @@ local d = p .. 'd:' .. id
 local h = redis.call('HMGET', d, 'state', 'ver', 'len')
 if not h[1] then return -2 end
 if h[2] ~= ARGV[3] then return -1 end
-if h[1] ~= 'dead' and h[1] ~= 'delivered' then return -2 end
+if h[1] ~= 'dead' and h[1] ~= 'delivered' and h[1] ~= 'superseded' then return -2 end
 redis.call('HINCRBY', d, 'ver', 1)
 redis.call('HSET', d, 'state', 'pending', 'next', ARGV[4], 'upd', ARGV[4], 'st', ARGV[5])
 if ARGV[6] ~= '' then redis.call('HSET', d, 'rec', ARGV[6], 'len', ARGV[7]) end
@@ -236,7 +248,7 @@ if h[1] == 'dead' then
   -- a dead delivery is still the head of its key's line: due at once, the key unparked
   redis.call('ZADD', p .. 'r', ARGV[4], id)
 else
-  -- a delivered one left its line: it joins the end again through the stream
+  -- a delivered (or superseded) one left its line: it joins the end again through the stream
   local eid = redis.call('XADD', KEYS[1], '*', 'id', id)
   redis.call('HSET', d, 'eid', eid)
   redis.call('ZADD', p .. 'live', 0, id)
@@ -269,8 +281,9 @@ redis.call('DEL', d)
 return {h[1], h[4]}
 ";
 
-/// KEYS[1]: the stream. ARGV: prefix, cutoff, most. The ids of delivered deliveries settled
-/// before the cutoff, now removed (their index entries are the caller's to drop).
+/// KEYS[1]: the stream. ARGV: prefix, cutoff, most. The ids of delivered (or superseded)
+/// deliveries settled before the cutoff, now removed (their index entries are the caller's
+/// to drop).
 const PRUNE: &str = r"
 local p = ARGV[1]
 local ids = redis.call('ZRANGEBYSCORE', p .. 'done', '-inf', '(' .. ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
@@ -394,6 +407,26 @@ end
 return 1
 ";
 
+/// KEYS[1]: the queue's register. ARGV: ordering key, sequence (decimal, no leading zeros).
+/// 1 noted (not older than the stored one), 0 older. Compared as digit strings, not Lua
+/// numbers: a u64 past 2^53 would lose its last digits as a double.
+const NOTE_SEQUENCE: &str = r"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local new = ARGV[2]
+if cur then
+  if #cur > #new then return 0 end
+  if #cur == #new then
+    for i = 1, #new do
+      local a, b = string.byte(cur, i), string.byte(new, i)
+      if a > b then return 0 end
+      if a < b then break end
+    end
+  end
+end
+if cur ~= new then redis.call('HSET', KEYS[1], ARGV[1], new) end
+return 1
+";
+
 static ENQUEUE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ENQUEUE));
 static SCAN_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SCAN));
 static TAKE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(TAKE));
@@ -410,6 +443,7 @@ static PRUNE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PRUNE));
 static NEXT_DUE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(NEXT_DUE));
 static RESERVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RESERVE));
 static ADJUST_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ADJUST));
+static NOTE_SEQUENCE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(NOTE_SEQUENCE));
 
 /// The registry of queues and their partition counts.
 const QUEUES_KEY: &str = "gw:dq:queues";
@@ -471,6 +505,10 @@ fn counter_key(queue: &str) -> String {
     format!("gw:dq:{{{queue}}}:n")
 }
 
+fn sequences_key(queue: &str) -> String {
+    format!("gw:dq:{{{queue}}}:seq")
+}
+
 fn failed(e: StoreError) -> DeliveryError {
     DeliveryError::Failed(e.to_string())
 }
@@ -502,6 +540,7 @@ fn parse_state(s: &str) -> Option<DeliveryState> {
         "blocked" => DeliveryState::Blocked,
         "delivered" => DeliveryState::Delivered,
         "dead" => DeliveryState::Dead,
+        "superseded" => DeliveryState::Superseded,
         _ => return None,
     })
 }
@@ -758,8 +797,8 @@ impl RedisDeliveries {
         Ok(out)
     }
 
-    /// Removes the delivered deliveries settled before `older_than_ms` (kept until then for
-    /// reading back and event replay) from the queues this instance delivers (each queue has
+    /// Removes the delivered (and superseded) deliveries settled before `older_than_ms` (kept
+    /// until then for reading back and event replay) from the queues this instance delivers (each queue has
     /// its own `keep_delivered`). Returns how many.
     pub async fn prune_delivered(&self, older_than_ms: u64) -> Result<u64, DeliveryError> {
         let mine: Vec<(String, u32)> = self
@@ -890,6 +929,61 @@ impl DeliveryStore for RedisDeliveries {
         }
     }
 
+    async fn enqueue_batch(
+        &self,
+        records: Vec<DeliveryRecord>,
+        limits: QueueLimits,
+        now_ms: u64,
+    ) -> Result<(), DeliveryError> {
+        // best effort in order (see the module docs): the first failure stops the rest
+        for record in records {
+            self.enqueue(record, limits, now_ms).await?;
+        }
+        Ok(())
+    }
+
+    async fn note_sequence(
+        &self,
+        queue: &str,
+        ordering_key: &str,
+        seq: u64,
+    ) -> Result<bool, DeliveryError> {
+        let mut inv = NOTE_SEQUENCE_SCRIPT.prepare_invoke();
+        inv.key(sequences_key(queue))
+            .arg(ordering_key)
+            .arg(seq.to_string());
+        match number(&self.run(inv).await?) {
+            Some(1) => Ok(true),
+            Some(0) => Ok(false),
+            _ => Err(bad("the sequence script answered an unexpected shape")),
+        }
+    }
+
+    async fn latest_sequence(
+        &self,
+        queue: &str,
+        ordering_key: &str,
+    ) -> Result<Option<u64>, DeliveryError> {
+        let (key, field) = (sequences_key(queue), ordering_key.to_owned());
+        let stored: Option<String> = self
+            .store
+            .call(|mut conn| async move {
+                redis::cmd("HGET")
+                    .arg(key)
+                    .arg(field)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await
+            .map_err(failed)?;
+        stored
+            .map(|s| {
+                s.parse()
+                    .map_err(|_| bad(format!("the sequence of {ordering_key:?} is not a number")))
+            })
+            .transpose()
+    }
+
     async fn claim(
         &self,
         queue: &str,
@@ -972,6 +1066,7 @@ impl DeliveryStore for RedisDeliveries {
         let state = match outcome {
             Settle::Delivered(_) => "delivered",
             Settle::Dead(_) => "dead",
+            Settle::Superseded(_) => "superseded",
             Settle::RetryAt(_) | Settle::Release(_) => "pending",
         };
         let json = serde_json::to_string(&status).map_err(bad)?;
@@ -992,7 +1087,9 @@ impl DeliveryStore for RedisDeliveries {
             .await?;
         match number(&reply) {
             Some(-1) => Err(DeliveryError::LeaseLost(id.clone())),
-            Some(bytes) if state == "delivered" => self.adjust(queue, -1, -bytes).await,
+            Some(bytes) if state == "delivered" || state == "superseded" => {
+                self.adjust(queue, -1, -bytes).await
+            }
             Some(_) => Ok(()),
             None => Err(bad("the settle script answered an unexpected shape")),
         }
@@ -1107,8 +1204,9 @@ impl DeliveryStore for RedisDeliveries {
                     } else {
                         rec.len() as i64
                     };
-                    // a delivered one counts against the limits again; a dead one still did
-                    if was == "delivered" {
+                    // a delivered or superseded one counts against the limits again; a dead
+                    // one still did
+                    if was == "delivered" || was == "superseded" {
                         self.adjust(&queue, 1, new_len).await?;
                     } else {
                         self.adjust(&queue, 0, new_len - old_len).await?;
@@ -1138,7 +1236,7 @@ impl DeliveryStore for RedisDeliveries {
             Value::Array(f) if f.len() == 2 => {
                 let was = f.first().and_then(text).unwrap_or_default();
                 let len = f.get(1).and_then(number).unwrap_or(0);
-                if was != "delivered" {
+                if was != "delivered" && was != "superseded" {
                     self.adjust(&queue, -1, -len).await?;
                 }
                 self.index(id, None).await?;
@@ -1244,6 +1342,7 @@ mod tests {
         assert_eq!(fnv1a("a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(prefix("erp", 3), "gw:dq:{erp:3}:");
         assert_eq!(counter_key("erp"), "gw:dq:{erp}:n");
+        assert_eq!(sequences_key("erp"), "gw:dq:{erp}:seq");
         assert!(index_key("x").starts_with("gw:dq:{ix:"));
     }
 }
