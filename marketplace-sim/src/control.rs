@@ -21,6 +21,10 @@ pub(crate) fn handle(shared: &Shared, parts: &Parts, body: &[u8]) -> Answer {
             Ok(records) => json_answer(StatusCode::OK, &records),
             Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
         },
+        (&Method::GET, ["inventory"]) => match serde_json::to_value(shared.records.inventory()) {
+            Ok(levels) => json_answer(StatusCode::OK, &levels),
+            Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
+        },
         (&Method::GET, ["stats"]) => match serde_json::to_value(shared.counters.all()) {
             Ok(stats) => json_answer(StatusCode::OK, &stats),
             Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),

@@ -98,6 +98,12 @@ impl MarketplaceSim {
         records
     }
 
+    /// The last quantity each channel was told per key (SKU; Shopify: inventory item id), in
+    /// arrival order of the kept records: what the marketplace would now show.
+    pub fn inventory(&self) -> BTreeMap<Channel, BTreeMap<String, i64>> {
+        self.shared.records.inventory()
+    }
+
     /// Every channel's counters.
     pub fn stats(&self) -> BTreeMap<Channel, ChannelStats> {
         self.shared.counters.all()

@@ -214,6 +214,9 @@ fn checked<M: Market>(
             .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned()),
         body,
         token,
+        correlation_id: (channel == Channel::Walmart)
+            .then(|| header(&parts.headers, "WM_QOS.CORRELATION_ID"))
+            .flatten(),
     });
     (Ok(answer), Some(verdict))
 }

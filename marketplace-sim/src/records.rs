@@ -33,6 +33,9 @@ pub struct Record {
     pub body: Value,
     /// The access token that authorised the call.
     pub token: String,
+    /// Walmart only: the call's `WM_QOS.CORRELATION_ID` (to check it is fresh per call).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
     /// When it was accepted, in milliseconds since the Unix epoch.
     pub at_ms: u64,
 }
@@ -54,6 +57,7 @@ pub(crate) struct NewRecord {
     pub(crate) path: String,
     pub(crate) body: Value,
     pub(crate) token: String,
+    pub(crate) correlation_id: Option<String>,
 }
 
 struct Kept {
@@ -91,6 +95,7 @@ impl Records {
             path: new.path,
             body: new.body,
             token: new.token,
+            correlation_id: new.correlation_id,
             at_ms: now_ms(),
         });
         while kept.records.len() > self.limit {
@@ -100,6 +105,25 @@ impl Records {
 
     pub(crate) fn snapshot(&self) -> Vec<Record> {
         lock(&self.kept).records.iter().cloned().collect()
+    }
+
+    /// The last quantity set per key of each channel, from the kept inventory records.
+    pub(crate) fn inventory(&self) -> BTreeMap<Channel, BTreeMap<String, i64>> {
+        let mut levels: BTreeMap<Channel, BTreeMap<String, i64>> = Channel::ALL
+            .into_iter()
+            .map(|c| (c, BTreeMap::new()))
+            .collect();
+        for record in &lock(&self.kept).records {
+            if record.operation == Operation::Inventory
+                && let Some(quantity) = record.quantity
+            {
+                levels
+                    .entry(record.channel)
+                    .or_default()
+                    .insert(record.key.clone(), quantity);
+            }
+        }
+        levels
     }
 
     pub(crate) fn clear(&self) {

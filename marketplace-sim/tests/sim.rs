@@ -293,7 +293,23 @@ async fn every_endpoint_accepts_a_valid_call_and_records_it_in_order() -> anyhow
         assert_eq!(record.body, call.body);
         assert_eq!(&record.token, token);
         assert!(record.at_ms > 0);
+        let correlation = (*channel == Channel::Walmart)
+            .then(|| "6f1a0b8e-0000-4000-8000-000000000002".to_owned());
+        assert_eq!(record.correlation_id, correlation);
     }
+    // What each marketplace now shows per key, from the handle and over HTTP.
+    let inventory = sim.inventory();
+    assert_eq!(inventory[&Channel::Amazon]["SKU/42"], 7);
+    assert_eq!(inventory[&Channel::Walmart]["WM SKU+1"], 12);
+    assert_eq!(inventory[&Channel::Ebay]["EB-1"], 3);
+    assert_eq!(inventory[&Channel::Shopify]["808950810"], 42);
+    let over_http: Value = client
+        .get(format!("{}/_sim/inventory", sim.base_url()))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(over_http, serde_json::to_value(&inventory)?);
     // The same records and counters over the control API.
     let over_http: Vec<Record> = client
         .get(format!("{}/_sim/records", sim.base_url()))
