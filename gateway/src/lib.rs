@@ -20,6 +20,7 @@ pub mod framing;
 pub mod ids;
 pub mod kpi;
 pub mod metrics;
+pub mod outbound_auth;
 pub mod outcome;
 pub mod proxy;
 pub mod respond;

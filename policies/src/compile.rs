@@ -307,6 +307,16 @@ impl Compiler<'_, '_> {
             };
             let transport = compile_transport(&keys, &at, self.base_dir, &mut self.errors);
             let resilience = compile_resilience(&keys, &at, &mut self.errors);
+            let credentials = u.credentials.as_ref().and_then(|c| {
+                crate::credentials::compile(
+                    c,
+                    &format!("{at}/credentials"),
+                    self.base_dir,
+                    &*self.env.secrets,
+                    &mut self.errors,
+                )
+                .map(Arc::new)
+            });
             index.insert(name.clone(), out.len());
             out.push(Arc::new(Upstream {
                 name: Arc::from(name.as_str()),
@@ -320,6 +330,7 @@ impl Compiler<'_, '_> {
                 idle_timeout: u.idle_timeout.0,
                 max_response_bytes: u.max_response_bytes.0,
                 request_headers,
+                credentials,
                 spec: u.clone(),
             }));
         }

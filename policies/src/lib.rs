@@ -6,6 +6,7 @@ pub mod admin_auth;
 pub mod chain;
 pub mod clock;
 pub mod compile;
+pub mod credentials;
 pub mod env;
 pub mod error;
 pub mod fetch;

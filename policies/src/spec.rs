@@ -221,6 +221,11 @@ pub struct UpstreamSpec {
     /// Values may reference secrets: `${ENV_VAR}` or `file:/path/to/secret`.
     #[serde(default)]
     pub request_headers: BTreeMap<String, String>,
+    /// The credentials the gateway's own calls to this upstream carry (a marketplace's API):
+    /// a preset (`amazon_lwa`, `walmart`, `ebay`, `shopify`) and its keys; the access token
+    /// is fetched, cached and refreshed before it expires. Absent: none.
+    #[serde(default)]
+    pub credentials: Option<crate::credentials::CredentialsSpec>,
 }
 
 fn default_connect_timeout() -> DurationSpec {

@@ -137,3 +137,113 @@ fn every_error_is_reported_with_its_location() {
     );
     assert!(has("Bad Channel: a channel folder"), "{rendered:#?}");
 }
+
+const GOOD_OUTBOUND: &str = r#"{
+  method: "PUT",
+  path: "/v3/inventory?sku=\(.document.items[0].sku | @uri)",
+  body: {sku: .document.items[0].sku, quantity: {unit: "EACH", amount: .document.items[0].quantities.available}}
+}"#;
+
+#[test]
+fn an_outbound_folder_loads_beside_the_inbound_mappings() {
+    let dir = Scratch::new();
+    dir.write("walmart/inventory_adjustment.jq", GOOD_INVENTORY);
+    dir.write("walmart/outbound/inventory.jq", GOOD_OUTBOUND);
+    dir.write(
+        "walmart/outbound/cases/inventory/one.input.json",
+        r#"{"document": {"items": [{"sku": "A/B", "quantities": {"available": 3}}]}}"#,
+    );
+    dir.write(
+        "walmart/outbound/cases/inventory/one.expected.json",
+        r#"{"method": "PUT", "path": "/v3/inventory?sku=A%2FB",
+            "body": {"sku": "A/B", "quantity": {"unit": "EACH", "amount": 3}}}"#,
+    );
+    dir.write(
+        "walmart/outbound/cases/inventory/no-items.input.json",
+        r#"{"document": {"items": []}}"#,
+    );
+    dir.write(
+        "walmart/outbound/cases/inventory/no-items.expected.json",
+        r#"{"$rejected": "never said"}"#,
+    );
+    let catalog = Catalog::load(dir.path()).expect("loads");
+    assert_eq!(
+        catalog.names().collect::<Vec<_>>(),
+        ["walmart/inventory_adjustment"]
+    );
+    let mapping = catalog
+        .outbound("walmart", "inventory")
+        .expect("outbound mapping");
+    assert_eq!(catalog.outbound_mappings().count(), 1);
+    let outcomes = mapping.run_golden_cases();
+    assert_eq!(outcomes.len(), 2);
+    // no-items sorts first: the mapping produces a body off the schema instead of the
+    // rejection the case expects.
+    assert!(!outcomes[0].passed);
+    assert!(
+        outcomes[0]
+            .diff
+            .as_deref()
+            .is_some_and(|d| d.contains("expected the rejection \"never said\"")),
+        "{:?}",
+        outcomes[0]
+    );
+    assert!(outcomes[1].passed, "{:?}", outcomes[1]);
+}
+
+#[test]
+fn outbound_errors_are_reported_with_their_location() {
+    let dir = Scratch::new();
+    // A syntax error on line 3 and an undefined function on line 2, column 3.
+    dir.write(
+        "amazon/outbound/shipment.jq",
+        "{\n  method: \"POST\",\n  path: (.x | ]\n}",
+    );
+    dir.write("ebay/outbound/inventory.jq", ".x\n| no_such_helper(1)");
+    // An operation that does not exist, and a channel without body schemas.
+    dir.write("shopify/outbound/order.jq", ".");
+    dir.write("erp/outbound/shipment.jq", ".");
+    // Cases for an operation with no mapping, and a stray file among cases.
+    dir.write("walmart/outbound/inventory.jq", GOOD_OUTBOUND);
+    dir.write("walmart/outbound/cases/shipment/x.input.json", "{}");
+    dir.write("walmart/outbound/cases/shipment/x.expected.json", "{}");
+    dir.write("walmart/outbound/cases/inventory/notes.txt", "x");
+
+    let errors = Catalog::load(dir.path()).expect_err("broken folder");
+    let rendered: Vec<String> = errors
+        .iter()
+        .map(|e| {
+            e.to_string()
+                .replace(&format!("{}/", dir.path().display()), "")
+        })
+        .collect();
+    let has = |prefix: &str| rendered.iter().any(|line| line.starts_with(prefix));
+    assert!(has("amazon/outbound/shipment.jq:3:"), "{rendered:#?}");
+    assert!(
+        has("ebay/outbound/inventory.jq:2:3: undefined filter `no_such_helper`"),
+        "{rendered:#?}"
+    );
+    assert!(
+        has("shopify/outbound/order.jq: no outbound operation is called \"order\""),
+        "{rendered:#?}"
+    );
+    assert!(
+        has("erp/outbound/shipment.jq: no outbound body schema for channel \"erp\""),
+        "{rendered:#?}"
+    );
+    assert!(
+        has(
+            "walmart/outbound/cases/shipment: golden cases for \"shipment\", which has no outbound mapping"
+        ),
+        "{rendered:#?}"
+    );
+    assert!(
+        has("walmart/outbound/cases/inventory/notes.txt: a golden case is a pair"),
+        "{rendered:#?}"
+    );
+    // Nothing else: the good mapping beside them is no error.
+    assert!(
+        rendered.iter().all(|line| !line.starts_with("walmart/outbound/inventory.jq")),
+        "{rendered:#?}"
+    );
+}

@@ -52,6 +52,8 @@ pub struct Upstream {
     pub max_response_bytes: u64,
     /// Headers added upstream (secret values are marked sensitive).
     pub request_headers: Vec<(HeaderName, HeaderValue)>,
+    /// The credentials of the gateway's own calls (marketplace APIs); `None`: none.
+    pub credentials: Option<Arc<crate::credentials::Credentials>>,
     /// The spec, so the gateway can keep a pool whose upstream did not change on reload.
     pub spec: UpstreamSpec,
 }
