@@ -243,7 +243,9 @@ fn outbound_errors_are_reported_with_their_location() {
     );
     // Nothing else: the good mapping beside them is no error.
     assert!(
-        rendered.iter().all(|line| !line.starts_with("walmart/outbound/inventory.jq")),
+        rendered
+            .iter()
+            .all(|line| !line.starts_with("walmart/outbound/inventory.jq")),
         "{rendered:#?}"
     );
 }
