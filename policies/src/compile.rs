@@ -134,6 +134,13 @@ impl Compiler<'_, '_> {
         };
         let queues = self.queues(&spec, &upstreams);
         let tracing = self.tracing(&spec);
+        let outbound = self.outbound(
+            &spec,
+            &upstream_index,
+            &channels,
+            redis.as_ref(),
+            previous.and_then(|p| p.outbound.as_deref()),
+        );
         // only when the file's redis compiled, so an error in it is reported once
         let queue_redis = if redis.is_some()
             && queues
@@ -151,6 +158,7 @@ impl Compiler<'_, '_> {
             &channels,
             limits,
             &queues,
+            outbound.as_deref(),
         );
         let hash = format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes())));
         Some(PolicySet {
@@ -169,6 +177,7 @@ impl Compiler<'_, '_> {
             queues,
             redis,
             queue_redis,
+            outbound,
             tracing,
             router: router?,
         })
@@ -518,6 +527,69 @@ impl Compiler<'_, '_> {
         }
     }
 
+    /// The `outbound` section.
+    fn outbound(
+        &mut self,
+        spec: &PolicyFileSpec,
+        upstreams: &HashMap<String, usize>,
+        channels: &Channels,
+        redis: Option<&Arc<RedisStore>>,
+        previous: Option<&crate::fanout::Outbound>,
+    ) -> Option<Arc<crate::fanout::Outbound>> {
+        let o = spec.outbound.as_ref()?;
+        let mut errors = Vec::new();
+        let cx = crate::fanout::OutboundContext {
+            base_dir: self.base_dir,
+            upstreams,
+            channels: channels.names(),
+            redis,
+            previous,
+        };
+        let compiled = crate::fanout::compile_outbound(o, &cx, &mut errors);
+        for (at, message) in errors {
+            self.errors.at(&at, message);
+        }
+        compiled.map(Arc::new)
+    }
+
+    /// A route's `fanout`, checked against its delivery.
+    fn fanout(
+        &mut self,
+        at: &str,
+        r: &crate::spec::RouteSpec,
+        outbound: Option<&crate::fanout::Outbound>,
+    ) -> Option<Arc<crate::fanout::Fanout>> {
+        let f = r.fanout.as_ref()?;
+        if !r
+            .delivery
+            .as_ref()
+            .is_some_and(|d| d.mode == DeliveryMode::Queued)
+        {
+            self.errors.at(
+                &format!("{at}/fanout"),
+                "a fan-out route stores one delivery per destination: it needs `delivery: {mode: queued, queue: ...}`",
+            );
+        }
+        let mut errors = Vec::new();
+        let mut file_errors = Vec::new();
+        let compiled = crate::fanout::compile_fanout(
+            &format!("{at}/fanout"),
+            f,
+            self.base_dir,
+            outbound,
+            &mut errors,
+            &mut file_errors,
+        );
+        for (at, message) in errors {
+            self.errors.at(&at, message);
+        }
+        for e in file_errors {
+            self.errors.other_file(e);
+        }
+        compiled.map(Arc::new)
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn routes(
         &mut self,
         spec: &PolicyFileSpec,
@@ -526,6 +598,7 @@ impl Compiler<'_, '_> {
         channels: &Channels,
         limits: Limits,
         queues: &[Arc<Queue>],
+        outbound: Option<&crate::fanout::Outbound>,
     ) -> (Vec<Arc<Route>>, Option<Router>) {
         let mut routes = Vec::with_capacity(spec.routes.len());
         let mut keys_owned: Vec<(usize, Option<String>, String, Vec<Method>)> = Vec::new();
@@ -626,6 +699,7 @@ impl Compiler<'_, '_> {
             let delivery = self
                 .delivery(&at, r, queues, spec)
                 .map(|d| RouteDelivery { readable, ..d });
+            let fanout = self.fanout(&at, r, outbound);
             keys_owned.push((i, r.host.clone(), r.path.clone(), methods));
             routes.push(Arc::new(Route {
                 index: i,
@@ -636,6 +710,7 @@ impl Compiler<'_, '_> {
                 max_body_bytes: r.max_body_bytes.map_or(limits.max_body_bytes, |b| b.0),
                 channel_param,
                 delivery,
+                fanout,
                 status_of: None,
             }));
         }
@@ -672,6 +747,7 @@ impl Compiler<'_, '_> {
                 max_body_bytes: 0,
                 channel_param: route.channel_param,
                 delivery: None,
+                fanout: None,
                 status_of: Some(route.index),
             }));
         }

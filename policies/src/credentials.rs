@@ -134,7 +134,8 @@ pub struct CredentialsSpec {
     /// The marketplace's token scheme: `amazon_lwa`, `walmart`, `ebay` or `shopify`.
     pub preset: CredentialsPreset,
     /// The token endpoint (`https://`, or `http://` to a loopback host for a local
-    /// simulator). Required by every preset but `shopify`.
+    /// simulator), or a path (`/v3/token`) on the upstream's own host (its first endpoint, in
+    /// its scheme). Required by every preset but `shopify`.
     #[serde(default)]
     pub token_url: Option<String>,
     /// The client (application) id: a literal or a secret reference.
@@ -243,10 +244,22 @@ pub fn compile(
             _ => {}
         }
     }
-    if let Some(url) = &spec.token_url
-        && let Err(msg) = crate::fetch::check_key_url(url)
-    {
-        errors.at(&format!("{at}/token_url"), msg);
+    if let Some(url) = &spec.token_url {
+        // a path is the token endpoint on the upstream's own host (Walmart's and eBay's are)
+        let checked = if url.starts_with('/') {
+            if url.starts_with("//") || url.contains(['?', '#', ' ']) {
+                Err(format!(
+                    "token_url {url:?}: a path on the upstream's host is /like/this"
+                ))
+            } else {
+                Ok(())
+            }
+        } else {
+            crate::fetch::check_key_url(url)
+        };
+        if let Err(msg) = checked {
+            errors.at(&format!("{at}/token_url"), msg);
+        }
     }
     let mut resolve = |key: &str, value: Option<&String>, must_be_reference: bool| {
         let value = value?;
@@ -376,6 +389,24 @@ fn exposed(s: &Option<Secret>) -> String {
 }
 
 impl Credentials {
+    /// Whether `token_url` is a path on the upstream's own host, to be placed with
+    /// [`Credentials::on_host`] once the upstream's endpoint is known.
+    pub fn token_url_is_relative(&self) -> bool {
+        self.token_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with('/'))
+    }
+
+    /// These credentials with a relative `token_url` placed on `base` (`http://host:port`,
+    /// the upstream's first endpoint).
+    pub fn on_host(&self, base: &str) -> Credentials {
+        let mut placed = self.clone();
+        if let Some(path) = self.token_url.as_deref().filter(|u| u.starts_with('/')) {
+            placed.token_url = Some(format!("{}{path}", base.trim_end_matches('/')));
+        }
+        placed
+    }
+
     /// The token call, with `correlation_id` as Walmart's `WM_QOS.CORRELATION_ID` (a fresh id
     /// per call); `None` for a static token.
     pub fn token_request(&self, correlation_id: &str) -> Option<TokenRequest> {

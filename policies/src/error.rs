@@ -77,6 +77,11 @@ impl<'a> ErrorSink<'a> {
         self.push(location, message.into());
     }
 
+    /// An error located in another file the policy file names (a SKU file).
+    pub fn other_file(&mut self, error: ConfigError) {
+        self.errors.push(error);
+    }
+
     fn push(&mut self, location: Option<Location>, message: String) {
         self.errors.push(ConfigError {
             file: self.file.clone(),

@@ -9,6 +9,7 @@ pub mod compile;
 pub mod credentials;
 pub mod env;
 pub mod error;
+pub mod fanout;
 pub mod fetch;
 pub mod file_schema;
 pub mod kinds;

@@ -51,6 +51,10 @@ pub struct PolicyFileSpec {
     /// routes wait, durably, until they are delivered.
     #[serde(default)]
     pub queues: BTreeMap<String, crate::queue::QueueSpec>,
+    /// How the gateway calls the marketplaces' APIs: the deliveries of fan-out routes (their
+    /// upstreams, the values their outbound mappings read, each operation's published limit).
+    #[serde(default)]
+    pub outbound: Option<crate::fanout::OutboundSpec>,
     /// Routes, matched by method, path template and optionally host. A request that no route
     /// names is answered 404 and never forwarded.
     pub routes: Vec<RouteSpec>,
@@ -284,4 +288,9 @@ pub struct RouteSpec {
     /// deliveries' state at `<path>/deliveries/{id}`, behind the same authentication.
     #[serde(default)]
     pub delivery: Option<crate::queue::RouteDeliverySpec>,
+    /// Fans each accepted canonical event out to several destinations, one tracked delivery
+    /// each (the route needs `delivery: {mode: queued}`): the route's upstream, the
+    /// marketplace the document names, every channel a SKU is listed on.
+    #[serde(default)]
+    pub fanout: Option<crate::fanout::FanoutSpec>,
 }

@@ -199,7 +199,8 @@ pub fn precheck_reply(e: &PrecheckError) -> Reply {
     )
 }
 
-fn violations_reply(schema: &str, v: &Violations) -> Reply {
+/// The 422 of a document that violates its schema, listing the violations.
+pub fn violations_reply(schema: &str, v: &Violations) -> Reply {
     let listed: Vec<Value> = v
         .violations
         .iter()

@@ -53,6 +53,8 @@ pub struct Route {
     pub channel_param: bool,
     /// For `queued` and `fallback` routes: the queue and ordering.
     pub delivery: Option<RouteDelivery>,
+    /// For fan-out routes: where each accepted event goes.
+    pub fanout: Option<Arc<crate::fanout::Fanout>>,
     /// For the `<path>/deliveries/{id}` route of a delivery route: that route's index. Such a
     /// route runs only the policies that guard reads (authentication, rate limits).
     pub status_of: Option<usize>,
@@ -94,6 +96,8 @@ pub struct PolicySet {
     /// longer call timeout than the request path's (a delivery store call may wait a second;
     /// a rate limit may not).
     pub queue_redis: Option<Arc<crate::state::redis::RedisStore>>,
+    /// The compiled `outbound` section: how fan-out deliveries call the marketplaces.
+    pub outbound: Option<Arc<crate::fanout::Outbound>>,
     /// The compiled `tracing:` section; `None`: no spans are recorded.
     pub tracing: Option<crate::traces::TracingSettings>,
     /// The route table over `routes`.
