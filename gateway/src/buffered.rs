@@ -23,7 +23,7 @@ use policies::queue::DeliveryMode;
 use crate::answer;
 use crate::completion;
 use crate::context::{Outcome, RequestCtx};
-use crate::delivery::accept;
+use crate::delivery::{accept, fanout};
 use crate::edge::too_large;
 use crate::forward::{self, Outbound};
 use crate::ids::{self, REQUEST_ID};
@@ -144,6 +144,19 @@ pub async fn handle(
         .delivery
         .as_ref()
         .and_then(|d| Some((d, snapshot.queues.get(d.queue)?)));
+    if let (Some(fanout), Some((delivery, rt))) = (&route.fanout, stored) {
+        ctx.attempts.finish();
+        let event = fanout::Event {
+            route: &route,
+            fanout,
+            upstream,
+            delivery,
+            rt,
+            head: &upstream_req,
+            body: &body,
+        };
+        return fanout::accept(metrics, session, ctx, event).await;
+    }
     let store = |ctx: &RequestCtx, head: &RequestHeader| {
         let (d, rt) = stored?;
         let out = accept::Outgoing {

@@ -1,5 +1,7 @@
-//! `gateway demo`: the shipped example policy set in front of the ERP simulator, on loopback,
-//! with a ready-to-paste request that goes through the whole chain.
+//! `gateway demo`: the shipped example policy set in front of the ERP simulator and the
+//! marketplace simulator, on loopback, with ready-to-paste requests that go through the whole
+//! chain: an Amazon order into the ERP, and a warehouse shipment fanned out to the ERP and
+//! Amazon.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -28,6 +30,8 @@ pub struct DemoOptions {
     pub config: Option<PathBuf>,
     /// Address of the ERP simulator.
     pub erp: String,
+    /// Address of the marketplace simulator.
+    pub marketplaces: String,
     /// Listener overrides.
     pub http: Option<String>,
     /// TLS listener override.
@@ -43,9 +47,14 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
         .with_context(|| format!("cannot find the example policy file {}", config.display()))?;
     let erp_addr: SocketAddr = opts.erp.parse().context("--erp must be ip:port")?;
     let erp = start_simulator(erp_addr)?;
-    let sample = config
+    let market_addr: SocketAddr = opts
+        .marketplaces
+        .parse()
+        .context("--marketplaces must be ip:port")?;
+    let market = start_marketplaces(market_addr)?;
+    let samples = config
         .parent()
-        .map(|d| d.join("samples/amazon-order.json"))
+        .map(|d| d.join("samples"))
         .ok_or_else(|| anyhow!("the policy file has no folder"))?;
 
     let mut overrides = Overrides::default();
@@ -56,6 +65,17 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
             port: erp.port(),
         }],
     );
+    // the example set's marketplace APIs (and their token endpoints, given as paths on the
+    // same host) are the simulator's
+    for upstream in MARKETPLACE_UPSTREAMS {
+        overrides.upstream_endpoints.insert(
+            upstream.into(),
+            vec![Endpoint {
+                host: market.ip().to_string(),
+                port: market.port(),
+            }],
+        );
+    }
     // a fresh store per demo run: what an earlier run left pending is not delivered to this
     // run's simulator
     let data_dir = std::env::temp_dir().join(format!("gateway-demo-{}", std::process::id()));
@@ -79,12 +99,48 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
         let listening = listening.clone();
         std::thread::spawn(move || {
             if wait_ready(&listening, Duration::from_secs(30)) {
-                print_banner(&listening, erp, &sample);
+                print_banner(&listening, erp, market, &samples);
             } else {
                 eprintln!("gateway demo: the gateway did not become ready within 30s");
             }
         });
     })
+}
+
+/// The example set's upstreams that are marketplace APIs.
+const MARKETPLACE_UPSTREAMS: [&str; 4] = ["amazon-sp", "walmart-api", "ebay-api", "shopify-admin"];
+
+fn start_marketplaces(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("marketplace-sim".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let options = marketplace_sim::MarketOptions::default();
+                match marketplace_sim::MarketplaceSim::start(addr, options).await {
+                    Ok(sim) => {
+                        let _ = tx.send(Ok(sim.addr()));
+                        std::future::pending::<()>().await;
+                        drop(sim);
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                }
+            });
+        })?;
+    rx.recv()?
+        .with_context(|| format!("cannot start the marketplace simulator on {addr}"))
 }
 
 fn start_simulator(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
@@ -149,7 +205,9 @@ fn wait_ready(l: &Listening, within: Duration) -> bool {
     false
 }
 
-fn print_banner(l: &Listening, erp: SocketAddr, sample: &Path) {
+fn print_banner(l: &Listening, erp: SocketAddr, market: SocketAddr, samples: &Path) {
+    let sample = samples.join("amazon-order.json");
+    let sample = sample.as_path();
     let Some(http) = l.http else {
         eprintln!("gateway demo: no plain-HTTP listener to print a request for");
         return;
@@ -173,6 +231,9 @@ fn print_banner(l: &Listening, erp: SocketAddr, sample: &Path) {
     }
     out.push_str(&format!(
         "ERP sim   http://{erp}/_sim/requests  http://{erp}/_sim/stats\n"
+    ));
+    out.push_str(&format!(
+        "markets   http://{market}/_sim/records  http://{market}/_sim/stats  (Amazon, Walmart, eBay, Shopify APIs)\n"
     ));
     // A day is long enough for a demo session and short enough not to be a credential.
     let opts = crate::token::TokenOptions::dev(
@@ -216,6 +277,37 @@ fn print_banner(l: &Listening, erp: SocketAddr, sample: &Path) {
              gateway deliveries --admin http://{admin} list\n"
         ));
     }
+    let warehouse = crate::token::TokenOptions::dev(
+        "warehouse",
+        &["shipments:publish"],
+        Duration::from_secs(24 * 3600),
+    );
+    match crate::token::mint(&warehouse, std::time::SystemTime::now()) {
+        Ok(wh_token) => {
+            out.push_str(
+                "\nPost a warehouse shipment confirmation for that order: it fans out to the ERP \
+                 (the canonical document) and to Amazon (its confirmShipment call, with an LWA \
+                 token the gateway fetched), each a delivery of its own (development token of \
+                 the warehouse, scope shipments:publish):\n\n",
+            );
+            out.push_str(&fanout_curl(
+                http,
+                &samples.join("warehouse-shipment.json"),
+                &wh_token,
+                &uuid::Uuid::new_v4().to_string(),
+            ));
+            out.push_str(&format!(
+                "\n\nWatch each destination arrive: the 202 names both deliveries; each one's \
+                 `location` shows it pending, then delivered:\n    \
+                 curl -H 'Authorization: Bearer {wh_token}' http://{http}<location>\n  \
+                 at the ERP:     curl http://{erp}/_sim/requests\n  \
+                 at Amazon:      curl http://{market}/_sim/records\n  \
+                 throttle Amazon (2 calls, then 429s; deliveries wait, none is lost):\n    \
+                 curl -X PUT http://{market}/_sim/amazon/limits -d '{{\"shipment\":{{\"rate\":0.2,\"burst\":2}}}}'\n"
+            ));
+        }
+        Err(e) => eprintln!("gateway demo: cannot mint the warehouse token: {e:#}"),
+    }
     out.push('\n');
     print!("{out}");
     let _ = std::io::stdout().flush();
@@ -231,6 +323,14 @@ pub fn admin_auth_line(token: bool) -> String {
          listeners.admin_auth to expose it)\n"
             .to_owned()
     }
+}
+
+/// The fan-out request the demo prints: one line, ready to paste.
+pub fn fanout_curl(http: SocketAddr, sample: &Path, token: &str, idempotency_key: &str) -> String {
+    format!(
+        "curl -sS -i -X POST http://{http}/events/shipments -H 'Content-Type: application/json' -H 'Authorization: Bearer {token}' -H 'Idempotency-Key: \"{idempotency_key}\"' --data-binary @{}",
+        sample.display()
+    )
 }
 
 /// The request the demo prints: one line, ready to paste. It carries everything the example

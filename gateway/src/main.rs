@@ -77,6 +77,9 @@ enum Command {
         /// Address of the ERP simulator.
         #[arg(long, default_value = "127.0.0.1:9400")]
         erp: String,
+        /// Address of the marketplace simulator (Amazon, Walmart, eBay, Shopify APIs).
+        #[arg(long, default_value = "127.0.0.1:9500")]
+        marketplaces: String,
         /// Plain-HTTP listener, overriding the file.
         #[arg(long)]
         http: Option<String>,
@@ -149,6 +152,7 @@ fn main() -> ExitCode {
                     config.display(),
                     set.summary(),
                     set.mappings_in_use().len()
+                        + set.outbound.as_ref().map_or(0, |o| o.mappings().len())
                 );
                 ExitCode::SUCCESS
             }
@@ -241,6 +245,7 @@ fn main() -> ExitCode {
         Command::Demo {
             config,
             erp,
+            marketplaces,
             http,
             https,
             admin,
@@ -249,6 +254,7 @@ fn main() -> ExitCode {
             report(demo::run(DemoOptions {
                 config,
                 erp,
+                marketplaces,
                 http,
                 https,
                 admin,
@@ -260,16 +266,29 @@ fn main() -> ExitCode {
 /// Runs the golden cases of every mapping the set uses, printing each failure with its diff.
 fn golden_cases(set: &policies::model::PolicySet) -> (usize, usize) {
     let (mut cases, mut failures) = (0, 0);
-    for m in set.mappings_in_use() {
-        for outcome in m.run_golden_cases() {
+    let inbound = set.mappings_in_use().into_iter().map(|m| {
+        (
+            m.path().to_owned(),
+            m.name().to_owned(),
+            m.run_golden_cases(),
+        )
+    });
+    let outbound = set.outbound.iter().flat_map(|o| o.mappings()).map(|m| {
+        (
+            m.path().to_owned(),
+            m.name().to_owned(),
+            m.run_golden_cases(),
+        )
+    });
+    for (path, name, outcomes) in inbound.chain(outbound) {
+        for outcome in outcomes {
             cases += 1;
             if !outcome.passed {
                 failures += 1;
                 println!(
-                    "{}: golden case {:?} of {} failed:\n{}",
-                    m.path().display(),
+                    "{}: golden case {:?} of {name} failed:\n{}",
+                    path.display(),
                     outcome.name,
-                    m.name(),
                     outcome.diff.unwrap_or_default()
                 );
             }

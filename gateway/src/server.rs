@@ -20,8 +20,10 @@ use policies::kinds::PolicyMetrics;
 
 use crate::admin::{AdminApp, Lifecycle, Readiness};
 use crate::admin_auth::AuthLayer;
-use crate::delivery::worker::DeliveryService;
+use crate::delivery::outbound::Throttle;
+use crate::delivery::worker::{DeliveryService, Outbound as DeliveryOutbound};
 use crate::metrics::Metrics;
+use crate::outbound_auth::OutboundAuth;
 use crate::proxy::Gateway;
 use crate::snapshot::{ConfigStore, Overrides};
 use policies::admin_auth::AdminAuth;
@@ -220,6 +222,10 @@ pub fn run(
             config: store.clone(),
             metrics: metrics.delivery.clone(),
             connector: Arc::new(Connector::new(None)),
+            outbound: Arc::new(DeliveryOutbound {
+                throttle: Throttle::default(),
+                auth: OutboundAuth::new(metrics.registry(), store.clock().clone())?,
+            }),
         },
     ));
 

@@ -94,6 +94,22 @@ fn build(
             Arc::make_mut(u).endpoints = endpoints.clone();
         }
     }
+    // a token endpoint given as a path is on the upstream's own host (after any override)
+    for u in &mut set.upstreams {
+        let (Some(c), Some(e)) = (&u.credentials, u.endpoints.first()) else {
+            continue;
+        };
+        if c.token_url_is_relative() {
+            let scheme = if u.transport.tls { "https" } else { "http" };
+            let host = if e.host.contains(':') {
+                format!("[{}]", e.host)
+            } else {
+                e.host.clone()
+            };
+            let placed = Arc::new(c.on_host(&format!("{scheme}://{host}:{}", e.port)));
+            Arc::make_mut(u).credentials = Some(placed);
+        }
+    }
     if let Some(dir) = &overrides.data_dir {
         for q in &mut set.queues {
             if matches!(q.store, QueueStore::Embedded(_)) {

@@ -166,56 +166,7 @@ pub async fn store_and_answer(
                 .with_label_values(&[&*queue, &channel_label, "accepted"])
                 .inc();
         }
-        Err(e) => {
-            let (problem, reason) = match &e {
-                DeliveryError::Full { what, .. } => {
-                    metrics
-                        .outcomes
-                        .with_label_values(&[&*queue, &channel_label, "full"])
-                        .inc();
-                    (
-                        Problem::new(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "queue-full",
-                            "Delivery queue full",
-                        )
-                        .with_detail(format!(
-                            "the gateway holds as many documents for delivery as it may ({what}); try again later"
-                        )),
-                        "queue_full",
-                    )
-                }
-                other => {
-                    metrics
-                        .store_errors
-                        .with_label_values(&[&*queue, "enqueue"])
-                        .inc();
-                    tracing::error!(queue = %queue, error = %other, "could not store a document for delivery");
-                    (
-                        Problem::new(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "delivery-store-unavailable",
-                            "Delivery store unavailable",
-                        )
-                        .with_detail(
-                            "the document could not be stored for delivery; try again later",
-                        ),
-                        "store_error",
-                    )
-                }
-            };
-            ctx.outcome = Outcome::Edge(reason);
-            respond::problem(
-                session,
-                &problem,
-                ctx.ids(),
-                &ctx.state.response_headers,
-                vec![(RETRY_AFTER, HeaderValue::from_static("5"))],
-                false,
-            )
-            .await?;
-            return Ok(true);
-        }
+        Err(e) => return refuse(metrics, session, ctx, &queue, &channel_label, &e).await,
     }
     let location = readable.then(|| {
         format!(
@@ -223,22 +174,89 @@ pub async fn store_and_answer(
             session.req_header().uri.path().trim_end_matches('/')
         )
     });
-    let body = Bytes::from(
-        serde_json::to_vec(&json!({
-            "delivery_id": id,
-            "state": "pending",
-            "queue": &*queue,
-            "channel": channel,
-            "location": location,
-        }))
-        .unwrap_or_default(),
-    );
+    let body = json!({
+        "delivery_id": id,
+        "state": "pending",
+        "queue": &*queue,
+        "channel": channel,
+        "location": location,
+    });
+    accepted(session, ctx, &body, location.as_deref()).await
+}
+
+/// Answers a document that could not be stored: 503 with `Retry-After` (the queue is full or
+/// the store failed), counted and logged.
+pub async fn refuse(
+    metrics: &DeliveryMetrics,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    queue: &str,
+    channel_label: &str,
+    e: &DeliveryError,
+) -> Result<bool> {
+    let (problem, reason) = match e {
+        DeliveryError::Full { what, .. } => {
+            metrics
+                .outcomes
+                .with_label_values(&[queue, channel_label, "full"])
+                .inc();
+            (
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "queue-full",
+                    "Delivery queue full",
+                )
+                .with_detail(format!(
+                    "the gateway holds as many documents for delivery as it may ({what}); try again later"
+                )),
+                "queue_full",
+            )
+        }
+        other => {
+            metrics
+                .store_errors
+                .with_label_values(&[queue, "enqueue"])
+                .inc();
+            tracing::error!(queue = %queue, error = %other, "could not store a document for delivery");
+            (
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "delivery-store-unavailable",
+                    "Delivery store unavailable",
+                )
+                .with_detail("the document could not be stored for delivery; try again later"),
+                "store_error",
+            )
+        }
+    };
+    ctx.outcome = Outcome::Edge(reason);
+    respond::problem(
+        session,
+        &problem,
+        ctx.ids(),
+        &ctx.state.response_headers,
+        vec![(RETRY_AFTER, HeaderValue::from_static("5"))],
+        false,
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Writes the `202 Accepted` of stored documents (kept by an idempotency policy first, so a
+/// repeat of the request gets the same answer).
+pub async fn accepted(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    body: &serde_json::Value,
+    location: Option<&str>,
+) -> Result<bool> {
+    let body = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
     let mut headers = HeaderMap::new();
     for (name, value) in &ctx.state.response_headers {
         headers.insert(name.clone(), value.clone());
     }
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if let Some(Ok(v)) = location.as_deref().map(HeaderValue::from_str) {
+    if let Some(Ok(v)) = location.map(HeaderValue::from_str) {
         headers.insert(LOCATION, v);
     }
     if let Ok(v) = HeaderValue::from_str(&ctx.state.request_id) {

@@ -76,9 +76,10 @@ fn state(text: &str) -> Result<DeliveryState, String> {
         "blocked" => DeliveryState::Blocked,
         "delivered" => DeliveryState::Delivered,
         "dead" => DeliveryState::Dead,
+        "superseded" => DeliveryState::Superseded,
         other => {
             return Err(format!(
-                "state {other:?} is not one of pending, in_flight, blocked, delivered, dead"
+                "state {other:?} is not one of pending, in_flight, blocked, delivered, dead, superseded"
             ));
         }
     })

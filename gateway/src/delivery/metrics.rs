@@ -42,6 +42,11 @@ pub struct DeliveryMetrics {
     pub records_per_fsync: Histogram,
     /// `gateway_delivery_store_errors_total{queue,op}`.
     pub store_errors: IntCounterVec,
+    /// `gateway_outbound_waits_total{channel,operation,reason}`: marketplace deliveries held
+    /// back (not counted as attempts): `limit` (the published limit the gateway mirrors),
+    /// `marketplace_429` (the marketplace answered 429), `marketplace_pause` (a call waited
+    /// out the pause a 429 asked for).
+    pub outbound: IntCounterVec,
 }
 
 impl DeliveryMetrics {
@@ -86,7 +91,7 @@ impl DeliveryMetrics {
             outcomes: IntCounterVec::new(
                 Opts::new(
                     "gateway_deliveries_total",
-                    "Deliveries by queue, channel and outcome (accepted, delivered, retried, dead, full, replayed, purged).",
+                    "Deliveries by queue, channel and outcome (accepted, delivered, retried, dead, full, replayed, purged, superseded).",
                 ),
                 &["queue", "channel", "outcome"],
             )?,
@@ -125,6 +130,13 @@ impl DeliveryMetrics {
                 ),
                 &["queue", "op"],
             )?,
+            outbound: IntCounterVec::new(
+                Opts::new(
+                    "gateway_outbound_waits_total",
+                    "Marketplace deliveries held back without spending an attempt, by channel, operation and reason (limit, marketplace_429, marketplace_pause).",
+                ),
+                &["channel", "operation", "reason"],
+            )?,
         };
         registry.register(Box::new(m.depth.clone()))?;
         registry.register(Box::new(m.dead_letters.clone()))?;
@@ -137,6 +149,7 @@ impl DeliveryMetrics {
         registry.register(Box::new(m.fsyncs.clone()))?;
         registry.register(Box::new(m.records_per_fsync.clone()))?;
         registry.register(Box::new(m.store_errors.clone()))?;
+        registry.register(Box::new(m.outbound.clone()))?;
         Ok(m)
     }
 }

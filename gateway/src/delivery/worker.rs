@@ -25,8 +25,10 @@ use policies::state::delivery::{
 use tokio::sync::Semaphore;
 
 use crate::delivery::metrics::{DeliveryMetrics, NO_CHANNEL};
+use crate::delivery::outbound::{self, Throttle, Turn};
 use crate::delivery::runtime::QueueRuntime;
 use crate::forward::{self, Attempts, IDEMPOTENCY_KEY, UpstreamError};
+use crate::outbound_auth::OutboundAuth;
 use crate::snapshot::{ConfigStore, Snapshot};
 use crate::telemetry::{DeliverySummary, DeliveryTrace};
 
@@ -41,6 +43,17 @@ pub struct DeliveryService {
     pub metrics: DeliveryMetrics,
     /// Upstream connections of deliveries (pooled per peer).
     pub connector: Arc<Connector>,
+    /// Marketplace calls: their credentials and their turns.
+    pub outbound: Arc<Outbound>,
+}
+
+/// What deliveries to marketplaces share across queues and reloads.
+#[derive(Debug)]
+pub struct Outbound {
+    /// The marketplaces' pauses and limits.
+    pub throttle: Throttle,
+    /// Their credentials (tokens cached and refreshed).
+    pub auth: OutboundAuth,
 }
 
 #[async_trait]
@@ -63,6 +76,7 @@ impl BackgroundService for DeliveryService {
                     config: self.config.clone(),
                     metrics: self.metrics.clone(),
                     connector: self.connector.clone(),
+                    outbound: self.outbound.clone(),
                 };
                 let stop = shutdown.clone();
                 tokio::spawn(async move { dispatcher.run(stop).await });
@@ -158,6 +172,7 @@ struct Dispatcher {
     config: Arc<ConfigStore>,
     metrics: DeliveryMetrics,
     connector: Arc<Connector>,
+    outbound: Arc<Outbound>,
 }
 
 impl Dispatcher {
@@ -234,12 +249,77 @@ impl Dispatcher {
     }
 
     /// One attempt of a claimed delivery, then its settlement.
+    /// Settles a delivery without an attempt when it need not (or may not yet) be sent: a
+    /// newer sequence of its SKU on its channel was accepted (superseded), or the
+    /// marketplace's limit or pause says wait (released, not counted as an attempt).
+    async fn before_attempt(&self, claimed: &Claimed, snapshot: &Snapshot) -> bool {
+        let record = &claimed.delivery.record;
+        let queue = &*self.rt.queue.name;
+        let channel = record.channel.as_deref().unwrap_or(NO_CHANNEL);
+        let now = self.rt.clock_ms();
+        let outcome = 'decide: {
+            if let (Some(seq), Some(key)) = (record.sequence, record.ordering_key.as_deref())
+                && let Ok(Some(latest)) = self.rt.store.latest_sequence(queue, key).await
+                && latest > seq
+            {
+                break 'decide Some((Settle::Superseded(latest), "superseded"));
+            }
+            let Some(op) = record.destination.operation.as_deref() else {
+                break 'decide None;
+            };
+            let Some(operation) = snapshot
+                .set
+                .outbound
+                .as_ref()
+                .and_then(|o| o.marketplace(channel))
+                .and_then(|m| m.operation(op))
+            else {
+                break 'decide None;
+            };
+            match self.outbound.throttle.turn(channel, operation, now).await {
+                Turn::Go => None,
+                Turn::Wait(ms, by_marketplace) => {
+                    let source = if by_marketplace {
+                        "marketplace_pause"
+                    } else {
+                        "limit"
+                    };
+                    self.metrics
+                        .outbound
+                        .with_label_values(&[channel, op, source])
+                        .inc();
+                    Some((Settle::Release(now + ms), "released"))
+                }
+            }
+        };
+        let Some((settle, label)) = outcome else {
+            return false;
+        };
+        if label != "released" {
+            self.metrics
+                .outcomes
+                .with_label_values(&[queue, channel, label])
+                .inc();
+        }
+        if let Err(e) = self.rt.store.settle(claimed, None, settle, now).await {
+            self.metrics
+                .store_errors
+                .with_label_values(&[queue, "settle"])
+                .inc();
+            tracing::error!(queue, delivery = %record.id, error = %e, "cannot record a delivery's outcome");
+        }
+        true
+    }
+
     async fn attempt(&self, claimed: Claimed) {
+        let snapshot = self.config.current();
+        if self.before_attempt(&claimed, &snapshot).await {
+            return;
+        }
         let record = &claimed.delivery.record;
         let queue = &*self.rt.queue.name;
         let started_ms = self.rt.clock_ms();
         let t0 = Instant::now();
-        let snapshot = self.config.current();
         let traced = snapshot
             .tracer
             .as_ref()
@@ -248,7 +328,7 @@ impl Dispatcher {
         if let Some(t) = &traced {
             at.trace(t.trace_id, t.flags);
         }
-        let result = deliver(&self.connector, &snapshot, record, &mut at).await;
+        let result = deliver(&self.connector, &snapshot, record, &mut at, &self.outbound).await;
         let trace_status = match &result {
             Delivered::Answer { status, .. } => Some(*status),
             _ => None,
@@ -274,9 +354,50 @@ impl Dispatcher {
         };
         let (attempt, outcome, result_label) = match result {
             Delivered::Answer {
+                throttled: Some(wait),
+                ..
+            } => {
+                // the marketplace's 429: every call of the operation waits as it asked; the
+                // delivery is put back without spending an attempt
+                let op = record.destination.operation.as_deref().unwrap_or("-");
+                let until = now + wait.as_millis() as u64;
+                self.outbound.throttle.pause(channel, op, until);
+                m.outbound
+                    .with_label_values(&[channel, op, "marketplace_429"])
+                    .inc();
+                if age >= retry.max_age {
+                    let attempt = AttemptRecord {
+                        at_ms: started_ms,
+                        duration_ms,
+                        status: Some(429),
+                        error: Some(describe_status(429)),
+                    };
+                    let reason = format!("gave up at max_age: {}", describe_status(429));
+                    (Some(attempt), Settle::Dead(reason), "retryable")
+                } else {
+                    (None, Settle::Release(until), "throttled")
+                }
+            }
+            Delivered::Answer {
+                status,
+                answer,
+                refused: Some(why),
+                ..
+            } => {
+                let attempt = AttemptRecord {
+                    at_ms: started_ms,
+                    duration_ms,
+                    status: Some(status),
+                    error: Some(why.clone()),
+                };
+                let reason = format!("{why} ({})", cut(&answer.body, REASON_BODY_CHARS));
+                (Some(attempt), Settle::Dead(reason), "permanent")
+            }
+            Delivered::Answer {
                 status,
                 answer,
                 retry_after,
+                ..
             } => {
                 let attempt = AttemptRecord {
                     at_ms: started_ms,
@@ -424,6 +545,10 @@ enum Delivered {
         status: u16,
         answer: StoredAnswer,
         retry_after: Option<Duration>,
+        /// A marketplace's 429, with the wait its rate headers ask for.
+        throttled: Option<Duration>,
+        /// A marketplace's refusal inside a success status.
+        refused: Option<String>,
     },
     /// The forwarding layer did not send it.
     Refused(UpstreamError),
@@ -472,6 +597,7 @@ async fn deliver(
     snapshot: &Snapshot,
     record: &DeliveryRecord,
     at: &mut Attempts,
+    outbound: &Outbound,
 ) -> Delivered {
     let Some(index) = snapshot
         .set
@@ -489,34 +615,92 @@ async fn deliver(
     else {
         return Delivered::Failed("the upstream has no pool".into());
     };
-    let req = match head(record, upstream) {
-        Ok(r) => r,
-        Err(e) => return Delivered::Failed(e),
-    };
-    at.begin(pool, Instant::now() + upstream.total_timeout, true);
-    at.idempotency_key = req.headers.get(IDEMPOTENCY_KEY).cloned();
     let body = Bytes::from(record.body.clone());
-    let exchanged = tokio::time::timeout(
-        upstream.total_timeout,
-        forward::exchange(connector, at, req, &body),
-    )
-    .await;
-    let forwarded = at.forwarded;
-    at.finish();
-    let answer = match exchanged {
-        Ok(Ok(a)) => a,
-        Ok(Err(e)) if !forwarded && e.retry_after().is_some() => return Delivered::Refused(e),
-        Ok(Err(e)) => return Delivered::Failed(e.describe().to_owned()),
-        Err(_) => {
-            pool.metrics.error(&UpstreamError::TotalTimeout);
-            return Delivered::Failed(UpstreamError::TotalTimeout.describe().to_owned());
+    // a refused token is refreshed once and the call made again: a second 401 is the
+    // answer, never a loop
+    let mut refreshed = false;
+    let answer = loop {
+        let mut req = match head(record, upstream) {
+            Ok(r) => r,
+            Err(e) => return Delivered::Failed(e),
+        };
+        if upstream.credentials.is_some() {
+            match outbound.auth.headers(upstream).await {
+                Ok(headers) => {
+                    for (name, value) in headers {
+                        if let Err(e) = req.insert_header(name, value) {
+                            return Delivered::Failed(e.to_string());
+                        }
+                    }
+                }
+                Err(e) => return Delivered::Failed(format!("no outbound token: {e}")),
+            }
         }
+        at.begin(pool, Instant::now() + upstream.total_timeout, true);
+        at.idempotency_key = req.headers.get(IDEMPOTENCY_KEY).cloned();
+        let exchanged = tokio::time::timeout(
+            upstream.total_timeout,
+            forward::exchange(connector, at, req, &body),
+        )
+        .await;
+        let forwarded = at.forwarded;
+        at.finish();
+        let answer = match exchanged {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) if !forwarded && e.retry_after().is_some() => {
+                return Delivered::Refused(e);
+            }
+            Ok(Err(e)) => return Delivered::Failed(e.describe().to_owned()),
+            Err(_) => {
+                pool.metrics.error(&UpstreamError::TotalTimeout);
+                return Delivered::Failed(UpstreamError::TotalTimeout.describe().to_owned());
+            }
+        };
+        if answer.head.status == StatusCode::UNAUTHORIZED
+            && upstream.credentials.is_some()
+            && !refreshed
+        {
+            refreshed = true;
+            outbound.auth.refused(upstream);
+            continue;
+        }
+        break answer;
     };
     let retry_after = answer
         .head
         .headers
         .get(RETRY_AFTER)
         .and_then(|v| parse_retry_after(v.as_bytes(), std::time::SystemTime::now()));
+    if let Some(op) = record.destination.operation.as_deref() {
+        // a marketplace's answer is kept as it came: the route's response policies map the
+        // ERP's answers, not a marketplace's
+        let status = answer.head.status.as_u16();
+        let throttled = (status == 429).then(|| {
+            outbound::wait_after_throttle(&answer.head.headers, std::time::SystemTime::now())
+        });
+        let refused = if status < 300 {
+            outbound::refused_in_body(op, &answer.body)
+        } else {
+            None
+        };
+        let content_type = answer
+            .head
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        return Delivered::Answer {
+            status,
+            answer: StoredAnswer {
+                status,
+                content_type,
+                body: String::from_utf8_lossy(&answer.body).into_owned(),
+            },
+            retry_after,
+            throttled,
+            refused,
+        };
+    }
     let (status, content_type, body) = map_back(snapshot, record, answer).await;
     Delivered::Answer {
         status,
@@ -526,6 +710,8 @@ async fn deliver(
             body: String::from_utf8_lossy(&body).into_owned(),
         },
         retry_after,
+        throttled: None,
+        refused: None,
     }
 }
 
