@@ -37,6 +37,8 @@ fn the_printed_request_goes_through_and_succeeds() {
             "127.0.0.1:0",
             "--erp",
             "127.0.0.1:0",
+            "--marketplaces",
+            "127.0.0.1:0",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -48,6 +50,8 @@ fn the_printed_request_goes_through_and_succeeds() {
         let mut sim = None;
         let mut admin_auth = None;
         let mut status_page = None;
+        let mut markets = None;
+        let mut order_line = None;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some(rest) = line.strip_prefix("ERP sim") {
                 sim = rest.split_whitespace().next().map(str::to_owned);
@@ -58,50 +62,92 @@ fn the_printed_request_goes_through_and_succeeds() {
             if line.trim_start().starts_with("admin API:") {
                 admin_auth = Some(line.clone());
             }
-            if line.starts_with("curl ") {
-                let _ = tx.send((line, sim.clone(), admin_auth.clone(), status_page.clone()));
+            if let Some(rest) = line.strip_prefix("markets") {
+                markets = rest.split_whitespace().next().map(str::to_owned);
+            }
+            if line.starts_with("curl ") && line.contains("/events/shipments") {
+                let first = (
+                    order_line.take().unwrap_or_default(),
+                    sim.clone(),
+                    admin_auth.clone(),
+                    status_page.clone(),
+                );
+                let _ = tx.send((first, line, markets.clone()));
+            } else if line.starts_with("curl ") {
+                order_line = Some(line);
             }
         }
     });
     let printed = rx.recv_timeout(Duration::from_secs(60));
-    let result = printed.map(|(line, sim, admin_auth, status_page)| {
-        let (out, ok) = shell(&line);
-        // pasted again: the same idempotency key, so the stored answer comes back
-        let (again, _) = shell(&line);
-        // The same request without its token must be refused at the edge.
-        let without_token = line
-            .split(" -H 'Authorization: ")
-            .enumerate()
-            .map(|(i, part)| {
-                if i == 0 {
-                    part.to_owned()
-                } else {
-                    part.split_once("' ")
-                        .map_or(String::new(), |(_, r)| format!(" {r}"))
+    let result = printed.map(
+        |((line, sim, admin_auth, status_page), fanout_line, markets)| {
+            let (out, ok) = shell(&line);
+            // pasted again: the same idempotency key, so the stored answer comes back
+            let (again, _) = shell(&line);
+            // The same request without its token must be refused at the edge.
+            let without_token = line
+                .split(" -H 'Authorization: ")
+                .enumerate()
+                .map(|(i, part)| {
+                    if i == 0 {
+                        part.to_owned()
+                    } else {
+                        part.split_once("' ")
+                            .map_or(String::new(), |(_, r)| format!(" {r}"))
+                    }
+                })
+                .collect::<String>();
+            let (refused, _) = shell(&without_token);
+            let seen = sim.clone().map(|url| shell(&format!("curl -sS {url}")).0);
+            // the second request: a warehouse shipment, fanned out to the ERP and to Amazon
+            let (fanned, _) = shell(&fanout_line);
+            let markets = markets.expect("the demo printed no marketplace simulator URL");
+            let mut at_amazon = String::new();
+            let mut at_erp = String::new();
+            for _ in 0..300 {
+                at_amazon = shell(&format!("curl -sS {markets}")).0;
+                at_erp = sim
+                    .clone()
+                    .map(|url| shell(&format!("curl -sS {url}")).0)
+                    .unwrap_or_default();
+                if at_amazon.contains("shipmentConfirmation")
+                    && at_erp.contains("/erp/v1/shipments")
+                {
+                    break;
                 }
-            })
-            .collect::<String>();
-        let (refused, _) = shell(&without_token);
-        let seen = sim.map(|url| shell(&format!("curl -sS {url}")).0);
-        let page = status_page
-            .clone()
-            .map(|url| shell(&format!("curl -sS {url}")).0);
-        (
-            line,
-            out,
-            again,
-            ok,
-            without_token,
-            refused,
-            seen,
-            admin_auth,
-            (status_page, page),
-        )
-    });
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let page = status_page
+                .clone()
+                .map(|url| shell(&format!("curl -sS {url}")).0);
+            (
+                line,
+                out,
+                again,
+                ok,
+                without_token,
+                refused,
+                seen,
+                admin_auth,
+                (status_page, page),
+                (fanout_line, fanned, at_amazon, at_erp),
+            )
+        },
+    );
     let _ = child.kill();
     let _ = child.wait();
-    let (line, out, again, ok, without_token, refused, seen, admin_auth, (status_page, page)) =
-        result.expect("the demo printed no curl command");
+    let (
+        line,
+        out,
+        again,
+        ok,
+        without_token,
+        refused,
+        seen,
+        admin_auth,
+        (status_page, page),
+        (fanout_line, fanned, at_amazon, at_erp),
+    ) = result.expect("the demo printed no curl command");
     // the status page's URL is printed: the admin listener's root, serving the page
     let status_page = status_page.expect("the demo printed no status page URL");
     assert!(
@@ -155,4 +201,26 @@ fn the_printed_request_goes_through_and_succeeds() {
     assert_eq!(order["document_type"], "order");
     assert_eq!(order["channel"], "amazon");
     assert_eq!(order["id"], "amazon:902-1845936-5435065");
+
+    // the shipment was accepted once for two destinations, and each got it in its own shape
+    assert!(
+        fanned.starts_with("HTTP/1.1 202"),
+        "{fanout_line}\n{fanned}"
+    );
+    assert!(fanned.contains("\"destination\":\"amazon\""), "{fanned}");
+    assert!(fanned.contains("\"destination\":\"erp\""), "{fanned}");
+    let amazon: serde_json::Value = serde_json::from_str(&at_amazon).unwrap();
+    let amazon: Vec<&serde_json::Value> = amazon
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["channel"] == "amazon")
+        .collect();
+    assert_eq!(amazon.len(), 1, "{at_amazon}");
+    assert_eq!(amazon[0]["key"], "902-1845936-5435065");
+    assert_eq!(
+        amazon[0]["body"]["packageDetail"]["orderItems"][0]["orderItemId"],
+        "05015851154158"
+    );
+    assert!(at_erp.contains("/erp/v1/shipments"), "{at_erp}");
 }

@@ -23,7 +23,8 @@ fn example_file(sim: &ErpSim) -> String {
     let replaced = text
         .replace("\"127.0.0.1:9400\"", &format!("\"{}\"", sim.addr()))
         .replace("../../", &format!("{}/", root.display()))
-        .replace(" schemas/", &format!(" {}/schemas/", files.display()));
+        .replace(" schemas/", &format!(" {}/schemas/", files.display()))
+        .replace(" skus.yaml", &format!(" {}/skus.yaml", files.display()));
     assert_ne!(replaced, text);
     replaced
 }

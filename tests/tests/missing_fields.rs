@@ -67,7 +67,8 @@ fn example_file(sim: &ErpSim) -> String {
     let replaced = text
         .replace("\"127.0.0.1:9400\"", &format!("\"{}\"", sim.addr()))
         .replace("../../", &format!("{}/", root.display()))
-        .replace(" schemas/", &format!(" {}/schemas/", files.display()));
+        .replace(" schemas/", &format!(" {}/schemas/", files.display()))
+        .replace(" skus.yaml", &format!(" {}/skus.yaml", files.display()));
     assert_ne!(replaced, text);
     let (replaced, rates) = replace_numbers(&replaced, " rate: ", "100000");
     let (replaced, bursts) = replace_numbers(&replaced, " burst: ", "100000");
