@@ -840,6 +840,103 @@ mod tests {
 
     const BASE: &str = "version: 1\nchannels: {amazon: {}, shopify: {}}\nupstreams:\n  erp:\n    endpoints: [\"127.0.0.1:9000\", \"[::1]:9001\", \"erp.internal:443\"]\n    request_headers: {X-Key: \"k-${KEY}\"}\npolicies:\n  json: {kind: json_body}\n";
 
+    /// A file with an `outbound` section over the shipped mappings and a fan-out route, its
+    /// SKU file in `dir`.
+    fn outbound_file(dir: &Path, outbound: &str, route: &str, skus: &str) -> (PathBuf, String) {
+        let mappings = Path::new(env!("CARGO_MANIFEST_DIR")).join("../transforms/mappings");
+        std::fs::write(dir.join("skus.yaml"), skus).unwrap();
+        let file = dir.join("p.yaml");
+        let text = format!(
+            "version: 1\nchannels: {{amazon: {{}}, shopify: {{}}}}\nupstreams:\n  erp: {{endpoints: [\"127.0.0.1:9000\"]}}\n  amz: {{endpoints: [\"127.0.0.1:9001\"]}}\nqueues:\n  out: {{path: {}/d.redb}}\noutbound:\n  mappings: {}\n  marketplaces:\n{outbound}routes:\n{route}",
+            dir.display(),
+            mappings.display()
+        );
+        (file, text)
+    }
+
+    fn compile_at(file: &Path, text: &str) -> Result<PolicySet, Vec<String>> {
+        compile_str(file, text, &env_with(&[]), None)
+            .map_err(|e| e.0.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn a_fanout_route_compiles_with_its_marketplaces_and_sku_file() {
+        let dir = std::env::temp_dir().join(format!("fanout-ok-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (file, text) = outbound_file(
+            &dir,
+            "    amazon: {upstream: amz, params: {seller_id: S}, operations: {inventory: {limit: {rate: 5, per: 1s, burst: 5}}}}\n",
+            "  - {name: inv, methods: [POST], path: /inv, upstream: erp, delivery: {mode: queued, queue: out}, fanout: {document: inventory_adjustment, to: [listing_channels], skus: skus.yaml}}\n",
+            "SKU-1:\n  amazon: {product_type: SHIRT}\n",
+        );
+        let set = compile_at(&file, &text).unwrap();
+        let outbound = set.outbound.as_ref().unwrap();
+        let amazon = outbound.marketplace("amazon").unwrap();
+        assert!(amazon.operation("inventory").unwrap().limit.is_some());
+        assert!(
+            amazon.operation("shipment").is_none(),
+            "only the listed operations"
+        );
+        let fanout = set.routes[0].fanout.as_ref().unwrap();
+        assert_eq!(fanout.skus.channels("SKU-1").len(), 1);
+        assert!(fanout.skus.channels("SKU-2").is_empty());
+        assert_eq!(outbound.mappings().len(), 1);
+    }
+
+    #[test]
+    fn fanout_mistakes_are_reported_where_they_are_even_in_the_sku_file() {
+        let dir = std::env::temp_dir().join(format!("fanout-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (file, text) = outbound_file(
+            &dir,
+            "    amazon: {upstream: nowhere, operations: {inventory: {}}}\n    shopify: {upstream: amz, operations: {refund: {}}}\n",
+            "  - {name: inv, methods: [POST], path: /inv, upstream: erp, fanout: {document: shipment, to: [listing_channels]}}\n",
+            "SKU-1:\n  amazon: {}\n  walmart: {}\nSKU-2: [1]\n",
+        );
+        let errors = compile_at(&file, &text).unwrap_err().join("\n");
+        assert!(
+            errors.contains("upstream \"nowhere\" is not defined"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("no outbound operation is called \"refund\""),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("it needs `delivery: {mode: queued"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("use it with document: inventory_adjustment"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("listing_channels needs a `skus` file"),
+            "{errors}"
+        );
+
+        // the SKU file's own mistakes point at its lines
+        let route = "  - {name: inv, methods: [POST], path: /inv, upstream: erp, delivery: {mode: queued, queue: out}, fanout: {document: inventory_adjustment, to: [listing_channels], skus: skus.yaml}}\n";
+        let (file, text) = outbound_file(
+            &dir,
+            "    amazon: {upstream: amz, operations: {inventory: {}}}\n",
+            route,
+            "SKU-1:\n  amazon: {}\n  walmart: {}\nSKU-2: [1]\n",
+        );
+        let errors = compile_at(&file, &text).unwrap_err();
+        let skus = dir.join("skus.yaml").display().to_string();
+        assert!(
+            errors.iter().any(|e| e.starts_with(&format!("{skus}:3:3:"))
+                && e.contains("\"walmart\" has no marketplace")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.starts_with(&format!("{skus}:4:"))
+                && e.contains("expected a map of channels")),
+            "{errors:?}"
+        );
+    }
+
     #[test]
     fn a_valid_file_compiles_into_routes_upstreams_and_chains() {
         let set = compile(&format!(

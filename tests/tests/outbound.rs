@@ -17,7 +17,7 @@ use std::time::Duration;
 use erp_sim::{DocumentKind, ErpSim};
 use marketplace_sim::{Channel, Limit, MarketOptions, MarketplaceSim, Operation};
 use serde_json::{Value, json};
-use tests::{Gateway, TempDir, eventually, gateway_binary, workspace_root};
+use tests::{Gateway, RedisServer, TempDir, eventually, gateway_binary, workspace_root};
 
 /// Per-test knobs of the policy file.
 #[derive(Default)]
@@ -30,6 +30,8 @@ struct Knobs {
     max_attempts: u32,
     /// The file holding Shopify's access token.
     shopify_token_file: Option<String>,
+    /// A Redis URL: the outbound limits count there (`store: redis`).
+    redis: Option<String>,
 }
 
 fn file(erp: &ErpSim, market: &MarketplaceSim, dir: &Path, k: &Knobs) -> String {
@@ -58,11 +60,18 @@ fn file(erp: &ErpSim, market: &MarketplaceSim, dir: &Path, k: &Knobs) -> String 
         .collect();
     std::fs::write(dir.join("skus.yaml"), skus).unwrap();
     let timeouts = "connect_timeout: 200ms, read_timeout: 3s, total_timeout: 4s";
+    let (redis, store) = match &k.redis {
+        Some(url) => (
+            format!("redis: {{url: \"{url}\", timeout: 500ms}}\n"),
+            "  store: redis\n",
+        ),
+        None => (String::new(), ""),
+    };
     format!(
         r#"version: 1
 listeners: {{http: 127.0.0.1:0, admin: 127.0.0.1:0}}
 channels: {{amazon: {{}}, walmart: {{}}, ebay: {{}}, shopify: {{}}}}
-upstreams:
+{redis}upstreams:
   erp: {{endpoints: ["{erp}"], {timeouts}}}
   amazon-sp:
     endpoints: ["{m}"]
@@ -89,7 +98,7 @@ queues:
     retry: {{initial_backoff: 20ms, max_backoff: 300ms, max_attempts: {attempts}, max_age: 1h}}
 outbound:
   mappings: {root}/transforms/mappings
-  marketplaces:
+{store}  marketplaces:
     amazon: {{upstream: amazon-sp, params: {{seller_id: A2SELLER, marketplace_id: ATVPDKIKX0DER}}, operations: {ops}}}
     walmart: {{upstream: walmart-api, operations: {ops}}}
     ebay: {{upstream: ebay-api, operations: {ops}}}
@@ -575,4 +584,68 @@ async fn bad_events_are_refused_before_anything_is_stored() {
     );
     assert!(market.records().is_empty());
     assert!(erp.documents(DocumentKind::Shipment).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_share_one_marketplace_limit_through_redis() {
+    let erp = ErpSim::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let market = MarketplaceSim::start("127.0.0.1:0".parse().unwrap(), MarketOptions::default())
+        .await
+        .unwrap();
+    let redis = RedisServer::start().unwrap();
+    // three calls an hour between them: the fourth waits, whichever instance holds it
+    let knobs = Knobs {
+        limit: Some("{rate: 1, per: 1h, burst: 3}"),
+        redis: Some(redis.url()),
+        ..Knobs::default()
+    };
+    let (dir_a, dir_b) = (
+        TempDir::new("outbound-a").unwrap(),
+        TempDir::new("outbound-b").unwrap(),
+    );
+    let a = Gateway::start(&file(&erp, &market, dir_a.path(), &knobs)).unwrap();
+    let b = Gateway::start(&file(&erp, &market, dir_b.path(), &knobs)).unwrap();
+    let c = reqwest::Client::new();
+    let auth = token();
+    for (i, gw) in [&a, &b, &a, &b, &a, &b].into_iter().enumerate() {
+        let order = format!("R-{i}");
+        let (status, body) = post(
+            &c,
+            gw,
+            "/events/shipments",
+            &auth,
+            &order,
+            &shipment("amazon", &order),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let waits = |gw: &Gateway| {
+        gw.metric(
+            r#"gateway_outbound_waits_total{channel="amazon",operation="shipment",reason="limit"}"#,
+        )
+        .unwrap_or(0.0)
+    };
+    eventually(
+        "three calls made, three held back",
+        Duration::from_secs(30),
+        || {
+            market.records_of(Channel::Amazon).len() == 3
+                && queue(&a).0 + queue(&b).0 == 3
+                && waits(&a) >= 1.0
+                && waits(&b) >= 1.0
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        market.records_of(Channel::Amazon).len(),
+        3,
+        "one limit for both instances"
+    );
+    assert_eq!(
+        erp.documents(DocumentKind::Shipment).len(),
+        6,
+        "the ERP's copies are not held"
+    );
 }

@@ -19,11 +19,11 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::canonical_schemas::{self, SchemaValidator, Violations};
+use crate::canonical_schemas::{self, SchemaValidator};
 use crate::engine::{Program, RunError, SourceError};
 use crate::golden::{self, GoldenCase, GoldenOutcome};
 use crate::mapping_files::{LoadError, file_name, sorted_entries};
-use crate::value::{self, NotJson};
+use crate::value;
 
 pub use crate::outbound::{
     OUTBOUND_CHANNELS, OUTBOUND_OPERATIONS, OutboundMapping, OutboundRequest, outbound_body_schema,
@@ -55,69 +55,7 @@ pub fn output_document(channel: &str, document: &str) -> Option<&'static str> {
         .find(|d| *d == document)
 }
 
-/// Why a mapping could not turn an input into a canonical document.
-///
-/// Only [`TransformError::Rejected`] blames the input; every other variant is a fault of the
-/// mapping (answer it as a server error and fix the mapping: a malformed canonical document
-/// is never returned).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TransformError {
-    /// The mapping refused the input (`reject(...)`): a client error.
-    #[error("{mapping}: the input was rejected: {message}")]
-    Rejected { mapping: String, message: String },
-    /// jq raised an error the mapping did not turn into a rejection.
-    #[error("{mapping}: the mapping failed: {message}")]
-    Failed { mapping: String, message: String },
-    /// The mapping produced nothing.
-    #[error("{mapping}: the mapping produced no output")]
-    NoOutput { mapping: String },
-    /// The mapping produced more than one document.
-    #[error("{mapping}: the mapping produced more than one output")]
-    SeveralOutputs { mapping: String },
-    /// The output cannot be JSON (NaN, non-string keys, bytes).
-    #[error("{mapping}: the mapping produced a value that is not JSON: {source}")]
-    NotJson {
-        mapping: String,
-        #[source]
-        source: NotJson,
-    },
-    /// The output is JSON but not a valid canonical document: a bug in the mapping.
-    #[error("{mapping}: the mapping produced an invalid canonical {document}: {violations}")]
-    InvalidOutput {
-        mapping: String,
-        document: &'static str,
-        violations: Violations,
-    },
-    /// An outbound mapping's output is not a valid request: its envelope (`part` is
-    /// `"envelope"`) or its body against the operation's body schema (`"body"`; pointers
-    /// start with `/body`). A bug in the mapping.
-    #[error("{mapping}: the mapping produced an invalid request {part}: {violations}")]
-    InvalidRequest {
-        mapping: String,
-        part: &'static str,
-        violations: Violations,
-    },
-}
-
-impl TransformError {
-    /// True when the input is to blame (answer 4xx); false for faults of the mapping (5xx).
-    pub fn is_rejection(&self) -> bool {
-        matches!(self, TransformError::Rejected { .. })
-    }
-
-    /// The mapping that failed, `<channel>/<document>`.
-    pub fn mapping(&self) -> &str {
-        match self {
-            TransformError::Rejected { mapping, .. }
-            | TransformError::Failed { mapping, .. }
-            | TransformError::NoOutput { mapping }
-            | TransformError::SeveralOutputs { mapping }
-            | TransformError::NotJson { mapping, .. }
-            | TransformError::InvalidOutput { mapping, .. }
-            | TransformError::InvalidRequest { mapping, .. } => mapping,
-        }
-    }
-}
+pub use crate::error::TransformError;
 
 /// One compiled mapping, with its golden cases.
 pub struct Mapping {

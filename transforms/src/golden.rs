@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::catalog::TransformError;
+use crate::error::TransformError;
 use crate::mapping_files::{LoadError, file_name, sorted_entries};
 
 const INPUT_SUFFIX: &str = ".input.json";

@@ -39,6 +39,7 @@ pub mod catalog;
 pub mod codes;
 pub mod decimal;
 mod engine;
+pub mod error;
 pub mod golden;
 mod mapping_files;
 mod natives;

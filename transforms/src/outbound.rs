@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::canonical_schemas::{SchemaError, SchemaValidator, Violation, Violations};
-use crate::catalog::TransformError;
 use crate::engine::{Program, RunError, SourceError};
+use crate::error::TransformError;
 use crate::golden::{self, GoldenCase, GoldenOutcome};
 use crate::mapping_files::LoadError;
 use crate::value;
