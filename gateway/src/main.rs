@@ -103,7 +103,8 @@ enum Command {
     /// Run a mapping offline: a channel document (FILE or stdin) to its canonical form on
     /// stdout, with the same validation the gateway applies.
     Transform {
-        /// The mapping, `<channel>/<document>` (e.g. `amazon/order`, `erp/ack`).
+        /// The mapping, `<channel>/<document>` (e.g. `amazon/order`, `erp/ack`), or an outbound
+        /// one, `<channel>/outbound/<operation>` (its input is `{document, target, listing}`).
         #[arg(long)]
         mapping: String,
         /// The mapping catalog folder.
@@ -314,15 +315,23 @@ fn transform(mapping: &str, mappings: &Path, file: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let Some(m) = catalog.get(mapping) else {
-        let known: Vec<&str> = catalog.names().collect();
+    // an outbound mapping (`amazon/outbound/shipment`) prints the marketplace call it makes
+    let outbound = mapping
+        .split_once("/outbound/")
+        .and_then(|(channel, operation)| catalog.outbound(channel, operation));
+    let inbound = catalog.get(mapping);
+    if inbound.is_none() && outbound.is_none() {
+        let known: Vec<&str> = catalog
+            .names()
+            .chain(catalog.outbound_mappings().map(|m| m.name()))
+            .collect();
         eprintln!(
             "no mapping {mapping:?} in {} (known: {})",
             root.display(),
             known.join(", ")
         );
         return ExitCode::FAILURE;
-    };
+    }
     let (name, bytes) = match file {
         Some(f) => (f.display().to_string(), std::fs::read(f)),
         None => {
@@ -353,7 +362,12 @@ fn transform(mapping: &str, mappings: &Path, file: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match m.apply(input) {
+    let applied = match (inbound, outbound) {
+        (Some(m), _) => m.apply(input),
+        (None, Some(m)) => m.apply(input).map(|request| request.to_value()),
+        (None, None) => return ExitCode::FAILURE,
+    };
+    match applied {
         Ok(doc) => {
             println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
             ExitCode::SUCCESS
