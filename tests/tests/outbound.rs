@@ -632,12 +632,22 @@ async fn two_instances_share_one_marketplace_limit_through_redis() {
         || {
             market.records_of(Channel::Amazon).len() == 3
                 && queue(&a).0 + queue(&b).0 == 3
-                && waits(&a) >= 1.0
-                && waits(&b) >= 1.0
+                // whichever instance holds them (the first turns may all go to one)
+                && waits(&a) + waits(&b) >= 3.0
         },
     )
     .await
-    .unwrap();
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: {} calls, depths {:?} {:?}, waits {} {}\n{}",
+            market.records_of(Channel::Amazon).len(),
+            queue(&a),
+            queue(&b),
+            waits(&a),
+            waits(&b),
+            a.output()
+        )
+    });
     assert_eq!(
         market.records_of(Channel::Amazon).len(),
         3,
