@@ -20,7 +20,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::canonical_schemas::{self, SchemaValidator};
-use crate::engine::{Program, RunError, SourceError};
+use crate::engine::{Program, RunError};
 use crate::golden::{self, GoldenCase, GoldenOutcome};
 use crate::mapping_files::{LoadError, file_name, sorted_entries};
 use crate::value;
@@ -106,23 +106,8 @@ impl Mapping {
                 format!("the canonical schema of {output} does not compile"),
             )]);
         };
-        let program = Program::compile(source).map_err(|errors| {
-            errors
-                .into_iter()
-                .map(
-                    |SourceError {
-                         line,
-                         column,
-                         message,
-                     }| LoadError {
-                        path: path.to_owned(),
-                        line,
-                        column,
-                        message,
-                    },
-                )
-                .collect::<Vec<_>>()
-        })?;
+        let program =
+            Program::compile(source).map_err(|errors| LoadError::in_source(path, errors))?;
         Ok(Mapping {
             name: format!("{channel}/{document}"),
             channel: channel.to_owned(),

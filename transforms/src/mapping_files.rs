@@ -18,6 +18,22 @@ pub struct LoadError {
 }
 
 impl LoadError {
+    /// The jq compile errors of the mapping at `path`, each at its line and column.
+    pub(crate) fn in_source(
+        path: &Path,
+        errors: Vec<crate::engine::SourceError>,
+    ) -> Vec<LoadError> {
+        errors
+            .into_iter()
+            .map(|e| LoadError {
+                path: path.to_owned(),
+                line: e.line,
+                column: e.column,
+                message: e.message,
+            })
+            .collect()
+    }
+
     pub(crate) fn at(path: &Path, message: impl Into<String>) -> LoadError {
         LoadError {
             path: path.to_owned(),

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::canonical_schemas::{SchemaError, SchemaValidator, Violation, Violations};
-use crate::engine::{Program, RunError, SourceError};
+use crate::engine::{Program, RunError};
 use crate::error::TransformError;
 use crate::golden::{self, GoldenCase, GoldenOutcome};
 use crate::mapping_files::LoadError;
@@ -189,23 +189,8 @@ impl OutboundMapping {
             };
             return Err(vec![LoadError::at(path, message)]);
         };
-        let program = Program::compile(source).map_err(|errors| {
-            errors
-                .into_iter()
-                .map(
-                    |SourceError {
-                         line,
-                         column,
-                         message,
-                     }| LoadError {
-                        path: path.to_owned(),
-                        line,
-                        column,
-                        message,
-                    },
-                )
-                .collect::<Vec<_>>()
-        })?;
+        let program =
+            Program::compile(source).map_err(|errors| LoadError::in_source(path, errors))?;
         Ok(OutboundMapping {
             name: format!("{channel}/outbound/{operation}"),
             channel: channel.to_owned(),
