@@ -41,6 +41,17 @@ pub(crate) fn handle(shared: &Shared, parts: &Parts, body: &[u8]) -> Answer {
             StatusCode::OK,
             &json!({"expired": shared.tokens.expire_all()}),
         ),
+        (&Method::POST, ["ebay", "sign"]) => json_answer(
+            StatusCode::OK,
+            &json!({"x-ebay-signature": shared.ebay_keys.sign(body)}),
+        ),
+        (&Method::POST, ["ebay", "rotate-key"]) => {
+            json_answer(StatusCode::OK, &json!({"kid": shared.ebay_keys.rotate()}))
+        }
+        (&Method::GET, ["ebay", "keys"]) => json_answer(
+            StatusCode::OK,
+            &json!({"kid": shared.ebay_keys.current_kid(), "fetches": shared.ebay_keys.fetches()}),
+        ),
         (method, [channel, action]) => {
             let Ok(channel) = channel.parse::<Channel>() else {
                 return error(

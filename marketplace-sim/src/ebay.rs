@@ -1,5 +1,6 @@
 //! eBay Sell APIs: createShippingFulfillment, bulkUpdatePriceQuantity, and the OAuth token
-//! endpoint (refresh-token grant with Basic client auth). `Authorization: Bearer`; errors
+//! endpoint (refresh-token grant, or client credentials for an application token, with Basic
+//! client auth; the Notification API's getPublicKey is in `ebay_keys`). `Authorization: Bearer`; errors
 //! `{"errors":[{errorId, domain, category, message}]}`; a plain 429 (eBay has daily quotas
 //! and documents no rate headers).
 
@@ -142,6 +143,11 @@ impl Market for Ebay {
     fn token_grant(shared: &Shared, parts: &Parts, form: &HashMap<String, String>) -> GrantResult {
         let (id, secret) = basic_auth(&parts.headers).unzip();
         expect_client(id.as_deref(), secret.as_deref(), shared, Channel::Ebay)?;
+        // an application token (client credentials, e.g. for the Notification API's
+        // getPublicKey) or a user token (refresh token, for the Sell APIs)
+        if form.get("grant_type").map(String::as_str) == Some("client_credentials") {
+            return Ok(());
+        }
         expect_grant(form, "refresh_token")?;
         expect_refresh_token(form, shared, Channel::Ebay)
     }

@@ -11,6 +11,7 @@ mod amazon;
 mod channel;
 mod control;
 mod ebay;
+mod ebay_keys;
 mod limits;
 mod lock;
 mod market;
@@ -163,6 +164,28 @@ impl MarketplaceSim {
     /// and brings every channel up.
     pub fn reset(&self) {
         self.shared.reset();
+    }
+
+    /// `X-EBAY-SIGNATURE` for a notification `body`, signed as eBay signs (ECDSA P-256 over
+    /// SHA-1, DER, in base64 JSON with the `kid`) with the simulator's current eBay key, whose
+    /// public half `GET /commerce/notification/v1/public_key/{kid}` serves.
+    pub fn ebay_sign(&self, body: &[u8]) -> String {
+        self.shared.ebay_keys.sign(body)
+    }
+
+    /// The `kid` of the key that signs now.
+    pub fn ebay_key_id(&self) -> String {
+        self.shared.ebay_keys.current_kid()
+    }
+
+    /// A new eBay key pair signs from now on (the old ones stay published); returns its `kid`.
+    pub fn ebay_rotate_key(&self) -> String {
+        self.shared.ebay_keys.rotate()
+    }
+
+    /// How many `getPublicKey` calls arrived (answered or refused; zeroed by `reset`).
+    pub fn ebay_key_fetches(&self) -> u64 {
+        self.shared.ebay_keys.fetches()
     }
 
     /// Stops accepting, closes every connection and waits until the listener is closed.

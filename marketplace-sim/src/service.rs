@@ -14,6 +14,7 @@ use crate::amazon::{self, Amazon};
 use crate::channel::Channel;
 use crate::control;
 use crate::ebay::{self, Ebay};
+use crate::ebay_keys;
 use crate::market::{self, Market, Refusal, percent_decode};
 use crate::records::Counter;
 use crate::response::{Answer, json as json_answer};
@@ -42,6 +43,13 @@ pub(crate) async fn handle(
     let path = parts.uri.path();
     if path == "/_sim" || path.starts_with("/_sim/") {
         return Ok(control::handle(&shared, &parts, &body));
+    }
+    if path.starts_with(ebay_keys::KEY_PATH) {
+        if shared.is_down(Channel::Ebay) {
+            shared.counters.bump(Channel::Ebay, Counter::Down);
+            return Ok(down(Channel::Ebay));
+        }
+        return Ok(ebay_keys::get_public_key(&shared, &parts, path));
     }
     let Some((channel, is_token)) = channel_of(path) else {
         return Ok(json_answer(

@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::channel::Channel;
+use crate::ebay_keys::EbayKeys;
 use crate::limits::Limits;
 use crate::options::MarketOptions;
 use crate::records::{Counters, Records};
@@ -16,6 +17,8 @@ pub(crate) struct Shared {
     pub(crate) limits: Limits,
     pub(crate) records: Records,
     pub(crate) counters: Counters,
+    /// eBay's notification keys (kept across `reset`, which only zeroes their fetch count).
+    pub(crate) ebay_keys: EbayKeys,
     down: [AtomicBool; 4],
 }
 
@@ -28,6 +31,7 @@ impl Shared {
             schemas,
             tokens: Tokens::default(),
             counters: Counters::default(),
+            ebay_keys: EbayKeys::default(),
             down: Default::default(),
         }
     }
@@ -46,6 +50,7 @@ impl Shared {
         self.records.clear();
         self.counters.clear();
         self.tokens.clear();
+        self.ebay_keys.reset_fetches();
         self.limits.reset(&self.options);
         for channel in Channel::ALL {
             self.set_down(channel, false);

@@ -46,6 +46,12 @@ pub enum CredentialsPreset {
     /// `https://api.ebay.com/identity/v1/oauth2/token`), `client_id`, `client_secret`,
     /// `refresh_token`.
     Ebay,
+    /// eBay application token: `grant_type=client_credentials` (with `scope`, default
+    /// `https://api.ebay.com/oauth/api_scope`) and HTTP Basic client authentication; the token
+    /// goes in `Authorization: Bearer`. For APIs that act for the application rather than a
+    /// seller, such as the Notification API's `getPublicKey`. Needs `token_url`, `client_id`,
+    /// `client_secret`.
+    EbayApplication,
     /// Shopify (custom app): a static Admin API access token in `X-Shopify-Access-Token`; no
     /// token endpoint. Needs `token`.
     Shopify,
@@ -69,6 +75,7 @@ impl CredentialsPreset {
             CredentialsPreset::AmazonLwa => "amazon_lwa",
             CredentialsPreset::Walmart => "walmart",
             CredentialsPreset::Ebay => "ebay",
+            CredentialsPreset::EbayApplication => "ebay_application",
             CredentialsPreset::Shopify => "shopify",
         }
     }
@@ -77,7 +84,9 @@ impl CredentialsPreset {
     pub fn grant(self) -> Grant {
         match self {
             CredentialsPreset::AmazonLwa | CredentialsPreset::Ebay => Grant::RefreshToken,
-            CredentialsPreset::Walmart => Grant::ClientCredentials,
+            CredentialsPreset::Walmart | CredentialsPreset::EbayApplication => {
+                Grant::ClientCredentials
+            }
             CredentialsPreset::Shopify => Grant::Static,
         }
     }
@@ -85,7 +94,12 @@ impl CredentialsPreset {
     /// Whether the client authenticates to the token endpoint with HTTP Basic (otherwise its
     /// id and secret travel in the form body).
     pub fn basic_client_auth(self) -> bool {
-        matches!(self, CredentialsPreset::Walmart | CredentialsPreset::Ebay)
+        matches!(
+            self,
+            CredentialsPreset::Walmart
+                | CredentialsPreset::Ebay
+                | CredentialsPreset::EbayApplication
+        )
     }
 
     /// The header an API call carries the access token in.
@@ -93,7 +107,9 @@ impl CredentialsPreset {
         match self {
             CredentialsPreset::AmazonLwa => HeaderName::from_static("x-amz-access-token"),
             CredentialsPreset::Walmart => HeaderName::from_static("wm_sec.access_token"),
-            CredentialsPreset::Ebay => http::header::AUTHORIZATION,
+            CredentialsPreset::Ebay | CredentialsPreset::EbayApplication => {
+                http::header::AUTHORIZATION
+            }
             CredentialsPreset::Shopify => HeaderName::from_static("x-shopify-access-token"),
         }
     }
@@ -113,10 +129,16 @@ impl CredentialsPreset {
                 &["token_url", "client_id", "client_secret", "refresh_token"],
                 &["scope"],
             ),
+            CredentialsPreset::EbayApplication => {
+                (&["token_url", "client_id", "client_secret"], &["scope"])
+            }
             CredentialsPreset::Shopify => (&["token"], &[]),
         }
     }
 }
+
+/// The scope `ebay_application` asks for when none is set: eBay's public application scope.
+pub const EBAY_APPLICATION_SCOPE: &str = "https://api.ebay.com/oauth/api_scope";
 
 /// `WM_SVC.NAME`, sent on every Walmart call.
 pub const WALMART_SERVICE_NAME_HEADER: HeaderName = HeaderName::from_static("wm_svc.name");
@@ -131,7 +153,8 @@ pub const DEFAULT_WALMART_SERVICE_NAME: &str = "Walmart Marketplace";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialsSpec {
-    /// The marketplace's token scheme: `amazon_lwa`, `walmart`, `ebay` or `shopify`.
+    /// The marketplace's token scheme: `amazon_lwa`, `walmart`, `ebay`, `ebay_application`
+    /// or `shopify`.
     pub preset: CredentialsPreset,
     /// The token endpoint (`https://`, or `http://` to a loopback host for a local
     /// simulator), or a path (`/v3/token`) on the upstream's own host (its first endpoint, in
@@ -147,7 +170,8 @@ pub struct CredentialsSpec {
     /// The long-lived refresh token (`amazon_lwa`, `ebay`): `${ENV_VAR}` or `file:path`.
     #[serde(default)]
     pub refresh_token: Option<String>,
-    /// The OAuth scopes asked for, space-separated (`ebay`; optional).
+    /// The OAuth scopes asked for, space-separated (`ebay`, `ebay_application`; optional;
+    /// `ebay_application` asks for `https://api.ebay.com/oauth/api_scope` without one).
     #[serde(default)]
     pub scope: Option<String>,
     /// The static access token (`shopify`): `${ENV_VAR}` or `file:path`.
@@ -321,7 +345,12 @@ pub fn compile(
         client_id,
         client_secret,
         refresh_token,
-        scope: spec.scope.clone(),
+        // eBay's client-credentials grant requires a scope; the public one fits every
+        // application-level API
+        scope: spec.scope.clone().or_else(|| {
+            (preset == CredentialsPreset::EbayApplication)
+                .then(|| EBAY_APPLICATION_SCOPE.to_owned())
+        }),
         static_token: static_token.map(|s| AccessToken::new(s.expose())),
         service_name,
         refresh_before: spec.refresh_before.0,
@@ -470,7 +499,9 @@ impl Credentials {
         correlation_id: &str,
     ) -> Result<Vec<(HeaderName, HeaderValue)>, TokenFailure> {
         let text = match self.preset {
-            CredentialsPreset::Ebay => format!("Bearer {}", token.expose()),
+            CredentialsPreset::Ebay | CredentialsPreset::EbayApplication => {
+                format!("Bearer {}", token.expose())
+            }
             _ => token.expose().to_owned(),
         };
         let mut value = HeaderValue::from_str(&text).map_err(|_| {

@@ -404,6 +404,10 @@ policy_kinds! {
     /// Verifies a marketplace webhook: an HMAC-SHA256 of the raw body in a header (Shopify's
     /// `X-Shopify-Hmac-Sha256` as a preset), against one or two secrets per channel.
     webhook_signature => webhook_signature::WebhookSignature,
+    /// Verifies eBay's notifications: `X-EBAY-SIGNATURE` (ECDSA P-256 over the raw body) with
+    /// the public key fetched by `kid` from eBay's Notification API (cached), and answers
+    /// eBay's endpoint-validation challenge.
+    ebay_signature => ebay_signature::EbaySignature,
     /// Makes a request with the same idempotency key (the `Idempotency-Key` header, another
     /// header such as `X-Shopify-Webhook-Id`, or values from the body) reach the upstream once:
     /// repeats get the stored answer replayed, 409 while the first is in flight, 422 with a
