@@ -85,7 +85,17 @@ pub async fn handle(
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
     let mut buf = BytesMut::with_capacity(declared.min(limit) as usize);
-    while let Some(chunk) = session.read_request_body().await? {
+    loop {
+        let chunk = match session.read_request_body().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            // the body stopped arriving for longer than limits.body_idle_timeout
+            Err(e) if matches!(e.etype(), ErrorType::ReadTimedout) => {
+                return answer::edge_reject(metrics, session, ctx, crate::framing::body_timeout())
+                    .await;
+            }
+            Err(e) => return Err(e),
+        };
         if (buf.len() + chunk.len()) as u64 > limit {
             return answer::edge_reject(metrics, session, ctx, too_large(limit)).await;
         }

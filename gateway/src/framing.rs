@@ -1,10 +1,12 @@
-//! Strict HTTP/1.1 framing at the edge, against request smuggling: a request with both
-//! `Content-Length` and `Transfer-Encoding`, or a `Transfer-Encoding` other than `chunked`,
-//! is refused with 400 and the connection closed; oversized heads get 431. (Pingora's parser
-//! already refuses differing `Content-Length` values and a non-chunked final coding.)
+//! Strict request framing at the edge, against request smuggling and desync. HTTP/1 heads are
+//! checked byte for byte by [`check_h1_head`] before Pingora parses them (the strict edge layer
+//! in `edge_layer` calls it): a control character in the request target, a missing or repeated
+//! `Host`, a `Content-Length` that is not one plain number, a repeated singleton field, a
+//! `Transfer-Encoding` other than exactly `chunked`, both framings at once, obs-fold and any
+//! head the parser refuses get 400; a head over the limit gets 431. HTTP/2 requests, which the
+//! h2 layer has already framed, get the size check of [`check`].
 
 use http::StatusCode;
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use pingora::protocols::http::ServerSession;
 
 /// A request the gateway refuses before routing.
@@ -24,76 +26,353 @@ pub struct EdgeRejection {
     pub close: bool,
 }
 
-fn bad_framing(detail: &str, reason: &'static str) -> EdgeRejection {
+fn bad_framing(detail: impl Into<String>, reason: &'static str) -> EdgeRejection {
     EdgeRejection {
         status: StatusCode::BAD_REQUEST,
         slug: "bad-framing",
         title: "Ambiguous request framing",
-        detail: detail.to_owned(),
+        detail: detail.into(),
         reason,
         close: true,
     }
 }
 
-/// Whether a raw request head carries a `Content-Length` header line.
-fn raw_has_content_length(raw: &[u8]) -> bool {
-    const NAME: &[u8] = b"content-length";
-    raw.split(|b| *b == b'\n').skip(1).any(|line| {
-        line.len() > NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME) && {
-            let rest = &line[NAME.len()..];
-            rest.iter().find(|b| !matches!(b, b' ' | b'\t')) == Some(&b':')
-        }
-    })
+fn bad_request(
+    slug: &'static str,
+    title: &'static str,
+    detail: impl Into<String>,
+    reason: &'static str,
+) -> EdgeRejection {
+    EdgeRejection {
+        status: StatusCode::BAD_REQUEST,
+        slug,
+        title,
+        detail: detail.into(),
+        reason,
+        close: true,
+    }
 }
 
-/// Checks the framing and size of a request head.
-pub fn check(session: &ServerSession, max_header_bytes: u64) -> Result<(), EdgeRejection> {
-    let req = session.req_header();
-    let head_len = match session.as_http1() {
-        Some(h1) => {
-            let raw = h1.get_headers_raw_bytes();
-            let te: Vec<_> = req.headers.get_all(TRANSFER_ENCODING).iter().collect();
-            if !te.is_empty() {
-                // Pingora drops Content-Length when both are present; the raw head still shows it.
-                if raw_has_content_length(&raw) || req.headers.contains_key(CONTENT_LENGTH) {
-                    return Err(bad_framing(
-                        "the request has both Content-Length and Transfer-Encoding",
-                        "cl_and_te",
-                    ));
-                }
-                let only_chunked = te.len() == 1
-                    && te[0]
-                        .as_bytes()
-                        .trim_ascii()
-                        .eq_ignore_ascii_case(b"chunked");
-                if !only_chunked {
-                    return Err(bad_framing(
-                        "Transfer-Encoding must be exactly \"chunked\"",
-                        "bad_transfer_encoding",
-                    ));
-                }
+/// The refusal of a head larger than `limit` bytes.
+pub fn too_large_head(len: u64, limit: u64) -> EdgeRejection {
+    EdgeRejection {
+        status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        slug: "headers-too-large",
+        title: "Request headers too large",
+        detail: format!("the request head is {len} bytes or more; the limit is {limit}"),
+        reason: "headers_too_large",
+        close: true,
+    }
+}
+
+/// The answer to a client that did not send its whole request head within `limit`.
+pub fn head_timeout(limit: std::time::Duration) -> EdgeRejection {
+    EdgeRejection {
+        status: StatusCode::REQUEST_TIMEOUT,
+        slug: "request-timeout",
+        title: "Request not received in time",
+        detail: format!(
+            "the request head was not complete within {}",
+            humantime::format_duration(limit)
+        ),
+        reason: "head_timeout",
+        close: true,
+    }
+}
+
+/// The answer to a client that stopped sending its request body.
+pub fn body_timeout() -> EdgeRejection {
+    EdgeRejection {
+        status: StatusCode::REQUEST_TIMEOUT,
+        slug: "request-timeout",
+        title: "Request not received in time",
+        detail: "the client stopped sending the request body".into(),
+        reason: "body_timeout",
+        close: true,
+    }
+}
+
+/// Fields a request may carry at most once. The standard lets some of them be combined; a
+/// security gateway refuses the ambiguity instead (which copy would a policy, the upstream or a
+/// signature check read?). `Transfer-Encoding` and `Content-Length` are here too, with their own
+/// reasons.
+const SINGLETONS: [&[u8]; 10] = [
+    b"host",
+    b"content-length",
+    b"transfer-encoding",
+    b"content-type",
+    b"authorization",
+    b"idempotency-key",
+    b"traceparent",
+    b"x-request-id",
+    b"x-shopify-hmac-sha256",
+    b"x-ebay-signature",
+];
+const HOST: usize = 0;
+const CONTENT_LENGTH: usize = 1;
+const TRANSFER_ENCODING: usize = 2;
+const REQUEST_ID: usize = 7;
+
+/// Headers a head may have; more is refused with 431 (Pingora's own limit is the same).
+pub const MAX_HEADERS: usize = 256;
+
+/// The verdict on the bytes of an HTTP/1 request head read so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadCheck<'a> {
+    /// The head is not complete yet.
+    Partial,
+    /// A valid head of `len` bytes (the body, if any, follows).
+    Accepted {
+        /// Length of the head, the blank line included.
+        len: usize,
+        /// Bytes of body that follow (0 for none); `None` when only the body itself tells
+        /// where the request ends (chunked) or the connection may become a tunnel (`Upgrade`,
+        /// `CONNECT`).
+        body: Option<u64>,
+    },
+    /// The head is refused.
+    Refused {
+        /// What to answer.
+        rejection: EdgeRejection,
+        /// The method, when it could be read (empty otherwise).
+        method: &'a str,
+        /// The request target, when it is clean (empty otherwise).
+        path: &'a str,
+        /// The client's `X-Request-Id`, when it is well formed.
+        request_id: Option<&'a str>,
+    },
+}
+
+fn refused(rejection: EdgeRejection) -> HeadCheck<'static> {
+    HeadCheck::Refused {
+        rejection,
+        method: "",
+        path: "",
+        request_id: None,
+    }
+}
+
+/// Whether a request-target byte is allowed: visible ASCII only (no C0 control, SP, DEL or
+/// byte above 0x7E). Pingora would percent-encode the others and forward them.
+fn is_target_byte(b: u8) -> bool {
+    (0x21..=0x7e).contains(&b)
+}
+
+/// Why httparse refused a head, in the gateway's words.
+fn classify_unparsable(buf: &[u8]) -> EdgeRejection {
+    let line_end = buf.iter().position(|b| *b == b'\n').unwrap_or(buf.len());
+    let line = buf[..line_end]
+        .strip_suffix(b"\r")
+        .unwrap_or(&buf[..line_end]);
+    // `METHOD SP target SP HTTP/1.x`: a target holding illegal bytes (SP included) lies
+    // between the first space and the last one
+    if let (Some(first), Some(last)) = (
+        line.iter().position(|b| *b == b' '),
+        line.iter().rposition(|b| *b == b' '),
+    ) && first < last
+        && line[last + 1..].starts_with(b"HTTP/")
+        && line[first + 1..last].iter().any(|b| !is_target_byte(*b))
+    {
+        return bad_request(
+            "bad-request-target",
+            "Request target not allowed",
+            "the request target holds a control character, a space or a non-ASCII byte",
+            "bad_request_target",
+        );
+    }
+    if line.iter().any(|b| !is_target_byte(*b) && *b != b' ') {
+        return bad_request(
+            "bad-request-target",
+            "Request target not allowed",
+            "the request line holds a control character or a non-ASCII byte",
+            "bad_request_target",
+        );
+    }
+    let head_end = find_head_end(buf).unwrap_or(buf.len());
+    let folded = buf[line_end.min(head_end)..head_end]
+        .split(|b| *b == b'\n')
+        .skip(1)
+        .any(|l| matches!(l.first(), Some(b' ' | b'\t')));
+    if folded {
+        return bad_request(
+            "malformed-request",
+            "Malformed request",
+            "a header field is folded over several lines (obs-fold)",
+            "obs_fold",
+        );
+    }
+    bad_request(
+        "malformed-request",
+        "Malformed request",
+        "the request head is not valid HTTP/1.1",
+        "malformed_head",
+    )
+}
+
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Whether a `Content-Length` value is one plain decimal number that fits in a u64.
+fn is_plain_length(value: &[u8]) -> bool {
+    let v = value.trim_ascii();
+    !v.is_empty() && v.len() <= 19 && v.iter().all(u8::is_ascii_digit)
+}
+
+/// Checks the bytes of an HTTP/1 request head read so far (they may run on into the body).
+/// `max_header_bytes` bounds the head: a longer one is refused with 431 as soon as it is seen,
+/// complete or not.
+pub fn check_h1_head(buf: &[u8], max_header_bytes: u64) -> HeadCheck<'_> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            if buf.len() as u64 > max_header_bytes {
+                return refused(too_large_head(buf.len() as u64, max_header_bytes));
             }
-            raw.len() as u64
+            return HeadCheck::Partial;
         }
-        None => {
-            req.headers
-                .iter()
-                .map(|(n, v)| (n.as_str().len() + v.len() + 4) as u64)
-                .sum::<u64>()
-                + req.uri.path_and_query().map_or(1, |p| p.as_str().len()) as u64
+        Err(httparse::Error::TooManyHeaders) => {
+            let mut r = too_large_head(buf.len() as u64, max_header_bytes);
+            r.detail = format!("the request has more than {MAX_HEADERS} header fields");
+            return refused(r);
         }
+        Err(_) => return refused(classify_unparsable(buf)),
     };
+    let method = req.method.unwrap_or("");
+    let target = req.path.unwrap_or("");
+    let target_ok = !target.is_empty() && target.bytes().all(is_target_byte);
+    let path = if target_ok { target } else { "" };
+
+    let mut seen = [0u8; SINGLETONS.len()];
+    let mut first = [&[][..]; SINGLETONS.len()];
+    let mut upgrade = method.eq_ignore_ascii_case("CONNECT");
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        upgrade |= name.eq_ignore_ascii_case(b"upgrade");
+        if let Some(i) = SINGLETONS
+            .iter()
+            .position(|s| s.len() == name.len() && s.eq_ignore_ascii_case(name))
+        {
+            seen[i] = seen[i].saturating_add(1);
+            if seen[i] == 1 {
+                first[i] = h.value;
+            }
+        }
+    }
+    let request_id = (seen[REQUEST_ID] == 1 && crate::ids::is_valid_request_id(first[REQUEST_ID]))
+        .then(|| std::str::from_utf8(first[REQUEST_ID]).ok())
+        .flatten();
+    let refuse = |rejection| HeadCheck::Refused {
+        rejection,
+        method,
+        path,
+        request_id,
+    };
+
+    if len as u64 > max_header_bytes {
+        return refuse(too_large_head(len as u64, max_header_bytes));
+    }
+    if !target_ok {
+        return refuse(bad_request(
+            "bad-request-target",
+            "Request target not allowed",
+            "the request target holds a control character, a space or a non-ASCII byte",
+            "bad_request_target",
+        ));
+    }
+    let http11 = req.version == Some(1);
+    if seen[HOST] == 0 && http11 {
+        return refuse(bad_request(
+            "bad-host",
+            "Missing Host",
+            "an HTTP/1.1 request must carry exactly one Host field",
+            "missing_host",
+        ));
+    }
+    if seen[HOST] > 1 {
+        return refuse(bad_request(
+            "bad-host",
+            "Repeated Host",
+            "the request carries more than one Host field",
+            "repeated_host",
+        ));
+    }
+    if seen[CONTENT_LENGTH] > 0 && seen[TRANSFER_ENCODING] > 0 {
+        return refuse(bad_framing(
+            "the request has both Content-Length and Transfer-Encoding",
+            "cl_and_te",
+        ));
+    }
+    if seen[CONTENT_LENGTH] > 1 {
+        return refuse(bad_framing(
+            "the request carries more than one Content-Length field",
+            "bad_content_length",
+        ));
+    }
+    if seen[CONTENT_LENGTH] == 1 && !is_plain_length(first[CONTENT_LENGTH]) {
+        return refuse(bad_framing(
+            "Content-Length must be one decimal number",
+            "bad_content_length",
+        ));
+    }
+    if seen[TRANSFER_ENCODING] > 0 {
+        let only_chunked = seen[TRANSFER_ENCODING] == 1
+            && first[TRANSFER_ENCODING]
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"chunked");
+        if !only_chunked || !http11 {
+            return refuse(bad_framing(
+                "Transfer-Encoding must be exactly \"chunked\", once, on HTTP/1.1",
+                "bad_transfer_encoding",
+            ));
+        }
+    }
+    if let Some(i) = (0..SINGLETONS.len()).find(|i| seen[*i] > 1) {
+        let name = String::from_utf8_lossy(SINGLETONS[i]);
+        return refuse(bad_request(
+            "repeated-header",
+            "Repeated header field",
+            format!("the request carries more than one {name} field"),
+            "repeated_header",
+        ));
+    }
+    let body = if upgrade || seen[TRANSFER_ENCODING] > 0 {
+        None
+    } else if seen[CONTENT_LENGTH] == 1 {
+        // checked above: at most 19 digits
+        std::str::from_utf8(first[CONTENT_LENGTH].trim_ascii())
+            .ok()
+            .and_then(|v| v.parse().ok())
+    } else {
+        Some(0)
+    };
+    HeadCheck::Accepted { len, body }
+}
+
+/// Checks the size of a request head that did not come through the HTTP/1 edge layer (HTTP/2:
+/// its framing is the h2 layer's, and Pingora's h2 server refuses connection-specific fields
+/// such as `Transfer-Encoding`).
+pub fn check(session: &ServerSession, max_header_bytes: u64) -> Result<(), EdgeRejection> {
+    if session.as_http1().is_some() {
+        // the edge layer checked this head before Pingora read it
+        return Ok(());
+    }
+    let req = session.req_header();
+    let head_len = req
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str().len() + v.len() + 4) as u64)
+        .sum::<u64>()
+        + req.uri.path_and_query().map_or(1, |p| p.as_str().len()) as u64;
     if head_len > max_header_bytes {
-        return Err(EdgeRejection {
-            status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            slug: "headers-too-large",
-            title: "Request headers too large",
-            detail: format!(
-                "the request head is {head_len} bytes; the limit is {max_header_bytes}"
-            ),
-            reason: "headers_too_large",
-            close: true,
-        });
+        return Err(too_large_head(head_len, max_header_bytes));
     }
     Ok(())
 }
@@ -102,19 +381,102 @@ pub fn check(session: &ServerSession, max_header_bytes: u64) -> Result<(), EdgeR
 mod tests {
     use super::*;
 
+    fn reason(head: &[u8]) -> &'static str {
+        match check_h1_head(head, 8192) {
+            HeadCheck::Refused { rejection, .. } => rejection.reason,
+            HeadCheck::Accepted { .. } => "accepted",
+            HeadCheck::Partial => "partial",
+        }
+    }
+
     #[test]
-    fn raw_content_length_lines_are_found_in_any_case() {
-        assert!(raw_has_content_length(
-            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n"
-        ));
-        assert!(raw_has_content_length(
-            b"POST / HTTP/1.1\r\ncontent-LENGTH : 5\r\n\r\n"
-        ));
-        assert!(!raw_has_content_length(
-            b"POST / HTTP/1.1\r\nX-Content-Length: 5\r\n\r\n"
-        ));
-        assert!(!raw_has_content_length(
-            b"POST /content-length: HTTP/1.1\r\n\r\n"
-        ));
+    fn good_heads_pass_and_end_where_the_body_starts() {
+        let head = b"POST /a?b=c HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\nAccept: a\r\nAccept: b\r\n\r\n{}";
+        assert_eq!(
+            check_h1_head(head, 8192),
+            HeadCheck::Accepted {
+                len: head.len() - 2,
+                body: Some(2)
+            }
+        );
+        assert_eq!(reason(b"GET / HTTP/1.0\r\n\r\n"), "accepted");
+        assert_eq!(
+            reason(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked \r\n\r\n"),
+            "accepted"
+        );
+        assert_eq!(reason(b"GET / HTTP/1.1\r\nHost: a\r\n"), "partial");
+    }
+
+    #[test]
+    fn each_refusal_has_its_reason() {
+        let cases: [(&[u8], &str); 16] = [
+            (b"GET /a\x01b HTTP/1.1\r\nHost: a\r\n\r\n", "bad_request_target"),
+            (b"GET /a\x7fb HTTP/1.1\r\nHost: a\r\n\r\n", "bad_request_target"),
+            (b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", "bad_request_target"),
+            (b"GET /\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n", "bad_request_target"),
+            (b"GET /a\rb HTTP/1.1\r\nHost: a\r\n\r\n", "bad_request_target"),
+            (b"GET / HTTP/1.1\r\n\r\n", "missing_host"),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n", "repeated_host"),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2957,2957\r\n\r\n",
+                "bad_content_length",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+                "bad_content_length",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\n",
+                "bad_content_length",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n",
+                "bad_transfer_encoding",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "cl_and_te",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nAuthorization: a\r\nauthorization: b\r\n\r\n",
+                "repeated_header",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n",
+                "obs_fold",
+            ),
+            (b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", "malformed_head"),
+            (b"GET / HTTP/1.1\r\nHost: a\x00\r\n\r\n", "malformed_head"),
+        ];
+        for (head, want) in cases {
+            assert_eq!(reason(head), want, "{}", head.escape_ascii());
+        }
+    }
+
+    #[test]
+    fn size_is_bounded_complete_or_not() {
+        let big = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n", "a".repeat(100));
+        match check_h1_head(big.as_bytes(), 64) {
+            HeadCheck::Refused { rejection, .. } => assert_eq!(rejection.status.as_u16(), 431),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_refusal_keeps_the_clean_target_and_the_request_id() {
+        match check_h1_head(
+            b"POST /o HTTP/1.1\r\nHost: a\r\nX-Request-Id: r-1\r\nContent-Length: 1,1\r\n\r\n",
+            8192,
+        ) {
+            HeadCheck::Refused {
+                method,
+                path,
+                request_id,
+                ..
+            } => {
+                assert_eq!((method, path, request_id), ("POST", "/o", Some("r-1")));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

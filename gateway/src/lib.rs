@@ -15,6 +15,7 @@ pub mod delivery;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod edge;
+pub mod edge_layer;
 pub mod forward;
 pub mod framing;
 pub mod ids;

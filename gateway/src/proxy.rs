@@ -326,6 +326,8 @@ impl ProxyHttp for Gateway {
             (None, _) => match e.esource() {
                 ErrorSource::Downstream => match e.etype() {
                     ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    // the body stopped arriving for longer than limits.body_idle_timeout
+                    ErrorType::ReadTimedout => 408,
                     _ => 400,
                 },
                 _ => 500,
@@ -335,6 +337,15 @@ impl ProxyHttp for Gateway {
             match failure {
                 Some(f) => {
                     let _ = answer::upstream_failure(session, ctx, f, true).await;
+                }
+                None if code == 408 => {
+                    let _ = answer::edge_reject(
+                        &self.metrics,
+                        session,
+                        ctx,
+                        crate::framing::body_timeout(),
+                    )
+                    .await;
                 }
                 None => {
                     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);

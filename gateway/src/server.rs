@@ -181,8 +181,14 @@ pub fn run(
 
     let gateway = Gateway::new(store.clone(), metrics.clone());
     let access_log = gateway.access_log.clone();
-    let mut proxy =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "gateway");
+    // the strict HTTP/1 edge reads and checks every request head before Pingora's proxy does
+    let edge = crate::edge_layer::StrictEdge::new(
+        pingora::proxy::http_proxy(&server.configuration, gateway),
+        store.clone(),
+        metrics.clone(),
+        access_log.clone(),
+    );
+    let mut proxy = Service::new("gateway".to_owned(), edge);
     if let Some(a) = listening.http {
         proxy.add_tcp(&a.to_string());
     }

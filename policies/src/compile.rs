@@ -131,6 +131,8 @@ impl Compiler<'_, '_> {
         let limits = Limits {
             max_header_bytes: spec.limits.max_header_bytes.0,
             max_body_bytes: spec.limits.max_body_bytes.0,
+            head_timeout: spec.limits.head_timeout.0,
+            body_idle_timeout: spec.limits.body_idle_timeout.0,
         };
         let queues = self.queues(&spec, &upstreams);
         let tracing = self.tracing(&spec);

@@ -67,6 +67,10 @@ pub struct Limits {
     pub max_header_bytes: u64,
     /// Default body limit.
     pub max_body_bytes: u64,
+    /// Time to send a whole HTTP/1 request head.
+    pub head_timeout: std::time::Duration,
+    /// Longest pause between two reads of a request body.
+    pub body_idle_timeout: std::time::Duration,
 }
 
 /// The compiled policy file: everything the gateway needs to serve, immutable once built.
