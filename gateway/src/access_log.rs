@@ -48,6 +48,11 @@ pub struct AccessLine<'a> {
     pub route: &'a str,
     /// The request's channel, `-` for none.
     pub channel: &'a str,
+    /// The verified client certificate (mutual TLS): its subject common name, else its whole
+    /// subject; `-` for none.
+    pub client_cert: &'a str,
+    /// SHA-256 fingerprint of that certificate (hex), empty for none.
+    pub client_cert_sha256: &'a str,
     /// Status sent to the client (0 when none was).
     pub status: u16,
     /// The upstream peer, `-` for none.
@@ -336,6 +341,8 @@ mod tests {
             path: "/a\"b\\c\n",
             route: "-",
             channel: "amazon",
+            client_cert: "-",
+            client_cert_sha256: "",
             status: 200,
             upstream: "127.0.0.1:9",
             upstream_status: 201,

@@ -112,6 +112,16 @@ pub async fn complete(
         path: req.uri.path(),
         route: ctx.route.as_ref().map_or("-", |r| &*r.name),
         channel: ctx.state.channel.as_ref().map_or("-", |c| &*c.name),
+        client_cert: ctx
+            .state
+            .client_cert
+            .as_deref()
+            .map_or("-", |c| c.common_name.as_deref().unwrap_or(&c.subject)),
+        client_cert_sha256: ctx
+            .state
+            .client_cert
+            .as_deref()
+            .map_or("", |c| &c.fingerprint_sha256),
         status,
         upstream: ctx.attempts.peer.as_deref().unwrap_or("-"),
         upstream_status: ctx.attempts.status.unwrap_or(0),

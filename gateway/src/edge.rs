@@ -48,6 +48,8 @@ pub async fn arrive(
 ) -> Result<Arrival> {
     let snapshot = ctx.snapshot.clone();
     let set = &snapshot.set;
+    // the client certificate the connection's handshake verified, for `client_cert` policies
+    ctx.state.client_cert = crate::tls::client_identity(session);
     {
         let req = session.req_header();
         ctx.state.request_id = match req.headers.get(&REQUEST_ID) {

@@ -29,4 +29,5 @@ pub mod server;
 pub mod snapshot;
 pub mod status_page;
 pub mod telemetry;
+pub mod tls;
 pub mod token;

@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use pingora::apps::http_app::HttpServer;
 use pingora::connectors::http::Connector;
-use pingora::listeners::tls::TlsSettings;
 use pingora::server::Server;
 use pingora::server::ShutdownWatch;
 use pingora::server::configuration::{Opt, ServerConf};
@@ -150,7 +149,9 @@ pub fn run(
         check_admin_exposure(a, admin_auth.as_ref())?;
     }
 
-    install_reload_signal(store.clone())?;
+    // the TLS listeners' files, reloaded with the policy set on SIGHUP and when they change
+    let tls_metrics = crate::tls::TlsMetrics::register(metrics.registry())?;
+    let mut tls_reloader = crate::tls::TlsReloader::default();
 
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -193,13 +194,15 @@ pub fn run(
         proxy.add_tcp(&a.to_string());
     }
     if let (Some(a), Some(h)) = (listening.https, https.as_ref()) {
-        let mut tls =
-            TlsSettings::intermediate(&h.cert.display().to_string(), &h.key.display().to_string())
-                .map_err(|e| anyhow::anyhow!("TLS listener: {e}"))?;
-        if h.h2 {
-            tls.enable_h2();
-        }
-        proxy.add_tls_with_settings(&a.to_string(), None, tls);
+        let files = crate::tls::TlsFiles {
+            listener: "https",
+            cert: h.cert.clone(),
+            key: h.key.clone(),
+            client_auth: h.client_auth.clone(),
+        };
+        let listener = crate::tls::TlsListener::load(files, tls_metrics.clone())?;
+        proxy.add_tls_with_settings(&a.to_string(), None, listener.settings(h.h2)?);
+        tls_reloader.0.push(listener);
     } else if listening.https.is_some() {
         bail!("--https needs listeners.https (certificate and key) in the policy file");
     }
@@ -214,8 +217,28 @@ pub fn run(
         };
         let app = AuthLayer::new(app, admin_auth.as_ref(), metrics.registry())?;
         let mut admin = Service::new("admin".to_owned(), HttpServer::new_app(app));
-        admin.add_tcp(&a.to_string());
+        match &snapshot.set.listeners.admin_tls {
+            Some(t) => {
+                let files = crate::tls::TlsFiles {
+                    listener: "admin",
+                    cert: t.cert.clone(),
+                    key: t.key.clone(),
+                    client_auth: t.client_auth.clone(),
+                };
+                let listener = crate::tls::TlsListener::load(files, tls_metrics.clone())?;
+                admin.add_tls_with_settings(&a.to_string(), None, listener.settings(false)?);
+                tls_reloader.0.push(listener);
+            }
+            None => admin.add_tcp(&a.to_string()),
+        }
         server.add_service(admin);
+    }
+    install_reload_signal(store.clone(), tls_reloader.clone())?;
+    if !tls_reloader.0.is_empty() {
+        server.add_service(background_service(
+            "tls files",
+            crate::tls::TlsWatch(tls_reloader),
+        ));
     }
     server.add_service(background_service("lifecycle", Lifecycle(readiness)));
     server.add_service(background_service(
@@ -323,7 +346,10 @@ impl BackgroundService for UpstreamUpkeep {
 
 /// SIGHUP recompiles the policy file; the handler is installed before the server starts, as
 /// SIGHUP's default action would end the process.
-fn install_reload_signal(store: Arc<ConfigStore>) -> anyhow::Result<()> {
+fn install_reload_signal(
+    store: Arc<ConfigStore>,
+    tls: crate::tls::TlsReloader,
+) -> anyhow::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
         .context("installing the SIGHUP handler")?;
     std::thread::Builder::new()
@@ -332,6 +358,8 @@ fn install_reload_signal(store: Arc<ConfigStore>) -> anyhow::Result<()> {
             for _ in signals.forever() {
                 tracing::info!(file = %store.file().display(), "SIGHUP: reloading the policy set");
                 let _ = store.reload();
+                // certificates are not part of the policy set: a failed set still rotates them
+                tls.reload_all("SIGHUP");
             }
         })
         .context("starting the reload thread")?;

@@ -214,16 +214,40 @@ impl Compiler<'_, '_> {
                     );
                 }
             }
+            if let Some(ca) = o.client_auth.as_mut().map(|c| &mut c.ca) {
+                *ca = self.base_dir.join(&*ca);
+                self.readable("/listeners/https/client_auth/ca", ca);
+            }
+        }
+        if let Some(o) = &mut out.admin_tls {
+            o.cert = self.base_dir.join(&o.cert);
+            o.key = self.base_dir.join(&o.key);
+            self.readable("/listeners/admin_tls/cert", &o.cert);
+            self.readable("/listeners/admin_tls/key", &o.key);
+            if let Some(ca) = o.client_auth.as_mut().map(|c| &mut c.ca) {
+                *ca = self.base_dir.join(&*ca);
+                self.readable("/listeners/admin_tls/client_auth/ca", ca);
+            }
         }
         out
+    }
+
+    /// Reports a listener file that cannot be read (its contents are checked when the gateway
+    /// starts and on every reload).
+    fn readable(&mut self, pointer: &str, path: &std::path::Path) {
+        if let Err(e) = std::fs::metadata(path) {
+            self.errors
+                .at(pointer, format!("cannot read {}: {e}", path.display()));
+        }
     }
 
     fn admin_auth(&mut self, spec: &ListenersSpec) -> Option<AdminAuth> {
         let auth = spec.admin_auth.as_ref()?;
         match admin_auth::compile(auth, self.base_dir, &*self.env.secrets) {
             Ok(a) => Some(a),
-            Err(msg) => {
-                self.errors.at("/listeners/admin_auth/token", msg);
+            Err(e) => {
+                self.errors
+                    .at(&format!("/listeners/admin_auth/{}", e.field), e.message);
                 None
             }
         }

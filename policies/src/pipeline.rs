@@ -67,6 +67,9 @@ pub struct Completion<'a> {
 pub struct ExchangeState {
     /// The request id (accepted from the client or generated).
     pub request_id: String,
+    /// The client certificate the connection's TLS handshake verified (mutual TLS), set by the
+    /// gateway before any phase; `None` on plain HTTP or when the client sent none.
+    pub client_cert: Option<Arc<ClientIdentity>>,
     /// The channel, once known (from the path or an authenticated identity).
     pub channel: Option<Channel>,
     /// The name of the route that took the request (set by the gateway before any phase).
@@ -156,6 +159,23 @@ pub struct Identity {
     pub client_id: Option<String>,
     /// The token's claims, for policies keyed by another claim.
     pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A client certificate verified by the TLS handshake (against the listener's CA bundle), as
+/// policies see it: what a `client_cert` policy matches to bind it to a channel, and what the
+/// access log names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// The subject's common name (the first CN), if any.
+    pub common_name: Option<String>,
+    /// The subject as RFC 4514 text, e.g. `CN=acme-3pl,O=Acme`.
+    pub subject: String,
+    /// The DNS names of its subjectAltName.
+    pub dns_names: Vec<String>,
+    /// The URIs of its subjectAltName (SPIFFE ids and the like).
+    pub uris: Vec<String>,
+    /// SHA-256 of the certificate's DER, lowercase hex.
+    pub fingerprint_sha256: String,
 }
 
 /// The phases of a policy. Every phase has a no-op default; a kind implements the ones it

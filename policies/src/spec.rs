@@ -82,6 +82,10 @@ pub struct ListenersSpec {
     /// `GATEWAY_ADMIN_TOKEN_FILE`) overrides the token.
     #[serde(default)]
     pub admin_auth: Option<AdminAuthSpec>,
+    /// Serve the admin listener over TLS (and optionally require client certificates). Absent:
+    /// plain HTTP. Its files are reloaded like those of `https`.
+    #[serde(default)]
+    pub admin_tls: Option<AdminTlsSpec>,
 }
 
 /// Authentication of the admin listener: a bearer token (`Authorization: Bearer <token>`), or
@@ -114,6 +118,40 @@ pub struct HttpsListenerSpec {
     /// Offer HTTP/2 through ALPN as well as HTTP/1.1.
     #[serde(default = "yes")]
     pub h2: bool,
+    /// Mutual TLS: client certificates, verified against a CA bundle. A `client_cert` policy
+    /// on a route then binds the verified certificate to a channel. Absent: clients are not
+    /// asked for a certificate. The certificate, key and CA files are reloaded on SIGHUP and
+    /// when they change on disk (new connections get the new ones).
+    #[serde(default)]
+    pub client_auth: Option<ClientAuthSpec>,
+}
+
+/// Client certificates a TLS listener asks for (mutual TLS).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuthSpec {
+    /// PEM bundle of the CA certificates a client certificate must chain to, relative to this
+    /// file's folder (partners' CAs, or the one CA that issues partner certificates).
+    pub ca: PathBuf,
+    /// `true` (the default): the handshake fails without a valid client certificate. `false`:
+    /// a client may connect without one (routes with a `client_cert` policy then answer 401),
+    /// but a certificate that is sent must still chain to `ca`, else the handshake fails.
+    #[serde(default = "yes")]
+    pub required: bool,
+}
+
+/// The admin listener over TLS (`listeners.admin` is its address): HTTPS only, optionally with
+/// client certificates. The token rules of `admin_auth` apply on top.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTlsSpec {
+    /// PEM certificate chain, relative to this file's folder.
+    pub cert: PathBuf,
+    /// PEM private key, relative to this file's folder.
+    pub key: PathBuf,
+    /// Client certificates the admin listener asks for. Absent: none.
+    #[serde(default)]
+    pub client_auth: Option<ClientAuthSpec>,
 }
 
 fn yes() -> bool {

@@ -401,6 +401,10 @@ policy_kinds! {
     /// Requires an OAuth 2.0 bearer token: a JWT signed by a configured key (JWKS file, JWKS
     /// URL, or HS256 secrets), with the right issuer, audience, lifetime, scopes and channel.
     jwt => jwt::Jwt,
+    /// Requires a client certificate verified by the TLS listener (mutual TLS) and binds it
+    /// to a channel by subject common name, subjectAltName DNS name or URI, or SHA-256
+    /// fingerprint. With `jwt` on the same route, both must name the same channel.
+    client_cert => client_cert::ClientCert,
     /// Verifies a marketplace webhook: an HMAC-SHA256 of the raw body in a header (Shopify's
     /// `X-Shopify-Hmac-Sha256` as a preset), against one or two secrets per channel.
     webhook_signature => webhook_signature::WebhookSignature,
