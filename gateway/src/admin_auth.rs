@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use http::{HeaderValue, Method, Response, StatusCode, header};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
-use policies::admin_auth::{AdminAuth, AdminGuard, SESSION_COOKIE, SESSION_TTL, Verdict};
+use policies::admin_auth::{
+    AdminAuth, AdminGuard, Credential, SESSION_COOKIE, SESSION_TTL, Verdict,
+};
 use policies::clock::SystemClock;
 use policies::problem::{PROBLEM_CONTENT_TYPE, Problem};
 use prometheus::{IntCounterVec, Opts, Registry};
@@ -22,13 +24,16 @@ pub struct AuthLayer<A> {
     inner: A,
     guard: Option<AdminGuard>,
     failures: IntCounterVec,
+    /// Requests and sign-ins let in, by credential: tells when a previous token is unused.
+    accepted: IntCounterVec,
     /// `Secure` on the cookie: only when the admin listener speaks TLS, which it does not yet
     /// (a plain-HTTP browser would drop a `Secure` cookie).
     secure_cookie: bool,
 }
 
 impl<A> AuthLayer<A> {
-    /// Wraps `inner`; registers `gateway_admin_auth_failures_total{reason}`.
+    /// Wraps `inner`; registers `gateway_admin_auth_failures_total{reason}` and
+    /// `gateway_admin_auth_accepted_total{credential}`.
     pub fn new(
         inner: A,
         auth: Option<&AdminAuth>,
@@ -45,10 +50,33 @@ impl<A> AuthLayer<A> {
         for reason in ["missing", "wrong", "login"] {
             failures.with_label_values(&[reason]);
         }
+        let accepted = IntCounterVec::new(
+            Opts::new(
+                "gateway_admin_auth_accepted_total",
+                "Admin requests and sign-ins let in, by credential (token, previous_token, session): once previous_token stops growing on every instance, the rotation can end.",
+            ),
+            &["credential"],
+        )?;
+        registry.register(Box::new(accepted.clone()))?;
+        let mut credentials = vec![Credential::Token, Credential::Session];
+        if auth.is_some_and(|a| a.previous.is_some()) {
+            credentials.push(Credential::PreviousToken);
+        }
+        for c in credentials {
+            accepted.with_label_values(&[c.label()]);
+        }
+        if let Some(a) = auth
+            && a.previous.is_some()
+        {
+            tracing::warn!(
+                "admin API: a previous token is accepted too (a rotation is under way): remove it once gateway_admin_auth_accepted_total{{credential=\"previous_token\"}} stops growing"
+            );
+        }
         Ok(AuthLayer {
             inner,
             guard: auth.map(|a| AdminGuard::new(a, Arc::new(SystemClock::new()))),
             failures,
+            accepted,
             secure_cookie: false,
         })
     }
@@ -90,7 +118,8 @@ impl<A: ServeHttp + Send + Sync> ServeHttp for AuthLayer<A> {
                 .map(HeaderValue::as_bytes),
             cookie_values(session),
         );
-        if verdict == Verdict::Allowed {
+        if let Verdict::Allowed(credential) = verdict {
+            self.accepted.with_label_values(&[credential.label()]).inc();
             return self.inner.response(session).await;
         }
         // A browser opening the status page without a session (none yet: not a failure) is
@@ -163,7 +192,8 @@ impl<A> AuthLayer<A> {
             }
         }
         let token = form_field(&body, "token").unwrap_or_default();
-        if token.is_empty() || !guard.token_matches(&token) {
+        let matched = guard.token_matches(&token);
+        let Some(credential) = matched.filter(|_| !token.is_empty()) else {
             self.failures.with_label_values(&["login"]).inc();
             tracing::warn!(
                 client = %session.client_addr().map(ToString::to_string).unwrap_or_default(),
@@ -173,12 +203,14 @@ impl<A> AuthLayer<A> {
                 StatusCode::UNAUTHORIZED,
                 Some("That is not the admin token."),
             );
-        }
+        };
+        self.accepted.with_label_values(&[credential.label()]).inc();
         let id = guard.start_session();
         let mut resp = redirect("/");
         set_cookie(&mut resp, &id, SESSION_TTL.as_secs(), self.secure_cookie);
         tracing::info!(
             client = %session.client_addr().map(ToString::to_string).unwrap_or_default(),
+            credential = credential.label(),
             "admin API: browser signed in"
         );
         resp

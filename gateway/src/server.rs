@@ -283,10 +283,12 @@ fn resolve_admin_auth(
     let Some(path) = &opts.admin_token_file else {
         return Ok(from_file.cloned());
     };
-    let token = policies::admin_auth::token_from_file(path)
+    // the first line is the token, an optional second line the previous one (a rotation)
+    let (token, previous) = policies::admin_auth::tokens_from_file(path)
         .map_err(|e| anyhow::anyhow!("--admin-token-file {}: {e}", path.display()))?;
     Ok(Some(AdminAuth {
         token,
+        previous,
         protect_metrics: from_file.is_some_and(|a| a.protect_metrics),
     }))
 }
@@ -367,16 +369,39 @@ fn install_reload_signal(
 }
 
 /// Installs the JSON log subscriber (access log and diagnostics, one object per line on stdout).
-/// `GATEWAY_LOG` sets the filter (default `info`).
+/// `GATEWAY_LOG` sets the filter (default `info`), except that the libraries in
+/// [`HEAD_DUMPING_TARGETS`] never log below `info`: no log level writes a secret.
 pub fn init_logging() {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::FilterExt as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = tracing_subscriber::EnvFilter::try_from_env("GATEWAY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let no_heads = tracing_subscriber::filter::filter_fn(|meta| {
+        *meta.level() <= tracing::Level::INFO || !dumps_heads(meta.target())
+    });
+    let layer = tracing_subscriber::fmt::layer()
         .json()
         .flatten_event(true)
         .with_current_span(false)
         .with_span_list(false)
-        .with_env_filter(filter)
         .with_writer(std::io::stdout)
-        .try_init();
+        .with_filter(filter.and(no_heads));
+    let _ = tracing_subscriber::registry().with(layer).try_init();
+}
+
+/// Libraries that print whole request or response heads at `debug` or `trace` (Pingora: the
+/// client's `Authorization` and cookies, the upstream request with its credentials, `Set-Cookie`
+/// of admin sessions; h2: header blocks). Their events below `info` are dropped whatever
+/// `GATEWAY_LOG` says, so raising the log level to debug a problem never writes a token.
+pub const HEAD_DUMPING_TARGETS: &[&str] = &["pingora", "h2", "hyper", "reqwest"];
+
+fn dumps_heads(target: &str) -> bool {
+    HEAD_DUMPING_TARGETS.iter().any(|t| {
+        target
+            .strip_prefix(t)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::") || rest.starts_with('_'))
+    })
 }

@@ -26,6 +26,11 @@ impl SecretSource for ProcessEnv {
 pub struct Secret(String);
 
 impl Secret {
+    /// A secret read by other means than [`expand`] (e.g. one line of a token file).
+    pub(crate) fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
     /// The value, for the one place that needs it.
     pub fn expose(&self) -> &str {
         &self.0

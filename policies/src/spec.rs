@@ -98,6 +98,15 @@ pub struct AdminAuthSpec {
     /// trimmed). At least 16 characters, printable ASCII without spaces; e.g.
     /// `openssl rand -hex 32 > admin-token`. Read at start, like the listeners.
     pub token: String,
+    /// During a rotation, the token being retired, as a secret reference like `token`:
+    /// accepted as well until it is removed. To rotate: put the new token in `token` and the
+    /// old one here, restart; move every client (scripts, Prometheus, browsers) to the new
+    /// token, watching `gateway_admin_auth_accepted_total{credential="previous_token"}` stop
+    /// growing; remove this field and restart (the old token then gets 401). Both tokens are
+    /// always checked in constant time. Browser sessions last 12 hours from sign-in, until
+    /// sign-out or a restart, whichever token opened them. Must differ from `token`.
+    #[serde(default)]
+    pub previous_token: Option<String>,
     /// Require the token on `/metrics` too (a Prometheus scrape then sends it as
     /// `authorization: {credentials_file: ...}`). `/healthz` and `/readyz` stay open, for
     /// load balancers and orchestrators.

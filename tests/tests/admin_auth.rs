@@ -383,3 +383,261 @@ fn a_real_browser_signs_in_through_the_form() {
         gw.output()
     );
 }
+
+/// The token being retired during a rotation (issue 16).
+const OLD: &str = "old-adm1n-t0ken-9b1e77d0c3";
+
+/// `/config` with this bearer token: its status.
+fn config_status(admin: SocketAddr, token: &str) -> u16 {
+    get(admin, "/config", &[("Authorization", &bearer(token))]).status
+}
+
+/// Signs in through the form with `token`; the session cookie header value.
+fn sign_in(admin: SocketAddr, token: &str) -> String {
+    let origin = format!("http://{admin}");
+    let r = request(
+        admin,
+        "POST",
+        "/login",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Origin", &origin),
+        ],
+        &form(token),
+    );
+    assert_eq!(r.status, 303, "{r:?}");
+    format!(
+        "gateway_admin={}",
+        cookie_value(r.header("set-cookie").unwrap())
+    )
+}
+
+#[test]
+fn two_tokens_are_valid_during_a_rotation_and_the_old_one_is_refused_after_it() {
+    let env = vec![
+        ("ADMIN_TOKEN".to_owned(), TOKEN.to_owned()),
+        ("ADMIN_TOKEN_PREVIOUS".to_owned(), OLD.to_owned()),
+    ];
+    let rotating = policy(
+        "  admin_auth:\n    token: \"${ADMIN_TOKEN}\"\n    previous_token: \"${ADMIN_TOKEN_PREVIOUS}\"\n",
+    );
+    let gw = Gateway::start_with(
+        &rotating,
+        Start {
+            env: env.clone(),
+            ..Start::default()
+        },
+    )
+    .unwrap();
+    let a = gw.admin;
+    assert_eq!(config_status(a, TOKEN), 200);
+    assert_eq!(config_status(a, OLD), 200);
+    assert_401(&get(a, "/config", &[("Authorization", &bearer(WRONG))]));
+    // a prefix of either token is no token
+    assert_401(&get(
+        a,
+        "/config",
+        &[("Authorization", &bearer(&OLD[..20]))],
+    ));
+    // a browser may sign in with the old token too; its session opens the API
+    let old_session = sign_in(a, OLD);
+    assert_eq!(get(a, "/config", &[("Cookie", &old_session)]).status, 200);
+    // what let each request in is counted, so the operator sees when the old token is unused
+    gw.wait_metric(
+        "gateway_admin_auth_accepted_total{credential=\"previous_token\"}",
+        2.0,
+    )
+    .unwrap();
+    gw.wait_metric(
+        "gateway_admin_auth_accepted_total{credential=\"token\"}",
+        1.0,
+    )
+    .unwrap();
+    gw.wait_metric(
+        "gateway_admin_auth_accepted_total{credential=\"session\"}",
+        1.0,
+    )
+    .unwrap();
+    gw.wait_metric("gateway_admin_auth_failures_total{reason=\"wrong\"}", 2.0)
+        .unwrap();
+    assert_eq!(
+        gw.log_events(
+            "admin API: a previous token is accepted too (a rotation is under way): remove it once gateway_admin_auth_accepted_total{credential=\"previous_token\"} stops growing"
+        )
+        .len(),
+        1,
+        "{}",
+        gw.output()
+    );
+    drop(gw);
+
+    // the rotation ends: previous_token removed, restart (admin auth is read at start)
+    let gw = Gateway::start_with(
+        &policy("  admin_auth:\n    token: \"${ADMIN_TOKEN}\"\n"),
+        Start {
+            env,
+            ..Start::default()
+        },
+    )
+    .unwrap();
+    let a = gw.admin;
+    assert_401(&get(a, "/config", &[("Authorization", &bearer(OLD))]));
+    assert_eq!(config_status(a, TOKEN), 200);
+    // sessions do not outlive the process, whichever token opened them
+    assert_401(&get(a, "/config", &[("Cookie", &old_session)]));
+    let refused = request(
+        a,
+        "POST",
+        "/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &form(OLD),
+    );
+    assert_eq!(refused.status, 401);
+    assert!(
+        !gw.metrics()
+            .unwrap()
+            .contains("credential=\"previous_token\""),
+        "no previous token, no series"
+    );
+}
+
+#[test]
+fn a_token_file_rotates_with_a_second_line() {
+    let dir = TempDir::new("admin-auth-rotate-file").unwrap();
+    let token_file = dir.path().join("admin-token");
+    let start = || {
+        Gateway::start_with(
+            &policy(""),
+            Start {
+                env: vec![(
+                    "GATEWAY_ADMIN_TOKEN_FILE".into(),
+                    token_file.display().to_string(),
+                )],
+                ..Start::default()
+            },
+        )
+        .unwrap()
+    };
+    // during the rotation: the new token first, the old one on the second line
+    std::fs::write(&token_file, format!("{TOKEN}\n{OLD}\n")).unwrap();
+    let gw = start();
+    assert_eq!(config_status(gw.admin, TOKEN), 200);
+    assert_eq!(config_status(gw.admin, OLD), 200);
+    assert_401(&get(
+        gw.admin,
+        "/config",
+        &[("Authorization", &bearer(WRONG))],
+    ));
+    drop(gw);
+    // after it: one line, restart
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let gw = start();
+    assert_eq!(config_status(gw.admin, TOKEN), 200);
+    assert_401(&get(
+        gw.admin,
+        "/config",
+        &[("Authorization", &bearer(OLD))],
+    ));
+    drop(gw);
+
+    // a third line, or the same token twice, is refused at start without showing a token
+    for text in [
+        format!("{TOKEN}\n{OLD}\n{WRONG}\n"),
+        format!("{TOKEN}\n{TOKEN}\n"),
+    ] {
+        std::fs::write(&token_file, text).unwrap();
+        let out = Command::new(gateway_binary().unwrap())
+            .arg("run")
+            .arg("-c")
+            .arg(dir.path().join("none.yaml"))
+            .arg("--admin-token-file")
+            .arg(&token_file)
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{all}");
+        assert!(
+            !all.contains(TOKEN) && !all.contains(OLD) && !all.contains(WRONG),
+            "{all}"
+        );
+    }
+}
+
+/// Every way a token reaches the gateway (bearer headers right and wrong, sign-in forms right
+/// and wrong, a token in the URL, a reload, a reload refused for a literal token in the file)
+/// is exercised with `GATEWAY_LOG=trace`, and the gateway's whole stdout and stderr hold none
+/// of the tokens, in plain or URL-encoded form.
+#[test]
+fn no_token_is_ever_logged_even_at_trace_level() {
+    let yaml = policy(
+        "  admin_auth:\n    token: \"${ADMIN_TOKEN}\"\n    previous_token: \"${ADMIN_TOKEN_PREVIOUS}\"\n",
+    );
+    let gw = Gateway::start_with(
+        &yaml,
+        Start {
+            env: vec![
+                ("ADMIN_TOKEN".into(), TOKEN.into()),
+                ("ADMIN_TOKEN_PREVIOUS".into(), OLD.into()),
+                ("GATEWAY_LOG".into(), "trace".into()),
+            ],
+            ..Start::default()
+        },
+    )
+    .unwrap();
+    let a = gw.admin;
+    assert_eq!(config_status(a, TOKEN), 200);
+    assert_eq!(config_status(a, OLD), 200);
+    assert_eq!(config_status(a, WRONG), 401);
+    assert_eq!(config_status(a, &format!("{TOKEN}x")), 401);
+    assert_eq!(
+        get(a, &format!("/config?token={TOKEN}&old={OLD}"), &[]).status,
+        401
+    );
+    let form_type = ("Content-Type", "application/x-www-form-urlencoded");
+    assert_eq!(
+        request(a, "POST", "/login", &[form_type], &form(WRONG)).status,
+        401
+    );
+    sign_in(a, TOKEN);
+    sign_in(a, OLD);
+    // a reload, then one refused because the file now holds a literal token
+    gw.sighup().unwrap();
+    gw.wait_metric("gateway_config_reloads_total{result=\"success\"}", 1.0)
+        .unwrap();
+    gw.write_config(&policy(&format!(
+        "  admin_auth:\n    token: \"${{ADMIN_TOKEN}}\"\n    previous_token: {OLD}\n"
+    )))
+    .unwrap();
+    gw.sighup().unwrap();
+    gw.wait_metric("gateway_config_reloads_total{result=\"failure\"}", 1.0)
+        .unwrap();
+    assert!(
+        gw.output().contains("never a literal value"),
+        "the refusal says why:\n{}",
+        gw.output()
+    );
+    assert_eq!(config_status(a, TOKEN), 200, "the old set keeps serving");
+    // the output is read after the last request was answered and logged
+    gw.wait_metric("gateway_admin_auth_failures_total{reason=\"wrong\"}", 2.0)
+        .unwrap();
+    let out = gw.output();
+    // the log did record what happened (which credential signed in), just never a token;
+    // before Pingora's head dumps were capped, its trace lines held every Authorization header
+    assert_eq!(
+        gw.log_events("admin API: browser signed in").len(),
+        2,
+        "{out}"
+    );
+    assert!(out.contains("\"credential\":\"previous_token\""), "{out}");
+    for secret in [TOKEN, OLD, WRONG] {
+        let encoded = &form(secret)["token=".len()..];
+        assert!(
+            !out.contains(secret) && !out.contains(encoded),
+            "{secret} in the log:\n{out}"
+        );
+    }
+}
