@@ -255,6 +255,7 @@ fn bench_redis(c: &mut Criterion) {
             cluster: false,
             timeout: DurationSpec::millis(5000),
             connect_timeout: DurationSpec::millis(1000),
+            tls: None,
         };
         let redis = Arc::new(RedisStore::new(&url, &spec).unwrap_or_else(|e| panic!("{e}")));
         let store = Arc::new(RedisDeliveries::new(

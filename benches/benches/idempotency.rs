@@ -288,6 +288,7 @@ fn bench_redis(c: &mut Criterion, port: u16) {
         cluster: false,
         timeout: DurationSpec::secs(1),
         connect_timeout: DurationSpec::secs(1),
+        tls: None,
     };
     let store = Arc::new(RedisStore::new(&url, &spec).unwrap_or_else(|e| panic!("{e}")));
     let records = RedisRecords::new(store, "bench");

@@ -398,7 +398,11 @@ impl Compiler<'_, '_> {
                 return None;
             }
         };
-        match self.env.stores.redis(url.expose(), r) {
+        match self
+            .env
+            .stores
+            .redis(url.expose(), &r.relative_to(self.base_dir))
+        {
             Ok(store) => Some(store),
             Err(msg) => {
                 self.errors.at("/redis/url", msg);

@@ -55,6 +55,7 @@ impl Target {
             cluster: self.cluster,
             timeout: DurationSpec::millis(3000),
             connect_timeout: DurationSpec::millis(3000),
+            tls: None,
         };
         let redis = Arc::new(RedisStore::new(&self.url, &spec).unwrap());
         RedisDeliveries::new(

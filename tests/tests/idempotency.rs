@@ -409,6 +409,7 @@ async fn the_redis_scripts_decide_exactly_like_the_local_store() {
         cluster: false,
         timeout: DurationSpec::secs(2),
         connect_timeout: DurationSpec::secs(2),
+        tls: None,
     };
     let store = Arc::new(RedisStore::new(&redis.url(), &spec).unwrap());
     let remote = RedisRecords::new(store, "eq");

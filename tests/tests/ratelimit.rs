@@ -434,6 +434,7 @@ async fn the_redis_script_decides_exactly_like_the_local_gcra() {
         cluster: false,
         timeout: DurationSpec::secs(2),
         connect_timeout: DurationSpec::secs(2),
+        tls: None,
     };
     let store = Arc::new(RedisStore::new(&redis.url(), &spec).unwrap());
     let s = 1_000_000;

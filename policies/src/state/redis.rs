@@ -2,9 +2,11 @@
 //! interface share. Connections are made lazily and remade after failures (so the gateway
 //! starts, and recovers, while Redis is down), and every call is bounded by a timeout so a slow
 //! Redis never stalls the proxy. Stores live in the compile environment, so a reload keeps its
-//! connections.
+//! connections. `rediss://` speaks TLS (rustls), trusting a private CA from a file or, without
+//! one, the public web PKI roots, with an optional client certificate.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,8 +25,10 @@ use crate::units::DurationSpec;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSpec {
-    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS. May reference secrets,
-    /// e.g. `${REDIS_URL}`; the password never appears in logs.
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS (the server's
+    /// certificate is verified against `tls.ca`, or without it the public web PKI roots, and
+    /// must name the URL's host). May reference secrets, e.g. `${REDIS_URL}`; the password
+    /// never appears in logs. The `#insecure` fragment (no verification) is refused.
     pub url: String,
     /// The URL is a seed node of a Redis Cluster (keys are hash-tagged per decision).
     #[serde(default)]
@@ -36,6 +40,141 @@ pub struct RedisSpec {
     /// Bound on making a connection.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: DurationSpec,
+    /// TLS settings of a `rediss://` URL: the CA that signed the server's certificate and the
+    /// client certificate (redis-server asks for one unless `tls-auth-clients no`). Only with
+    /// `rediss://`.
+    #[serde(default)]
+    pub tls: Option<RedisTlsSpec>,
+}
+
+/// How a `rediss://` connection is verified and authenticated. The files are PEM, relative to
+/// the policy file's folder, and read when the policy file is compiled (a reload that changes
+/// this section, or a restart, picks up new files).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RedisTlsSpec {
+    /// CA bundle that signed the server's certificate (a private CA). Absent: the public web
+    /// PKI roots (managed Redis services).
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Client certificate chain presented to the server (mutual TLS); with `client_key`.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// Private key of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+}
+
+impl RedisSpec {
+    /// The spec with its TLS file paths made absolute against `base_dir` (the policy file's
+    /// folder), so stores are shared by what they really read.
+    pub fn relative_to(&self, base_dir: &Path) -> RedisSpec {
+        let mut spec = self.clone();
+        if let Some(tls) = &mut spec.tls {
+            for p in [&mut tls.ca, &mut tls.client_cert, &mut tls.client_key]
+                .into_iter()
+                .flatten()
+            {
+                *p = base_dir.join(&*p);
+            }
+        }
+        spec
+    }
+}
+
+/// The TLS material of a spec, read and checked; `None` for a `redis://` URL.
+fn tls_certificates(url: &str, spec: &RedisSpec) -> Result<Option<redis::TlsCertificates>, String> {
+    let secure = url.starts_with("rediss://");
+    if secure && url.contains('#') {
+        return Err(format!(
+            "redis url {}: a fragment (such as #insecure, which turns certificate verification off) is not accepted; trust a private CA with tls.ca",
+            redact(url)
+        ));
+    }
+    let Some(tls) = &spec.tls else {
+        // `rediss://` alone: the public roots, no client certificate
+        return Ok(secure.then_some(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: None,
+        }));
+    };
+    if !secure {
+        return Err(format!(
+            "redis url {}: tls settings need a rediss:// URL",
+            redact(url)
+        ));
+    }
+    let read = |field: &str, p: &PathBuf| {
+        std::fs::read(p).map_err(|e| format!("redis tls.{field} {}: {e}", p.display()))
+    };
+    let pem_certs = |field: &str, p: &PathBuf, bytes: &[u8]| {
+        use rustls_pki_types::pem::PemObject;
+        let certs = rustls_pki_types::CertificateDer::pem_slice_iter(bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                format!(
+                    "redis tls.{field} {}: not PEM certificates: {e}",
+                    p.display()
+                )
+            })?;
+        if certs.is_empty() {
+            return Err(format!(
+                "redis tls.{field} {}: no PEM certificate in the file",
+                p.display()
+            ));
+        }
+        Ok(())
+    };
+    let root_cert = match &tls.ca {
+        Some(p) => {
+            let bytes = read("ca", p)?;
+            pem_certs("ca", p, &bytes)?;
+            Some(bytes)
+        }
+        None => None,
+    };
+    let client_tls = match (&tls.client_cert, &tls.client_key) {
+        (Some(c), Some(k)) => {
+            let client_cert = read("client_cert", c)?;
+            pem_certs("client_cert", c, &client_cert)?;
+            let client_key = read("client_key", k)?;
+            {
+                use rustls_pki_types::pem::PemObject;
+                rustls_pki_types::PrivateKeyDer::from_pem_slice(&client_key).map_err(|_| {
+                    format!(
+                        "redis tls.client_key {}: no PEM private key in the file",
+                        k.display()
+                    )
+                })?;
+            }
+            Some(redis::ClientTlsConfig {
+                client_cert,
+                client_key,
+            })
+        }
+        (None, None) => None,
+        _ => {
+            return Err(
+                "redis tls: client_cert and client_key go together (mutual TLS needs both)"
+                    .to_owned(),
+            );
+        }
+    };
+    ensure_crypto_provider();
+    Ok(Some(redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    }))
+}
+
+/// The redis crate builds its rustls config with the process-wide crypto provider; install
+/// ring (the provider the rest of the gateway's rustls uses) unless one is set, so a build that
+/// also links another provider cannot make TLS connections fail at runtime.
+fn ensure_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // losing the race to another thread installing one is fine
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
 }
 
 fn default_timeout() -> DurationSpec {
@@ -123,16 +262,26 @@ fn redact(url: &str) -> String {
 }
 
 impl RedisStore {
-    /// A store for this (resolved) URL; nothing is connected yet.
+    /// A store for this (resolved) URL; nothing is connected yet (the TLS files are read now).
     pub fn new(url: &str, spec: &RedisSpec) -> Result<Self, String> {
+        let invalid = |e: redis::RedisError| format!("invalid redis url {}: {e}", redact(url));
+        let certs = tls_certificates(url, spec)?;
         let client = if spec.cluster {
-            redis::cluster::ClusterClient::new(vec![url])
+            let mut builder = redis::cluster::ClusterClientBuilder::new(vec![url]);
+            if let Some(certs) = certs {
+                builder = builder.certs(certs);
+            }
+            builder
+                .build()
                 .map(|c| Client::Cluster(Box::new(c)))
-                .map_err(|e| format!("invalid redis url {}: {e}", redact(url)))?
+                .map_err(invalid)?
         } else {
-            redis::Client::open(url)
-                .map(|c| Client::Single(Box::new(c)))
-                .map_err(|e| format!("invalid redis url {}: {e}", redact(url)))?
+            match certs {
+                Some(certs) => redis::Client::build_with_tls(url, certs),
+                None => redis::Client::open(url),
+            }
+            .map(|c| Client::Single(Box::new(c)))
+            .map_err(invalid)?
         };
         Ok(RedisStore {
             client,
@@ -265,7 +414,64 @@ mod tests {
             cluster: false,
             timeout: DurationSpec::millis(50),
             connect_timeout: DurationSpec::millis(100),
+            tls: None,
         }
+    }
+
+    #[test]
+    fn tls_settings_are_checked_when_the_store_is_made() {
+        let dir = std::env::temp_dir().join(format!("redis-tls-spec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("garbage.pem"), "not a certificate").unwrap();
+        let with = |tls: RedisTlsSpec| RedisSpec {
+            tls: Some(tls),
+            ..spec("x")
+        };
+        let err = |url: &str, s: &RedisSpec| RedisStore::new(url, s).unwrap_err();
+        // plain redis:// with tls settings, and the insecure fragment, are refused
+        let e = err("redis://h:1", &with(RedisTlsSpec::default()));
+        assert!(e.contains("need a rediss:// URL"), "{e}");
+        let e = err("rediss://u:pw@h:1/#insecure", &spec("x"));
+        assert!(e.contains("#insecure") && !e.contains("pw"), "{e}");
+        let e = err(
+            "rediss://h:1",
+            &with(RedisTlsSpec {
+                ca: Some(dir.join("missing.pem")),
+                ..RedisTlsSpec::default()
+            }),
+        );
+        assert!(e.contains("tls.ca") && e.contains("missing.pem"), "{e}");
+        let e = err(
+            "rediss://h:1",
+            &with(RedisTlsSpec {
+                ca: Some(dir.join("garbage.pem")),
+                ..RedisTlsSpec::default()
+            }),
+        );
+        assert!(
+            e.contains("no PEM certificate") && e.contains("garbage.pem"),
+            "{e}"
+        );
+        let e = err(
+            "rediss://h:1",
+            &with(RedisTlsSpec {
+                client_cert: Some(dir.join("garbage.pem")),
+                ..RedisTlsSpec::default()
+            }),
+        );
+        assert!(e.contains("go together"), "{e}");
+        // rediss:// alone is fine (public roots), and paths resolve against the file's folder
+        assert!(RedisStore::new("rediss://h:1", &spec("x")).is_ok());
+        let rel = with(RedisTlsSpec {
+            ca: Some("ca.pem".into()),
+            ..RedisTlsSpec::default()
+        })
+        .relative_to(Path::new("/etc/gw"));
+        assert_eq!(
+            rel.tls.unwrap().ca.unwrap(),
+            PathBuf::from("/etc/gw/ca.pem")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
