@@ -5,6 +5,12 @@
 //! a `kid` eBay does not know, and an unreachable key API, not asked again within the cooldown;
 //! a key older than `max_age` refreshed in the background while it keeps verifying; a refresh
 //! that fails keeps the key (stale while error), one that eBay answers 404 drops it.
+//!
+//! Unlike a JWKS, where one fetch brings every key, each `kid` here is a fetch of its own: a
+//! cooldown shared by all unknown `kid`s would let anyone sending a made-up `kid` every
+//! cooldown keep eBay's next key out. So the cooldown after a 404 is per `kid`, it is shared
+//! only after the key API failed, and fetches run one at a time: a flood of made-up `kid`s
+//! costs eBay at most one request in flight.
 
 use std::collections::HashMap;
 use std::fmt;
