@@ -175,6 +175,13 @@ pub struct LimitsSpec {
     pub max_header_bytes: ByteSize,
     /// Body limit of routes that set none; a larger body gets 413.
     pub max_body_bytes: ByteSize,
+    /// Time a client has to send a whole HTTP/1 request head (request line and headers),
+    /// counted from the accepted connection, or from the first byte of a request on a reused
+    /// keep-alive connection; a slower head gets 408 and the connection closed.
+    pub head_timeout: DurationSpec,
+    /// Longest pause allowed between two reads of a request body; a client that stops sending
+    /// its body for longer gets 408 (when no answer has started) and the connection closed.
+    pub body_idle_timeout: DurationSpec,
 }
 
 impl Default for LimitsSpec {
@@ -182,6 +189,8 @@ impl Default for LimitsSpec {
         LimitsSpec {
             max_header_bytes: ByteSize::kib(128),
             max_body_bytes: ByteSize::mib(1),
+            head_timeout: DurationSpec::secs(10),
+            body_idle_timeout: DurationSpec::secs(30),
         }
     }
 }
@@ -222,13 +231,6 @@ pub struct UpstreamSpec {
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: DurationSpec,
     /// How long to wait for each read from the upstream (the response head, then every body
-    /// Time a client has to send a whole HTTP/1 request head (request line and headers),
-    /// counted from the accepted connection, or from the first byte of a request on a reused
-    /// keep-alive connection; a slower head gets 408 and the connection closed.
-    pub head_timeout: DurationSpec,
-    /// Longest pause allowed between two reads of a request body; a client that stops sending
-    /// its body for longer gets 408 (when no answer has started) and the connection closed.
-    pub body_idle_timeout: DurationSpec,
     /// chunk); past it the gateway answers 504.
     #[serde(default = "default_read_timeout")]
     pub read_timeout: DurationSpec,
@@ -236,8 +238,6 @@ pub struct UpstreamSpec {
     /// past it the gateway answers 504.
     #[serde(default = "default_total_timeout")]
     pub total_timeout: DurationSpec,
-            head_timeout: DurationSpec::secs(10),
-            body_idle_timeout: DurationSpec::secs(30),
     /// How long an idle pooled connection is kept for reuse.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: DurationSpec,
