@@ -822,3 +822,84 @@ async fn the_binary_prints_its_address_and_serves() -> anyhow::Result<()> {
     child.kill().await?;
     Ok(())
 }
+
+/// eBay's notification keys: an application token (client credentials) opens `getPublicKey`,
+/// whose PEM verifies what `ebay_sign` signed (ECDSA P-256 over SHA-1 of the body); unknown
+/// `kid`s are 404, rotated keys stay published, and every call is counted.
+#[tokio::test]
+async fn ebay_public_keys_verify_the_simulators_notification_signatures() -> anyhow::Result<()> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use p256::ecdsa::signature::hazmat::PrehashVerifier;
+    use p256::ecdsa::{Signature, VerifyingKey};
+    use p256::pkcs8::DecodePublicKey;
+
+    let (sim, client) = start(MarketOptions::default()).await?;
+    let base = sim.base_url();
+    let o = sim.options().channel(Channel::Ebay).clone();
+    let app: Value = client
+        .post(format!("{base}/identity/v1/oauth2/token"))
+        .basic_auth(&o.client_id, Some(&o.client_secret))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "https://api.ebay.com/oauth/api_scope"),
+        ])
+        .send()
+        .await?
+        .json()
+        .await?;
+    let app_token = app["access_token"].as_str().context("no token")?.to_owned();
+
+    let body = br#"{"metadata":{"topic":"MARKETPLACE_ACCOUNT_DELETION"},"notification":{"notificationId":"n-1"}}"#;
+    let header: Value = serde_json::from_slice(&STANDARD.decode(sim.ebay_sign(body))?)?;
+    assert_eq!(header["alg"], "ecdsa");
+    assert_eq!(header["digest"], "SHA1");
+    let kid = header["kid"].as_str().context("no kid")?.to_owned();
+    assert_eq!(kid, sim.ebay_key_id());
+    let key_url = |kid: &str| format!("{base}/commerce/notification/v1/public_key/{kid}");
+
+    let without = client.get(key_url(&kid)).send().await?;
+    assert_eq!(without.status(), StatusCode::UNAUTHORIZED);
+    let answer: Value = client
+        .get(key_url(&kid))
+        .bearer_auth(&app_token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(answer["algorithm"], "ECDSA");
+    assert_eq!(answer["digest"], "SHA1");
+    let pem = answer["key"].as_str().context("no key")?;
+    let b64 = pem
+        .strip_prefix("-----BEGIN PUBLIC KEY-----")
+        .and_then(|s| s.strip_suffix("-----END PUBLIC KEY-----"))
+        .context("not eBay's one-line PEM")?;
+    let key = VerifyingKey::from_public_key_der(&STANDARD.decode(b64)?)?;
+    let signature = Signature::from_der(
+        &STANDARD.decode(header["signature"].as_str().context("no signature")?)?,
+    )?;
+    let digest = sha1_smol::Sha1::from(&body[..]).digest().bytes();
+    key.verify_prehash(&digest, &signature)?;
+    let other = sha1_smol::Sha1::from(&b"{}"[..]).digest().bytes();
+    assert!(key.verify_prehash(&other, &signature).is_err());
+
+    let unknown = client
+        .get(key_url("00000000-0000-0000-0000-000000000000"))
+        .bearer_auth(&app_token)
+        .send()
+        .await?;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+
+    let new_kid = sim.ebay_rotate_key();
+    assert_ne!(new_kid, kid);
+    for k in [&kid, &new_kid] {
+        let r = client
+            .get(key_url(k))
+            .bearer_auth(&app_token)
+            .send()
+            .await?;
+        assert_eq!(r.status(), StatusCode::OK, "{k} is published");
+    }
+    assert_eq!(sim.ebay_key_fetches(), 5);
+    Ok(())
+}
