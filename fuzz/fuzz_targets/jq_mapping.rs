@@ -12,7 +12,11 @@ fuzz_target!(|data: &[u8]| {
     let catalog = gateway_fuzz::catalog();
     for m in catalog.mappings() {
         if let Ok(out) = m.apply(input.clone()) {
-            assert!(out.to_string().len() <= gateway_fuzz::output_bound(in_len), "{}", m.name());
+            assert!(
+                out.to_string().len() <= gateway_fuzz::output_bound(in_len),
+                "{}",
+                m.name()
+            );
         }
     }
     for m in catalog.outbound_mappings() {

@@ -90,9 +90,11 @@ impl JwtFixture {
             params: &params,
         };
         let mut state = ExchangeState::default();
-        let flow = self
-            .rt
-            .block_on(self.set.policies["auth"].policy.on_request(&req, &mut state));
+        let flow = self.rt.block_on(
+            self.set.policies["auth"]
+                .policy
+                .on_request(&req, &mut state),
+        );
         Some(matches!(flow, Flow::Continue(())))
     }
 }
