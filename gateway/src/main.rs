@@ -42,7 +42,8 @@ enum Command {
         /// Admin listener, overriding the file.
         #[arg(long)]
         admin: Option<String>,
-        /// File holding the admin API token, overriding `listeners.admin_auth.token`.
+        /// File holding the admin API token, overriding `listeners.admin_auth.token`; during a
+        /// rotation a second line holds the previous token, accepted too until removed.
         #[arg(long, env = "GATEWAY_ADMIN_TOKEN_FILE")]
         admin_token_file: Option<PathBuf>,
         /// Worker threads (default: one per core).

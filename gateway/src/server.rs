@@ -38,7 +38,8 @@ pub struct RunOptions {
     pub https: Option<String>,
     /// Override the file's admin listener.
     pub admin: Option<String>,
-    /// Read the admin token from this file instead of `listeners.admin_auth.token`.
+    /// Read the admin token (first line) and, during a rotation, the previous one (second
+    /// line) from this file instead of `listeners.admin_auth`.
     pub admin_token_file: Option<PathBuf>,
     /// Worker threads (0: one per core).
     pub threads: usize,
