@@ -4,8 +4,9 @@
 //! front of the ERP simulator. Signed notifications reach the ERP untouched; tampered, unsigned,
 //! garbled and unknown-key ones get 401 and never reach it; a key is fetched once for many
 //! notifications and a rotated key (new `kid`) is fetched when it first signs; the key API
-//! down with no cached key is 503; eBay's endpoint-validation challenge is answered with the
-//! hash computed here independently; and the example set's eBay route works.
+//! down with no cached key is 503 (a cached key keeps verifying, across a reload too); eBay's
+//! endpoint-validation challenge is answered with the hash computed here independently; and
+//! the example set's eBay route works.
 
 #![allow(clippy::unwrap_used)] // test helpers panic on setup failures by design
 
@@ -292,8 +293,20 @@ async fn the_key_api_down_without_a_cached_key_is_503_and_nothing_is_forwarded()
     market.down(Channel::Ebay);
     let body = notification("cached");
     let sig = market.ebay_sign(&body);
-    assert_eq!(post(&gw, "/webhooks/ebay", Some(&sig), body).await.0, 200);
+    assert_eq!(
+        post(&gw, "/webhooks/ebay", Some(&sig), body.clone())
+            .await
+            .0,
+        200
+    );
     assert_eq!(erp.requests().len(), 2);
+
+    // a reload that leaves the policy unchanged keeps the fetched key: still down, still 200
+    gw.sighup().unwrap();
+    gw.wait_metric("gateway_config_reloads_total{result=\"success\"}", 1.0)
+        .unwrap();
+    assert_eq!(post(&gw, "/webhooks/ebay", Some(&sig), body).await.0, 200);
+    assert_eq!(erp.requests().len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
