@@ -218,10 +218,141 @@ fn find_head_end(buf: &[u8]) -> Option<usize> {
     }
 }
 
-/// Whether a `Content-Length` value is one plain decimal number that fits in a u64.
+/// Whether a `Content-Length` value is one plain decimal number (of at most 18 digits, so it
+/// fits every integer type that reads it).
 fn is_plain_length(value: &[u8]) -> bool {
     let v = value.trim_ascii();
-    !v.is_empty() && v.len() <= 19 && v.iter().all(u8::is_ascii_digit)
+    !v.is_empty() && v.len() <= 18 && v.iter().all(u8::is_ascii_digit)
+}
+
+fn bad_target(detail: &'static str) -> EdgeRejection {
+    bad_request(
+        "bad-request-target",
+        "Request target not allowed",
+        detail,
+        "bad_request_target",
+    )
+}
+
+fn bad_host(detail: &'static str) -> EdgeRejection {
+    bad_request("bad-host", "Host not allowed", detail, "bad_host")
+}
+
+/// Whether an origin-form target (path and query, visible ASCII already checked) holds only
+/// bytes a URI may carry unencoded: no `<`, `>`, `` ` `` in the path, no `"`, `<`, `>` in the
+/// query (what the `http` crate's URI parser refuses), and no fragment.
+fn is_clean_origin_form(target: &[u8]) -> bool {
+    let (path, query) = match target.iter().position(|b| *b == b'?') {
+        Some(q) => (&target[..q], &target[q + 1..]),
+        None => (target, &[][..]),
+    };
+    path.first() == Some(&b'/')
+        && !path.iter().any(|b| matches!(b, b'<' | b'>' | b'`' | b'#'))
+        && !query.iter().any(|b| matches!(b, b'"' | b'<' | b'>' | b'#'))
+}
+
+/// Whether a `Host` value (or an absolute-form authority) is `host[:port]` in plain characters:
+/// a registered name (letters, digits, `-._~`) or a bracketed IPv6 literal, no userinfo.
+fn is_plain_authority(value: &[u8]) -> bool {
+    let (host, port) = if value.first() == Some(&b'[') {
+        match value.iter().position(|b| *b == b']') {
+            Some(end) => {
+                let inner = &value[1..end];
+                if inner.is_empty()
+                    || !inner
+                        .iter()
+                        .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'))
+                {
+                    return false;
+                }
+                (&value[..=end], &value[end + 1..])
+            }
+            None => return false,
+        }
+    } else {
+        match value.iter().position(|b| *b == b':') {
+            Some(c) => (&value[..c], &value[c..]),
+            None => (value, &[][..]),
+        }
+    };
+    let host_ok = host.first() == Some(&b'[')
+        || (!host.is_empty()
+            && host
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')));
+    let port_ok = port.is_empty()
+        || (port[0] == b':' && port.len() <= 6 && port[1..].iter().all(u8::is_ascii_digit));
+    host_ok && port_ok
+}
+
+/// Checks the request target's form against the method and `Host` (RFC 9112 3.2): origin-form
+/// (`/path?query`), `*` for `OPTIONS`, or absolute-form `http(s)://authority/path` whose
+/// authority is the `Host`. `CONNECT` is not served. A `Host` holding anything but
+/// `host[:port]` is refused (Pingora would refuse userinfo with a bare 400).
+fn check_target(method: &str, target: &str, host: Option<&[u8]>) -> Result<(), EdgeRejection> {
+    let t = target.as_bytes();
+    if t.len() >= usize::from(u16::MAX) {
+        return Err(bad_target("the request target is too long"));
+    }
+    if method == "CONNECT" {
+        return Err(EdgeRejection {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            slug: "",
+            title: "Method Not Allowed",
+            detail: "CONNECT is not served".into(),
+            reason: "method_not_allowed",
+            close: true,
+        });
+    }
+    if let Some(h) = host
+        && !h.is_empty()
+        && !is_plain_authority(h.trim_ascii())
+    {
+        return Err(bad_host("the Host field must be host[:port]"));
+    }
+    if t == b"*" {
+        return if method == "OPTIONS" {
+            Ok(())
+        } else {
+            Err(bad_target("the asterisk form is for OPTIONS only"))
+        };
+    }
+    if t.first() == Some(&b'/') {
+        return if is_clean_origin_form(t) {
+            Ok(())
+        } else {
+            Err(bad_target(
+                "the request target holds a character that must be percent-encoded, or a fragment",
+            ))
+        };
+    }
+    let lower = |n: usize| t.get(..n).map(<[u8]>::to_ascii_lowercase);
+    let rest = if lower(7).as_deref() == Some(b"http://") {
+        &t[7..]
+    } else if lower(8).as_deref() == Some(b"https://") {
+        &t[8..]
+    } else {
+        return Err(bad_target(
+            "the request target must be a path, or an http(s) URL",
+        ));
+    };
+    let end = rest
+        .iter()
+        .position(|b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if !is_plain_authority(authority) {
+        return Err(bad_target("the URL's authority must be host[:port]"));
+    }
+    if !path.is_empty() && !(path[0] == b'/' && is_clean_origin_form(path)) {
+        return Err(bad_target(
+            "the request target holds a character that must be percent-encoded, or a fragment",
+        ));
+    }
+    if host.is_some_and(|h| h.trim_ascii() != authority) {
+        return Err(bad_host("the Host field differs from the URL's authority"));
+    }
+    Ok(())
 }
 
 /// Checks the bytes of an HTTP/1 request head read so far (they may run on into the body).
@@ -286,6 +417,9 @@ pub fn check_h1_head(buf: &[u8], max_header_bytes: u64) -> HeadCheck<'_> {
             "the request target holds a control character, a space or a non-ASCII byte",
             "bad_request_target",
         ));
+    }
+    if let Err(r) = check_target(method, target, (seen[HOST] == 1).then_some(first[HOST])) {
+        return refuse(r);
     }
     let http11 = req.version == Some(1);
     if seen[HOST] == 0 && http11 {
@@ -447,6 +581,54 @@ mod tests {
             ),
             (b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", "malformed_head"),
             (b"GET / HTTP/1.1\r\nHost: a\x00\r\n\r\n", "malformed_head"),
+        ];
+        for (head, want) in cases {
+            assert_eq!(reason(head), want, "{}", head.escape_ascii());
+        }
+    }
+
+    #[test]
+    fn target_forms_and_hosts() {
+        let cases: [(&[u8], &str); 12] = [
+            (
+                b"GET http://gw:80/a?b HTTP/1.1\r\nHost: gw:80\r\n\r\n",
+                "accepted",
+            ),
+            (
+                b"OPTIONS * HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n",
+                "accepted",
+            ),
+            (
+                b"GET /a?x={\"b\"} HTTP/1.1\r\nHost: gw\r\n\r\n",
+                "bad_request_target",
+            ),
+            (
+                b"GET /a<b HTTP/1.1\r\nHost: gw\r\n\r\n",
+                "bad_request_target",
+            ),
+            (
+                b"GET /a#frag HTTP/1.1\r\nHost: gw\r\n\r\n",
+                "bad_request_target",
+            ),
+            (b"GET * HTTP/1.1\r\nHost: gw\r\n\r\n", "bad_request_target"),
+            (
+                b"GET foo HTTP/1.1\r\nHost: gw\r\n\r\n",
+                "bad_request_target",
+            ),
+            (
+                b"GET http://a@gw/ HTTP/1.1\r\nHost: gw\r\n\r\n",
+                "bad_request_target",
+            ),
+            (
+                b"GET http://gw/ HTTP/1.1\r\nHost: other\r\n\r\n",
+                "bad_host",
+            ),
+            (b"GET / HTTP/1.1\r\nHost: user@gw\r\n\r\n", "bad_host"),
+            (b"GET / HTTP/1.1\r\nHost: gw:http\r\n\r\n", "bad_host"),
+            (
+                b"CONNECT gw:443 HTTP/1.1\r\nHost: gw:443\r\n\r\n",
+                "method_not_allowed",
+            ),
         ];
         for (head, want) in cases {
             assert_eq!(reason(head), want, "{}", head.escape_ascii());

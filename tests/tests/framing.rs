@@ -287,6 +287,34 @@ fn edge_cases() -> Vec<Refused> {
             "malformed_head",
         ),
         refused(
+            "userinfo in Host (Pingora's bare 400 before)",
+            &head("Host: user@gw\r\nContent-Length: 2\r\n"),
+            400,
+            "bad-host",
+            "bad_host",
+        ),
+        refused(
+            "absolute-form URL naming another host (Pingora's bare 400 before)",
+            b"POST http://other/stream HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n\r\n{}",
+            400,
+            "bad-host",
+            "bad_host",
+        ),
+        refused(
+            "a target that is neither a path nor a URL",
+            b"POST stream HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n\r\n{}",
+            400,
+            "bad-request-target",
+            "bad_request_target",
+        ),
+        refused(
+            "CONNECT (Pingora's bare 405 before)",
+            b"CONNECT gw:443 HTTP/1.1\r\nHost: gw:443\r\n\r\n",
+            405,
+            "",
+            "method_not_allowed",
+        ),
+        refused(
             "not HTTP at all",
             b"HELLO THERE\r\n\r\n",
             400,
@@ -345,11 +373,12 @@ fn assert_problem(r: &RawResponse, status: u16, slug: &str, name: &str) {
         "{name}: no request id: {r:?}"
     );
     let p = r.json().unwrap();
-    assert_eq!(
-        p["type"],
-        format!("urn:gateway:problem:{slug}"),
-        "{name}: {p}"
-    );
+    let want = if slug.is_empty() {
+        "about:blank".to_owned()
+    } else {
+        format!("urn:gateway:problem:{slug}")
+    };
+    assert_eq!(p["type"], want, "{name}: {p}");
     assert_eq!(p["status"], status, "{name}");
     assert_eq!(
         Some(p["request_id"].as_str().unwrap_or_default()),
@@ -363,7 +392,7 @@ fn assert_problem(r: &RawResponse, status: u16, slug: &str, name: &str) {
 async fn the_strict_edge_refuses_every_listed_shape_as_a_counted_logged_problem() {
     let (sim, gw) = setup().await;
     let cases = edge_cases();
-    let mut expected: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut expected: BTreeMap<&str, (f64, u16)> = BTreeMap::new();
     for case in &cases {
         let before = rejections(&gw, case.reason);
         let r = raw_request(gw.http, &case.bytes).unwrap();
@@ -375,16 +404,16 @@ async fn the_strict_edge_refuses_every_listed_shape_as_a_counted_logged_problem(
             case.name,
             case.reason
         );
-        *expected.entry(case.reason).or_default() += 1.0;
+        expected.entry(case.reason).or_insert((0.0, case.status)).0 += 1.0;
     }
-    for (reason, n) in &expected {
+    for (reason, (n, status)) in &expected {
         assert_eq!(rejections(&gw, reason), *n, "{reason}");
         // each refusal has its access-log line, with the reason and the status
         let line = gw
             .wait_log("request", "reason", reason, Duration::from_secs(10))
             .unwrap();
         assert_eq!(line["outcome"], "refused", "{line}");
-        assert_eq!(line["status"], 400, "{line}");
+        assert_eq!(line["status"], *status, "{line}");
     }
     assert_eq!(
         sim.requests_started(),
