@@ -133,7 +133,7 @@ fn https_listener(files: &Files, ca: Option<(&str, bool)>) -> String {
         )
     });
     format!(
-        "listeners:\n  https: {{address: \"127.0.0.1:0\", cert: \"{}\", key: \"{}\", h2: false{client_auth}}}\n",
+        "listeners:\n  https: {{address: \"127.0.0.1:0\", cert: \"{}\", key: \"{}\"{client_auth}}}\n",
         files.path("server.crt").display(),
         files.path("server.key").display(),
     )
@@ -288,12 +288,16 @@ async fn the_client_cert_policy_binds_certificates_to_channels() {
     .await
     .unwrap();
     assert_eq!(r.status(), 200);
-    let r = post(
-        &tls_client(&pki.ca, Some(&globex)),
-        "/partners/ebay/shipments",
-    )
-    .await
-    .unwrap();
+    // over HTTP/2 too (the certificate is kept with the connection, for every stream)
+    let h2 = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(pki.ca.pem().as_bytes()).unwrap())
+        .tls_built_in_root_certs(false)
+        .use_rustls_tls()
+        .identity(globex.identity())
+        .build()
+        .unwrap();
+    let r = post(&h2, "/partners/ebay/shipments").await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.status(), 200, "matched by its SAN DNS name");
     let r = post(
         &tls_client(&pki.ca, Some(&pinned)),
