@@ -344,7 +344,7 @@ fn check_target(method: &str, target: &str, host: Option<&[u8]>) -> Result<(), E
     if !is_plain_authority(authority) {
         return Err(bad_target("the URL's authority must be host[:port]"));
     }
-    if !path.is_empty() && !(path[0] == b'/' && is_clean_origin_form(path)) {
+    if !path.is_empty() && !is_clean_origin_form(path) {
         return Err(bad_target(
             "the request target holds a character that must be percent-encoded, or a fragment",
         ));
