@@ -828,3 +828,40 @@ async fn the_admin_listener_serves_tls_and_requires_client_certificates() {
         .map_or(true, |r| r.status != 200)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_with_an_unreadable_client_ca_bundle_does_not_start_and_names_the_file() {
+    let sim = ErpSim::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let pki = Pki::new();
+    let ca = pki.files.write("ca.crt", "not a certificate\n");
+    let yaml = policy_file(
+        sim.addr(),
+        "",
+        "routes:\n  - {name: echo, methods: [GET], path: /echo, upstream: erp}\n",
+    )
+    .replace(
+        "listeners:\n",
+        &https_listener(&pki.files, Some(("ca.crt", true))),
+    );
+    let config = pki.files.write("policy.yaml", &yaml);
+    let out = Command::new(tests::gateway_binary().unwrap())
+        .arg("run")
+        .arg("-c")
+        .arg(&config)
+        .args([
+            "--http",
+            "127.0.0.1:0",
+            "--https",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&ca.display().to_string()) && stderr.contains("no PEM certificate"),
+        "{stderr}"
+    );
+}
