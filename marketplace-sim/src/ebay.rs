@@ -1,6 +1,6 @@
 //! eBay Sell APIs: createShippingFulfillment, bulkUpdatePriceQuantity, and the OAuth token
 //! endpoint (refresh-token grant, or client credentials for an application token, with Basic
-//! client auth; the Notification API's getPublicKey is in `ebay_keys`). `Authorization: Bearer`; errors
+//! client auth; and the Notification API's getPublicKey with the keys of `ebay_keys`). `Authorization: Bearer`; errors
 //! `{"errors":[{errorId, domain, category, message}]}`; a plain 429 (eBay has daily quotas
 //! and documents no rate headers).
 
@@ -11,13 +11,16 @@ use http::{HeaderMap, Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::channel::{Channel, Operation};
+use crate::ebay_keys;
 use crate::limits::Verdict;
 use crate::market::{
     Call, GrantResult, Market, Refusal, basic_auth, expect_client, expect_grant,
     expect_refresh_token, header,
 };
+use crate::records::Counter;
 use crate::response::{Answer, empty, json as json_answer, set_header};
 use crate::state::Shared;
+use crate::tokens::TokenCheck;
 
 pub(crate) struct Ebay;
 
@@ -158,5 +161,52 @@ impl Market for Ebay {
             "token_type": "User Access Token",
             "expires_in": expires_in,
         })
+    }
+}
+
+/// Serves `getPublicKey` (the channel is up; `path` starts with [`ebay_keys::KEY_PATH`]).
+pub(crate) fn get_public_key(shared: &Shared, parts: &Parts, path: &str) -> Answer {
+    shared.ebay_keys.count_fetch();
+    if parts.method != Method::GET {
+        return <Ebay as Market>::refusal(&Refusal::NotFound(format!(
+            "no eBay endpoint {} {path}",
+            parts.method
+        )));
+    }
+    let token = match <Ebay as Market>::credential(&parts.headers) {
+        Ok(Some(token)) => token,
+        _ => {
+            shared.counters.bump(Channel::Ebay, Counter::Unauthorized);
+            return <Ebay as Market>::refusal(&Refusal::Unauthorized("no bearer token"));
+        }
+    };
+    match shared.tokens.check(Channel::Ebay, &token) {
+        TokenCheck::Valid => {}
+        check => {
+            if check == TokenCheck::Expired {
+                shared
+                    .counters
+                    .bump(Channel::Ebay, Counter::ExpiredTokenSeen);
+            }
+            shared.counters.bump(Channel::Ebay, Counter::Unauthorized);
+            return <Ebay as Market>::refusal(&Refusal::Unauthorized("the token is not valid"));
+        }
+    }
+    let kid = path.strip_prefix(ebay_keys::KEY_PATH).unwrap_or_default();
+    match shared.ebay_keys.public_pem(kid) {
+        Some(pem) => json_answer(
+            StatusCode::OK,
+            &json!({"key": pem, "algorithm": "ECDSA", "digest": "SHA1"}),
+        ),
+        None => json_answer(
+            StatusCode::NOT_FOUND,
+            &json!({"errors": [{
+                // the simulator's own error id and text
+                "errorId": 195001,
+                "domain": "API_NOTIFICATION",
+                "category": "REQUEST",
+                "message": "The specified public key id was not found.",
+            }]}),
+        ),
     }
 }

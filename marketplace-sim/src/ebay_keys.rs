@@ -12,21 +12,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use http::request::Parts;
-use http::{Method, StatusCode};
 use p256::ecdsa::signature::hazmat::PrehashSigner;
 use p256::ecdsa::{Signature, SigningKey};
 use p256::pkcs8::EncodePublicKey;
 use serde_json::json;
 
-use crate::channel::Channel;
-use crate::ebay::Ebay;
 use crate::lock::lock;
-use crate::market::{Market, Refusal};
-use crate::records::Counter;
-use crate::response::{Answer, json as json_answer};
-use crate::state::Shared;
-use crate::tokens::TokenCheck;
 
 /// The path prefix of `getPublicKey`.
 pub(crate) const KEY_PATH: &str = "/commerce/notification/v1/public_key/";
@@ -120,8 +111,13 @@ impl EbayKeys {
         self.fetches.store(0, Ordering::Release);
     }
 
+    /// Counts one `getPublicKey` call.
+    pub(crate) fn count_fetch(&self) {
+        self.fetches.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// The PEM eBay answers for `kid`: armour and base64 on one line.
-    fn public_pem(&self, kid: &str) -> Option<String> {
+    pub(crate) fn public_pem(&self, kid: &str) -> Option<String> {
         let keys = lock(&self.keys);
         let pair = keys.iter().find(|k| k.kid == kid)?;
         let der = pair.key.verifying_key().to_public_key_der().ok()?;
@@ -129,52 +125,5 @@ impl EbayKeys {
             "-----BEGIN PUBLIC KEY-----{}-----END PUBLIC KEY-----",
             STANDARD.encode(der.as_bytes())
         ))
-    }
-}
-
-/// Serves `getPublicKey` (the channel is up; `path` starts with [`KEY_PATH`]).
-pub(crate) fn get_public_key(shared: &Shared, parts: &Parts, path: &str) -> Answer {
-    shared.ebay_keys.fetches.fetch_add(1, Ordering::AcqRel);
-    if parts.method != Method::GET {
-        return Ebay::refusal(&Refusal::NotFound(format!(
-            "no eBay endpoint {} {path}",
-            parts.method
-        )));
-    }
-    let token = match Ebay::credential(&parts.headers) {
-        Ok(Some(token)) => token,
-        _ => {
-            shared.counters.bump(Channel::Ebay, Counter::Unauthorized);
-            return Ebay::refusal(&Refusal::Unauthorized("no bearer token"));
-        }
-    };
-    match shared.tokens.check(Channel::Ebay, &token) {
-        TokenCheck::Valid => {}
-        check => {
-            if check == TokenCheck::Expired {
-                shared
-                    .counters
-                    .bump(Channel::Ebay, Counter::ExpiredTokenSeen);
-            }
-            shared.counters.bump(Channel::Ebay, Counter::Unauthorized);
-            return Ebay::refusal(&Refusal::Unauthorized("the token is not valid"));
-        }
-    }
-    let kid = path.strip_prefix(KEY_PATH).unwrap_or_default();
-    match shared.ebay_keys.public_pem(kid) {
-        Some(pem) => json_answer(
-            StatusCode::OK,
-            &json!({"key": pem, "algorithm": "ECDSA", "digest": "SHA1"}),
-        ),
-        None => json_answer(
-            StatusCode::NOT_FOUND,
-            &json!({"errors": [{
-                // the simulator's own error id and text
-                "errorId": 195001,
-                "domain": "API_NOTIFICATION",
-                "category": "REQUEST",
-                "message": "The specified public key id was not found.",
-            }]}),
-        ),
     }
 }

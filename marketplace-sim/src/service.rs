@@ -49,7 +49,7 @@ pub(crate) async fn handle(
             shared.counters.bump(Channel::Ebay, Counter::Down);
             return Ok(down(Channel::Ebay));
         }
-        return Ok(ebay_keys::get_public_key(&shared, &parts, path));
+        return Ok(ebay::get_public_key(&shared, &parts, path));
     }
     let Some((channel, is_token)) = channel_of(path) else {
         return Ok(json_answer(
