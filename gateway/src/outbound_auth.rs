@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use http::{HeaderName, HeaderValue};
@@ -15,6 +15,7 @@ use policies::credentials::{
     Credentials, FetchedToken, REFRESH_RESULTS, TokenCache, TokenFailure, TokenFuture,
     TokenRequest, TokenSource, parse_token_response,
 };
+use policies::fetch::LazyClient;
 use policies::model::Upstream;
 use prometheus::{IntCounterVec, Opts, Registry};
 
@@ -157,30 +158,14 @@ impl OutboundAuth {
 /// configured exactly), no pooled connections (a call an hour per marketplace does not need
 /// one, and a caller may run on a short-lived runtime), each call bounded by the credentials'
 /// `timeout`.
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct HttpTokenSource {
-    client: OnceLock<Result<reqwest::Client, String>>,
-}
-
-impl fmt::Debug for HttpTokenSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("HttpTokenSource")
-    }
+    client: LazyClient,
 }
 
 impl HttpTokenSource {
     fn client(&self) -> Result<&reqwest::Client, TokenFailure> {
-        self.client
-            .get_or_init(|| {
-                reqwest::Client::builder()
-                    .redirect(reqwest::redirect::Policy::none())
-                    .pool_max_idle_per_host(0)
-                    .user_agent(concat!("retail-gateway/", env!("CARGO_PKG_VERSION")))
-                    .build()
-                    .map_err(|e| format!("cannot build the HTTP client: {e}"))
-            })
-            .as_ref()
-            .map_err(|e| TokenFailure::Unavailable(e.clone()))
+        self.client.get().map_err(TokenFailure::Unavailable)
     }
 
     async fn post(&self, req: &TokenRequest) -> Result<FetchedToken, TokenFailure> {

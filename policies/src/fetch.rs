@@ -39,20 +39,35 @@ pub trait HttpGet: Send + Sync + fmt::Debug {
 /// redirects followed (a JWKS URL is configured exactly), and no pooled connections, because a
 /// fetch may run on a short-lived runtime (the warm-up before serving) whose connections must
 /// not be reused from another one.
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct ReqwestGet {
-    client: OnceLock<Result<reqwest::Client, String>>,
-}
-
-impl fmt::Debug for ReqwestGet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ReqwestGet")
-    }
+    client: LazyClient,
 }
 
 impl ReqwestGet {
     fn client(&self) -> Result<&reqwest::Client, FetchError> {
-        self.client
+        self.client.get().map_err(FetchError::Transport)
+    }
+}
+
+/// The HTTP client of the gateway's own calls (JWKS, marketplace tokens, eBay's keys), built on
+/// first use: rustls with the web PKI roots, no redirects followed (every URL is configured
+/// exactly), and no pooled connections, because a call may run on a short-lived runtime (the
+/// warm-up before serving) whose connections must not be reused from another one, and these
+/// calls are rare.
+#[derive(Default)]
+pub struct LazyClient(OnceLock<Result<reqwest::Client, String>>);
+
+impl fmt::Debug for LazyClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LazyClient")
+    }
+}
+
+impl LazyClient {
+    /// The client, or why it could not be built (the same answer on every call).
+    pub fn get(&self) -> Result<&reqwest::Client, String> {
+        self.0
             .get_or_init(|| {
                 reqwest::Client::builder()
                     .redirect(reqwest::redirect::Policy::none())
@@ -62,7 +77,7 @@ impl ReqwestGet {
                     .map_err(|e| format!("cannot build the HTTP client: {e}"))
             })
             .as_ref()
-            .map_err(|e| FetchError::Transport(e.clone()))
+            .map_err(Clone::clone)
     }
 }
 

@@ -17,7 +17,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
@@ -29,6 +29,7 @@ use prometheus::IntCounterVec;
 use serde::Deserialize;
 
 use crate::clock::Clock;
+use crate::fetch::LazyClient;
 use crate::credentials::{
     AccessToken, Credentials, FetchedToken, TokenCache, TokenFailure, TokenFuture, TokenRequest,
     TokenSource, parse_token_response,
@@ -159,30 +160,14 @@ pub(crate) trait KeyApi: TokenSource {
 
 /// The real key API client: reqwest over rustls, no redirects, no pooled connections (a fetch
 /// may run on a short-lived runtime).
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub(crate) struct HttpKeyApi {
-    client: OnceLock<Result<reqwest::Client, String>>,
-}
-
-impl fmt::Debug for HttpKeyApi {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("HttpKeyApi")
-    }
+    client: LazyClient,
 }
 
 impl HttpKeyApi {
     fn client(&self) -> Result<&reqwest::Client, String> {
-        self.client
-            .get_or_init(|| {
-                reqwest::Client::builder()
-                    .redirect(reqwest::redirect::Policy::none())
-                    .pool_max_idle_per_host(0)
-                    .user_agent(concat!("retail-gateway/", env!("CARGO_PKG_VERSION")))
-                    .build()
-                    .map_err(|e| format!("cannot build the HTTP client: {e}"))
-            })
-            .as_ref()
-            .map_err(Clone::clone)
+        self.client.get()
     }
 
     async fn post_token(&self, req: &TokenRequest) -> Result<FetchedToken, TokenFailure> {
