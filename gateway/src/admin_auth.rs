@@ -26,8 +26,8 @@ pub struct AuthLayer<A> {
     failures: IntCounterVec,
     /// Requests and sign-ins let in, by credential: tells when a previous token is unused.
     accepted: IntCounterVec,
-    /// `Secure` on the cookie: only when the admin listener speaks TLS, which it does not yet
-    /// (a plain-HTTP browser would drop a `Secure` cookie).
+    /// `Secure` on the cookie: only when the admin listener speaks TLS (a plain-HTTP browser
+    /// would drop a `Secure` cookie).
     secure_cookie: bool,
 }
 
@@ -79,6 +79,12 @@ impl<A> AuthLayer<A> {
             accepted,
             secure_cookie: false,
         })
+    }
+
+    /// Marks the session cookie `Secure`: the admin listener speaks TLS.
+    pub fn with_secure_cookie(mut self) -> Self {
+        self.secure_cookie = true;
+        self
     }
 }
 

@@ -216,7 +216,10 @@ pub fn run(
             metrics: metrics.clone(),
             readiness: readiness.clone(),
         };
-        let app = AuthLayer::new(app, admin_auth.as_ref(), metrics.registry())?;
+        let mut app = AuthLayer::new(app, admin_auth.as_ref(), metrics.registry())?;
+        if snapshot.set.listeners.admin_tls.is_some() {
+            app = app.with_secure_cookie();
+        }
         let mut admin = Service::new("admin".to_owned(), HttpServer::new_app(app));
         match &snapshot.set.listeners.admin_tls {
             Some(t) => {

@@ -162,6 +162,8 @@ fn tls_client(ca: &Ca, identity: Option<&Leaf>) -> reqwest::Client {
         .use_rustls_tls()
         .tls_info(true)
         .http1_only()
+        // a sign-in's 303 and its cookie are what the admin test reads
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(20));
     if let Some(id) = identity {
         b = b.identity(id.identity());
@@ -775,12 +777,15 @@ async fn the_admin_listener_serves_tls_and_requires_client_certificates() {
     .replace(
         "listeners:\n",
         &format!(
-            "listeners:\n  admin_tls: {{cert: \"{}\", key: \"{}\", client_auth: {{ca: \"{}\"}}}}\n",
+            "listeners:\n  admin_tls: {{cert: \"{}\", key: \"{}\", client_auth: {{ca: \"{}\"}}}}\n  admin_auth: {{token: \"file:{}\"}}\n",
             pki.files.path("server.crt").display(),
             pki.files.path("server.key").display(),
             pki.files.path("ca.crt").display(),
+            pki.files.path("admin-token").display(),
         ),
     );
+    let admin_token = "admin-token-over-tls-0123456789";
+    pki.files.write("admin-token", admin_token);
     let config = pki.files.write("policy.yaml", &yaml);
     let gw = start_admin_tls(&config).unwrap();
     let url = |path: &str| format!("https://localhost:{}{path}", gw.admin.port());
@@ -799,6 +804,25 @@ async fn the_admin_listener_serves_tls_and_requires_client_certificates() {
     let r = operator_client.get(url("/metrics")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
+    // a browser signing in over TLS gets a cookie it only ever sends back over TLS
+    let r = operator_client
+        .post(url("/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={admin_token}"))
+        .send()
+        .await
+        .unwrap();
+    let cookie = r
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        r.status() == 303 && cookie.starts_with("gateway_admin=") && cookie.ends_with("; Secure"),
+        "status {}, set-cookie {cookie:?}",
+        r.status()
+    );
     assert!(
         text.contains("gateway_tls_certificate_expiry_days{listener=\"admin\",role=\"server\"}"),
         "{text}"
