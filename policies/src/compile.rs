@@ -182,6 +182,8 @@ impl Compiler<'_, '_> {
             outbound,
             tracing,
             router: router?,
+            spec: Arc::new(spec),
+            base_dir: self.base_dir.to_path_buf(),
         })
     }
 

@@ -349,4 +349,41 @@ pub struct RouteSpec {
     /// marketplace the document names, every channel a SKU is listed on.
     #[serde(default)]
     pub fanout: Option<crate::fanout::FanoutSpec>,
+    /// Marks the route deprecated: its answers carry `Deprecation` (RFC 9745), `Sunset`
+    /// (RFC 8594) and `Link: <...>; rel="deprecation"`, its calls are counted per channel, and
+    /// after the sunset it answers 410 (or keeps serving, per `after_sunset`).
+    #[serde(default)]
+    pub deprecation: Option<DeprecationSpec>,
+}
+
+/// The lifecycle of a deprecated route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeprecationSpec {
+    /// When the route was (or will be) deprecated: an RFC 3339 date (`2026-06-30`) or date-time
+    /// (`2026-06-30T12:00:00Z`).
+    pub deprecated: String,
+    /// When the route stops being served, in the same form, after `deprecated`. Absent: no
+    /// date is announced.
+    #[serde(default)]
+    pub sunset: Option<String>,
+    /// Where callers read about the deprecation and the route that replaces it (sent as
+    /// `Link: <url>; rel="deprecation"`).
+    #[serde(default)]
+    pub link: Option<String>,
+    /// What happens after the sunset: `refuse` (the default: 410 problem+json, nothing
+    /// forwarded) or `serve` (keep forwarding, with the headers).
+    #[serde(default)]
+    pub after_sunset: AfterSunset,
+}
+
+/// What a route does once its sunset date has passed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterSunset {
+    /// Answer 410 Gone (problem+json), forward nothing.
+    #[default]
+    Refuse,
+    /// Keep serving, still with the deprecation headers.
+    Serve,
 }

@@ -104,6 +104,11 @@ pub struct PolicySet {
     pub outbound: Option<Arc<crate::fanout::Outbound>>,
     /// The compiled `tracing:` section; `None`: no spans are recorded.
     pub tracing: Option<crate::traces::TracingSettings>,
+    /// The file as parsed, before compiling: what governance commands (OpenAPI, contract
+    /// review) read about routes and policies; nothing on the request path uses it.
+    pub spec: Arc<crate::spec::PolicyFileSpec>,
+    /// The folder relative paths in the file are resolved against.
+    pub base_dir: std::path::PathBuf,
     /// The route table over `routes`.
     pub(crate) router: Router,
 }
