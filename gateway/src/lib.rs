@@ -18,6 +18,7 @@ pub mod edge;
 pub mod edge_layer;
 pub mod forward;
 pub mod framing;
+pub mod governance_cli;
 pub mod ids;
 pub mod kpi;
 pub mod metrics;

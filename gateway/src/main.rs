@@ -64,10 +64,38 @@ enum Command {
         data_dir: Option<PathBuf>,
     },
     /// Compile a policy file offline: exit 0 with a summary, or 1 listing every error.
+    /// `--against OLD` reviews what changes for callers (exit 1 when something breaks);
+    /// `--deep` runs documents generated from each channel schema through its mapping.
     Check {
         /// The policy file.
         #[arg(short = 'c', long = "config")]
         config: PathBuf,
+        /// Contract review: the policy file callers use today, to list what `--config` changes
+        /// for them (breaking changes exit 1, a file that does not compile 2).
+        #[arg(long, value_name = "OLD")]
+        against: Option<PathBuf>,
+        /// How contract review prints its findings.
+        #[arg(long, value_enum, default_value = "text")]
+        format: gateway::governance_cli::ReviewFormat,
+        /// Also generate documents from each channel's schema and check the route's mapping
+        /// turns every one into a valid canonical document.
+        #[arg(long)]
+        deep: bool,
+        /// Seed of the deep check's generator (the same seed, the same documents).
+        #[arg(long, default_value_t = 17)]
+        seed: u64,
+        /// Randomized documents per route and channel in the deep check.
+        #[arg(long, default_value_t = 200)]
+        samples: u32,
+    },
+    /// Write the OpenAPI 3.1 document of a policy file's public surface.
+    Openapi {
+        /// The policy file.
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        /// Write it to this file instead of stdout.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
     },
     /// Start the example policy set in front of the ERP simulator, and print a request to try.
     #[cfg(feature = "demo")]
@@ -142,30 +170,30 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match compile_file(&config, &CompileEnv::default(), None) {
-            Ok(set) => {
-                let (cases, failures) = golden_cases(&set);
-                if failures > 0 {
-                    eprintln!("{}: {failures} golden case(s) failed", config.display());
-                    return ExitCode::FAILURE;
-                }
-                println!(
-                    "{}: ok: {}; {cases} golden cases of {} mappings pass",
-                    config.display(),
-                    set.summary(),
-                    set.mappings_in_use().len()
-                        + set.outbound.as_ref().map_or(0, |o| o.mappings().len())
-                );
-                ExitCode::SUCCESS
+        Command::Check {
+            config,
+            against: Some(old),
+            format,
+            ..
+        } => ExitCode::from(gateway::governance_cli::review(&config, &old, format)),
+        Command::Check {
+            config,
+            deep: true,
+            seed,
+            samples,
+            ..
+        } => {
+            let checked = check(&config);
+            if checked != ExitCode::SUCCESS {
+                return checked;
             }
-            Err(errors) => {
-                for e in &errors.0 {
-                    println!("{e}");
-                }
-                eprintln!("{}: {} error(s)", config.display(), errors.0.len());
-                ExitCode::FAILURE
-            }
-        },
+            let options = governance::deep::DeepOptions { seed, samples };
+            ExitCode::from(gateway::governance_cli::deep(&config, options))
+        }
+        Command::Openapi { config, output } => {
+            report(gateway::governance_cli::openapi(&config, output.as_deref()))
+        }
+        Command::Check { config, .. } => check(&config),
         Command::Transform {
             mapping,
             mappings,
@@ -261,6 +289,34 @@ fn main() -> ExitCode {
                 https,
                 admin,
             }))
+        }
+    }
+}
+
+/// `gateway check -c FILE`: compile, run the golden cases, print a summary or every error.
+fn check(config: &Path) -> ExitCode {
+    match compile_file(config, &CompileEnv::default(), None) {
+        Ok(set) => {
+            let (cases, failures) = golden_cases(&set);
+            if failures > 0 {
+                eprintln!("{}: {failures} golden case(s) failed", config.display());
+                return ExitCode::FAILURE;
+            }
+            println!(
+                "{}: ok: {}; {cases} golden cases of {} mappings pass",
+                config.display(),
+                set.summary(),
+                set.mappings_in_use().len()
+                    + set.outbound.as_ref().map_or(0, |o| o.mappings().len())
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                println!("{e}");
+            }
+            eprintln!("{}: {} error(s)", config.display(), errors.0.len());
+            ExitCode::FAILURE
         }
     }
 }

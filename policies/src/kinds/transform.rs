@@ -171,6 +171,16 @@ impl PolicyKind for Transform {
 }
 
 impl Transform {
+    /// The mapping of one channel's documents (by channel index), if the channel has one.
+    pub fn channel_mapping(&self, channel: usize) -> Option<&Arc<Mapping>> {
+        self.by_channel.get(channel).and_then(Option::as_ref)
+    }
+
+    /// The mappings of the upstream's successful and error answers, when set.
+    pub fn answer_mappings(&self) -> (Option<&Arc<Mapping>>, Option<&Arc<Mapping>>) {
+        (self.answer.as_ref(), self.error.as_ref())
+    }
+
     /// Every mapping this policy uses (for `gateway check`'s golden cases).
     pub fn mappings(&self) -> Vec<Arc<Mapping>> {
         self.by_channel
