@@ -732,6 +732,23 @@ impl Compiler<'_, '_> {
                 .delivery(&at, r, queues, spec)
                 .map(|d| RouteDelivery { readable, ..d });
             let fanout = self.fanout(&at, r, outbound);
+            let deprecation = r.deprecation.as_ref().and_then(|d| {
+                let at = format!("{at}/deprecation");
+                let sunset = if d.sunset.is_some() {
+                    "/sunset"
+                } else {
+                    "/deprecated"
+                };
+                let location = self.errors.locate(&format!("{at}{sunset}"));
+                crate::deprecation::compile(d, &r.name, location, self.env.clock.clone())
+                    .map_err(|errors| {
+                        for (field, message) in errors {
+                            self.errors.at(&format!("{at}{field}"), message);
+                        }
+                    })
+                    .ok()
+                    .map(Arc::new)
+            });
             keys_owned.push((i, r.host.clone(), r.path.clone(), methods));
             routes.push(Arc::new(Route {
                 index: i,
@@ -744,6 +761,7 @@ impl Compiler<'_, '_> {
                 delivery,
                 fanout,
                 status_of: None,
+                deprecation,
             }));
         }
         // each delivery route serves its deliveries' state under its own path, guarded by the
@@ -781,6 +799,8 @@ impl Compiler<'_, '_> {
                 delivery: None,
                 fanout: None,
                 status_of: Some(route.index),
+                // a deprecated route's delivery reads stay until its deliveries are done
+                deprecation: None,
             }));
         }
         routes.extend(status_routes);

@@ -16,6 +16,22 @@ pub struct ConfigError {
     pub message: String,
 }
 
+impl ConfigError {
+    /// The line `gateway check` prints for it as a warning: `file:line:col: warning: message`.
+    pub fn as_warning(&self) -> String {
+        match self.location {
+            Some(l) => format!(
+                "{}:{}:{}: warning: {}",
+                self.file.display(),
+                l.line,
+                l.column,
+                self.message
+            ),
+            None => format!("{}: warning: {}", self.file.display(), self.message),
+        }
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.location {
@@ -75,6 +91,11 @@ impl<'a> ErrorSink<'a> {
     pub fn at_key(&mut self, pointer: &str, message: impl Into<String>) {
         let location = self.map.key(pointer);
         self.push(location, message.into());
+    }
+
+    /// Where the value at `pointer` sits (for warnings compiled objects report later).
+    pub fn locate(&self, pointer: &str) -> Option<Location> {
+        self.map.value(pointer)
     }
 
     /// An error located in another file the policy file names (a SKU file).

@@ -7,6 +7,7 @@ pub mod chain;
 pub mod clock;
 pub mod compile;
 pub mod credentials;
+pub mod deprecation;
 pub mod env;
 pub mod error;
 pub mod fanout;

@@ -58,6 +58,9 @@ pub struct Route {
     /// For the `<path>/deliveries/{id}` route of a delivery route: that route's index. Such a
     /// route runs only the policies that guard reads (authentication, rate limits).
     pub status_of: Option<usize>,
+    /// When the route is deprecated: its dates and headers (`None` costs the request path one
+    /// branch).
+    pub deprecation: Option<Arc<crate::deprecation::Deprecation>>,
 }
 
 /// Server-wide limits.
@@ -163,6 +166,16 @@ impl PolicySet {
             Lookup::MethodNotAllowed { allow } => Resolved::MethodNotAllowed(allow),
             Lookup::NotFound => Resolved::NotFound,
         }
+    }
+
+    /// What `gateway check` warns about without refusing the file: deprecated routes whose
+    /// sunset is past (on the set's clock) or before their deprecation date.
+    pub fn warnings(&self) -> Vec<ConfigError> {
+        self.routes
+            .iter()
+            .filter_map(|r| r.deprecation.as_ref())
+            .flat_map(|d| d.warnings(&self.version.file))
+            .collect()
     }
 
     /// A one-line summary, as `gateway check` prints it.
