@@ -74,6 +74,11 @@ pub struct ExchangeState {
     pub channel: Option<Channel>,
     /// The name of the route that took the request (set by the gateway before any phase).
     pub route: Option<Arc<str>>,
+    /// Who the first authentication policy that accepted the request says the caller is,
+    /// as `<policy kind>:<id>` (`jwt:<sub or client_id>`, `webhook_signature:<channel>`,
+    /// `ebay_signature:<channel>`): the access log's `caller` and the deprecation view's
+    /// clients. `None`: no authentication policy accepted it (yet).
+    pub caller: Option<Arc<str>>,
     /// Headers to set on the request sent upstream.
     pub upstream_headers: HeaderMap,
     /// Client headers not to send upstream (credentials the edge consumed), removed before
@@ -176,6 +181,23 @@ pub struct ClientIdentity {
     pub uris: Vec<String>,
     /// SHA-256 of the certificate's DER, lowercase hex.
     pub fingerprint_sha256: String,
+}
+
+/// The longest caller id kept (in bytes, cut at a character boundary): a token's `sub` is
+/// whatever its issuer put there, and it ends up in every log line.
+pub const MAX_CALLER_BYTES: usize = 128;
+
+/// A caller id `<kind>:<id>`, cut to [`MAX_CALLER_BYTES`].
+pub fn caller_id(kind: &str, id: &str) -> Arc<str> {
+    let mut text = format!("{kind}:{id}");
+    if text.len() > MAX_CALLER_BYTES {
+        let mut end = MAX_CALLER_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    Arc::from(text)
 }
 
 /// The phases of a policy. Every phase has a no-op default; a kind implements the ones it

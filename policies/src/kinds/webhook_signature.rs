@@ -362,6 +362,14 @@ impl Phases for WebhookSignature {
                 if state.channel.is_none() {
                     state.channel = key.channel.clone();
                 }
+                // the signer is the channel whose secret matched (else the route's channel)
+                if state.caller.is_none() {
+                    let signer = key.channel.as_ref().or(state.channel.as_ref());
+                    state.caller = Some(crate::pipeline::caller_id(
+                        "webhook_signature",
+                        signer.map_or("-", |c| &c.name),
+                    ));
+                }
                 return Flow::Continue(());
             }
         }

@@ -641,6 +641,12 @@ impl Phases for EbaySignature {
         if state.channel.is_none() {
             state.channel = self.channel.clone();
         }
+        if state.caller.is_none() {
+            state.caller = Some(crate::pipeline::caller_id(
+                "ebay_signature",
+                state.channel.as_ref().map_or("-", |c| &c.name),
+            ));
+        }
         Flow::Continue(())
     }
 }

@@ -23,6 +23,9 @@ pub(crate) struct Verified {
     /// The channel it names: `Ok(None)` when the policy does not bind tokens to channels, an
     /// error when it should name one and does not (or names an unknown one).
     pub channel: Result<Option<Channel>, Failure>,
+    /// The caller it names (`jwt:<sub>`, else `jwt:<client_id>` or `jwt:<azp>`), for the
+    /// access log and the deprecation view.
+    pub caller: Option<Arc<str>>,
 }
 
 /// The cache key of a token.

@@ -750,6 +750,9 @@ impl Jwt {
         if !verified.scopes_ok {
             return Err(Failure::InsufficientScope);
         }
+        if state.caller.is_none() {
+            state.caller = verified.caller.clone();
+        }
         Ok(())
     }
 
@@ -887,6 +890,11 @@ impl Jwt {
             key,
             scopes_ok: has_scopes(&claims, &self.scopes),
             channel: self.token_channel(&claims),
+            caller: ["sub", "client_id", "azp"]
+                .iter()
+                .find_map(|c| claims.get(*c).and_then(Value::as_str))
+                .filter(|id| !id.is_empty())
+                .map(|id| crate::pipeline::caller_id("jwt", id)),
         })
     }
 

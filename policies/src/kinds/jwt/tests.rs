@@ -263,6 +263,7 @@ struct Outcome {
     challenge: Option<String>,
     body: String,
     channel: Option<String>,
+    caller: Option<String>,
 }
 
 impl Outcome {
@@ -301,6 +302,7 @@ async fn call_policy(
             challenge: None,
             body: String::new(),
             channel: state.channel.map(|c| c.name.to_string()),
+            caller: state.caller.map(|c| c.to_string()),
         },
         Flow::Break(reply) => {
             let body = match &reply.body {
@@ -317,6 +319,7 @@ async fn call_policy(
                     .map(|(_, v)| v.to_str().unwrap().to_owned()),
                 body,
                 channel: None,
+                caller: None,
             }
         }
     }
@@ -348,6 +351,21 @@ async fn tokens_of_all_five_algorithms_verify_with_their_own_keys() {
         assert!(out.passed(), "{name}: {out:?}");
         assert_eq!(out.channel.as_deref(), Some("amazon"), "{name}");
     }
+}
+
+#[tokio::test]
+async fn an_accepted_token_names_its_caller_by_subject_else_client_id() {
+    let fx = Fx::new(POLICY);
+    let out = fx.call(&rs(&claims())).await;
+    assert_eq!(out.caller.as_deref(), Some("jwt:acme"), "{out:?}");
+    let out = fx.call(&rs(&with(claims(), "sub", Value::Null))).await;
+    assert_eq!(out.caller.as_deref(), Some("jwt:acme-shop"), "{out:?}");
+    let long = "x".repeat(500);
+    let out = fx.call(&rs(&with(claims(), "sub", json!(long)))).await;
+    assert_eq!(
+        out.caller.map(|c| c.len()),
+        Some(crate::pipeline::MAX_CALLER_BYTES)
+    );
 }
 
 #[tokio::test]
