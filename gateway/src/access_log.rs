@@ -53,6 +53,11 @@ pub struct AccessLine<'a> {
     pub client_cert: &'a str,
     /// SHA-256 fingerprint of that certificate (hex), empty for none.
     pub client_cert_sha256: &'a str,
+    /// The authenticated caller, `<policy kind>:<id>`: `jwt:<sub>` (else its `client_id`),
+    /// `webhook_signature:<channel>`, `ebay_signature:<channel>`, `client_cert:<CN>`. Absent
+    /// when no authentication accepted the request. (`client` is the peer's address.)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caller: Option<&'a str>,
     /// Status sent to the client (0 when none was).
     pub status: u16,
     /// The upstream peer, `-` for none.
@@ -343,6 +348,7 @@ mod tests {
             channel: "amazon",
             client_cert: "-",
             client_cert_sha256: "",
+            caller: None,
             status: 200,
             upstream: "127.0.0.1:9",
             upstream_status: 201,
@@ -360,6 +366,8 @@ mod tests {
         assert_eq!(v["path"], "/a\"b\\c\n");
         assert_eq!(v["trace_id"], "ab01");
         assert_eq!(v["client"], "127.0.0.1");
+        // absent, not null, when nobody authenticated
+        assert!(v.get("caller").is_none(), "{text}");
         assert_eq!(v["message"], "request");
         assert_eq!(v["status"], 200);
         assert_eq!(v["latency_ms"], 0.25);

@@ -1,7 +1,8 @@
 //! The admin listener: `/healthz` (the process is up), `/readyz` (a policy set is compiled, its
 //! upstream pools exist, and the server is not shutting down), `/metrics` (Prometheus text) and
 //! `/config` (which policy set serves: content hash, load time, routes, last reload) and
-//! `/upstreams` (each endpoint's health, ejection, circuit and in-flight requests); `/` and
+//! `/upstreams` (each endpoint's health, ejection, circuit and in-flight requests),
+//! `/deprecations` (each deprecated route's dates, calls and top clients); `/` and
 //! `/status.json` are the status page (`crate::status_page`).
 
 use std::sync::Arc;
@@ -140,6 +141,13 @@ impl ServeHttp for AdminApp {
                     .unwrap_or_default();
                 respond(StatusCode::OK, "application/json", body)
             }
+            "/deprecations" => {
+                let snapshot = self.store.current();
+                let body =
+                    serde_json::to_vec_pretty(&self.metrics.deprecations.view(&snapshot.set))
+                        .unwrap_or_default();
+                respond(StatusCode::OK, "application/json", body)
+            }
             "/config" => {
                 let body = serde_json::to_vec_pretty(&crate::admin_views::config(&self.store))
                     .unwrap_or_default();
@@ -147,7 +155,7 @@ impl ServeHttp for AdminApp {
             }
             _ => problem(
                 StatusCode::NOT_FOUND,
-                "admin endpoints: / (status page) /status.json /healthz /readyz /metrics /config /upstreams /queues /deliveries",
+                "admin endpoints: / (status page) /status.json /healthz /readyz /metrics /config /upstreams /deprecations /queues /deliveries",
                 &path,
             ),
         }

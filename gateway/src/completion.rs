@@ -94,6 +94,24 @@ pub async fn complete(
     if let Some(started_wall) = ctx.traced_at {
         record_spans(session, ctx, status, started_wall);
     }
+    let caller = caller(ctx);
+    if let Some(route) = ctx.route.as_deref()
+        && let Some(d) = &route.deprecation
+    {
+        // an unauthenticated caller is known by its address
+        let client = match (&caller, client_addr(session)) {
+            (Some(c), _) => c.to_string(),
+            (None, Some(ip)) => format!("ip:{ip}"),
+            (None, None) => "ip:-".to_owned(),
+        };
+        metrics.deprecations.record(
+            &route.name,
+            ctx.state.channel.as_ref().map(|c| &c.name),
+            &client,
+            matches!(ctx.outcome, Outcome::Edge("sunset")),
+            d.now(),
+        );
+    }
 
     if !AccessLog::enabled() {
         return;
@@ -122,6 +140,7 @@ pub async fn complete(
             .client_cert
             .as_deref()
             .map_or("", |c| &c.fingerprint_sha256),
+        caller: caller.as_deref(),
         status,
         upstream: ctx.attempts.peer.as_deref().unwrap_or("-"),
         upstream_status: ctx.attempts.status.unwrap_or(0),
@@ -134,6 +153,19 @@ pub async fn complete(
         reason,
         error: e.map(|e| e.etype().as_str()).unwrap_or(""),
     });
+}
+
+/// Who called, as authenticated: the caller the authentication policies named, else the
+/// verified client certificate (`client_cert:<CN or subject>`); `None`: unauthenticated.
+fn caller(ctx: &RequestCtx) -> Option<std::sync::Arc<str>> {
+    if let Some(c) = &ctx.state.caller {
+        return Some(c.clone());
+    }
+    let cert = ctx.state.client_cert.as_deref()?;
+    Some(policies::pipeline::caller_id(
+        "client_cert",
+        cert.common_name.as_deref().unwrap_or(&cert.subject),
+    ))
 }
 
 /// How a request ended, in words: outcome, answering policy, reason.

@@ -144,6 +144,22 @@ pub async fn arrive(
     let Some(route) = ctx.route.clone() else {
         return Error::e_explain(ErrorType::InternalError, "no route");
     };
+    // a deprecated route says so on every answer, refusals included
+    if let Some(d) = &route.deprecation {
+        for (name, value) in &d.headers {
+            ctx.state
+                .response_headers
+                .insert(name.clone(), value.clone());
+        }
+        if d.refuses() {
+            // an unread body would have to be drained; close instead when one is coming
+            let req = session.req_header();
+            let close = content_length(req).is_some_and(|l| l > 0)
+                || req.headers.contains_key(TRANSFER_ENCODING);
+            answer::edge_reject(metrics, session, ctx, gone(d, close)).await?;
+            return Ok(Arrival::Answered);
+        }
+    }
 
     let req = session.req_header();
     let declared = content_length(req);
@@ -189,6 +205,28 @@ fn not_found(detail: &str, reason: &'static str) -> EdgeRejection {
         detail: detail.to_owned(),
         reason,
         close: false,
+    }
+}
+
+/// The answer of a deprecated route after its sunset (`after_sunset: refuse`): nothing is
+/// forwarded.
+fn gone(d: &policies::deprecation::Deprecation, close: bool) -> EdgeRejection {
+    let mut detail = format!(
+        "this route was retired on {}",
+        d.sunset_at
+            .map_or_else(String::new, policies::deprecation::rfc3339)
+    );
+    if let Some(link) = &d.link {
+        detail.push_str("; see ");
+        detail.push_str(link);
+    }
+    EdgeRejection {
+        status: StatusCode::GONE,
+        slug: "route-sunset",
+        title: "Route retired",
+        detail,
+        reason: "sunset",
+        close,
     }
 }
 

@@ -442,6 +442,7 @@ where
                 channel: "-",
                 client_cert: "-",
                 client_cert_sha256: "",
+                caller: None,
                 status,
                 upstream: "-",
                 upstream_status: 0,

@@ -14,6 +14,7 @@ pub mod deliveries_cli;
 pub mod delivery;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod deprecation;
 pub mod edge;
 pub mod edge_layer;
 pub mod forward;

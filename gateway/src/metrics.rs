@@ -30,6 +30,8 @@ pub struct Metrics {
     pub delivery: DeliveryMetrics,
     /// Span export's metrics.
     pub traces: crate::telemetry::TraceMetrics,
+    /// Calls to deprecated routes (the counter and each route's top clients).
+    pub deprecations: crate::deprecation::DeprecationMetrics,
     /// `gateway_policy_rejections_total{policy,reason}`.
     pub policy_rejections: IntCounterVec,
     /// `gateway_edge_rejections_total{reason}`: requests the gateway refused before any policy
@@ -136,6 +138,7 @@ impl Metrics {
         let delivery = DeliveryMetrics::register(&registry)?;
         let traces = crate::telemetry::TraceMetrics::register(&registry)?;
         let kpi = KpiMetrics::register(&registry)?;
+        let deprecations = crate::deprecation::DeprecationMetrics::register(&registry)?;
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
@@ -148,6 +151,7 @@ impl Metrics {
             upstream,
             delivery,
             traces,
+            deprecations,
             policy_rejections,
             edge_rejections,
             config_reloads,

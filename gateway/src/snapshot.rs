@@ -89,6 +89,10 @@ fn build(
 ) -> Result<Snapshot, ConfigErrors> {
     let mut set = compile_file(file, env, previous.map(|p| &p.set))?;
     warm_up(&set)?;
+    // what `gateway check` warns about (a sunset past), said once per load
+    for w in set.warnings() {
+        tracing::warn!(warning = %w, "policy file");
+    }
     for (name, endpoints) in &overrides.upstream_endpoints {
         if let Some(u) = set.upstreams.iter_mut().find(|u| &*u.name == name) {
             Arc::make_mut(u).endpoints = endpoints.clone();
