@@ -60,8 +60,9 @@ pub fn deep(file: &Path, options: DeepOptions) -> u8 {
             return 1;
         }
     };
-    match governance::deep::check(&surface, options) {
-        Ok(findings) if findings.is_empty() => {
+    match governance::deep::report(&surface, options) {
+        Ok(report) if report.findings.is_empty() => {
+            print!("{}", governance::deep::render_summary(&report));
             println!(
                 "{}: deep check ok (seed {}, {} samples per route and channel)",
                 file.display(),
@@ -70,12 +71,13 @@ pub fn deep(file: &Path, options: DeepOptions) -> u8 {
             );
             0
         }
-        Ok(findings) => {
-            print!("{}", governance::deep::render_text(&findings));
+        Ok(report) => {
+            print!("{}", governance::deep::render_summary(&report));
+            print!("{}", governance::deep::render_text(&report.findings));
             eprintln!(
-                "{}: deep check: {} document(s) the mappings cannot map",
+                "{}: deep check: {} way(s) the mappings fail on schema-valid documents",
                 file.display(),
-                findings.len()
+                report.findings.len()
             );
             1
         }
