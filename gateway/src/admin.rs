@@ -3,7 +3,8 @@
 //! `/config` (which policy set serves: content hash, load time, routes, last reload) and
 //! `/upstreams` (each endpoint's health, ejection, circuit and in-flight requests),
 //! `/deprecations` (each deprecated route's dates, calls and top clients); `/` and
-//! `/status.json` are the status page (`crate::status_page`).
+//! `/status.json` are the status page (`crate::status_page`); `/openapi.json` is the OpenAPI
+//! document of the serving policy file (`governance::openapi`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,6 +58,8 @@ pub struct AdminApp {
     pub metrics: Arc<Metrics>,
     /// Readiness.
     pub readiness: Arc<Readiness>,
+    /// `/openapi.json`, built once per config version.
+    pub openapi: OpenApiCache,
 }
 
 fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -148,6 +151,7 @@ impl ServeHttp for AdminApp {
                         .unwrap_or_default();
                 respond(StatusCode::OK, "application/json", body)
             }
+            "/openapi.json" => self.openapi.response(&self.store, &path).await,
             "/config" => {
                 let body = serde_json::to_vec_pretty(&crate::admin_views::config(&self.store))
                     .unwrap_or_default();
@@ -155,8 +159,72 @@ impl ServeHttp for AdminApp {
             }
             _ => problem(
                 StatusCode::NOT_FOUND,
-                "admin endpoints: / (status page) /status.json /healthz /readyz /metrics /config /upstreams /deprecations /queues /deliveries",
+                "admin endpoints: / (status page) /status.json /healthz /readyz /metrics /config /upstreams /deprecations /openapi.json /queues /deliveries",
                 &path,
+            ),
+        }
+    }
+}
+
+/// The OpenAPI document of the serving policy file (`/openapi.json`), built on first request
+/// after each load and kept while the config version (its content hash) stays the same.
+#[derive(Debug, Default)]
+pub struct OpenApiCache(std::sync::Mutex<Option<(String, Arc<Vec<u8>>)>>);
+
+impl OpenApiCache {
+    async fn response(&self, store: &ConfigStore, path: &str) -> Response<Vec<u8>> {
+        let version = store.current().set.version.clone();
+        let cached = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(|(hash, _)| *hash == version.hash)
+            .map(|(_, body)| body.clone());
+        if let Some(body) = cached {
+            return respond(StatusCode::OK, "application/json", body.to_vec());
+        }
+        // The surface reads the parsed file and its schema files: the serving set's file is
+        // compiled again offline (as `gateway openapi` does), off the async threads, and its
+        // content hash must be the serving one's.
+        let file = version.file.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let surface = governance::surface::load(&file).map_err(|e| e.to_string())?;
+            let doc = governance::openapi::document(&surface);
+            let body = serde_json::to_vec_pretty(&doc).map_err(|e| e.to_string())?;
+            Ok::<_, String>((surface.set.version.hash.clone(), body))
+        })
+        .await;
+        match built {
+            Ok(Ok((hash, body))) if hash == version.hash => {
+                let body = Arc::new(body);
+                *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((hash, body.clone()));
+                respond(StatusCode::OK, "application/json", body.to_vec())
+            }
+            Ok(Ok(_)) => {
+                let mut resp = problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the policy file changed on disk since it was loaded: reload it (SIGHUP), or run `gateway openapi -c FILE`",
+                    path,
+                );
+                resp.headers_mut().insert(
+                    http::header::RETRY_AFTER,
+                    http::HeaderValue::from_static("5"),
+                );
+                resp
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "admin: the OpenAPI document could not be built");
+                problem(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("the OpenAPI document could not be built: {e}"),
+                    path,
+                )
+            }
+            Err(e) => problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("the OpenAPI document could not be built: {e}"),
+                path,
             ),
         }
     }

@@ -215,6 +215,7 @@ pub fn run(
             store: store.clone(),
             metrics: metrics.clone(),
             readiness: readiness.clone(),
+            openapi: Default::default(),
         };
         let mut app = AuthLayer::new(app, admin_auth.as_ref(), metrics.registry())?;
         if snapshot.set.listeners.admin_tls.is_some() {
