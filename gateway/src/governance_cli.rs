@@ -32,22 +32,23 @@ pub fn review(new: &Path, old: &Path, format: ReviewFormat) -> u8 {
         .iter()
         .filter(|f| f.severity == governance::review::Severity::Breaking)
         .count();
-    match format {
-        ReviewFormat::Text => {
-            print!("{}", governance::review::render_text(&findings));
-            println!(
-                "{} against {}: {breaking} breaking, {} additive change(s)",
-                new.display(),
-                old.display(),
-                findings.len() - breaking
-            );
-        }
-        ReviewFormat::Json => println!(
-            "{}",
+    let text = match format {
+        ReviewFormat::Text => format!(
+            "{}{} against {}: {breaking} breaking, {} additive change(s)",
+            governance::review::render_text(&findings),
+            new.display(),
+            old.display(),
+            findings.len() - breaking
+        ),
+        ReviewFormat::Json => {
             serde_json::to_string_pretty(&governance::review::render_json(&findings))
                 .unwrap_or_default()
-        ),
-    }
+        }
+    };
+    // a closed pipe (`| head`) ends the output quietly instead of a panic in println!; the
+    // exit status still tells what the review found
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
     u8::from(breaking > 0)
 }
 

@@ -13,7 +13,11 @@ pub fn diff(route: &str, channel: &str, old: &Mapping, new: &Mapping) -> Vec<Fin
     for case in old.golden_cases() {
         let before = old.apply(case.input.clone());
         let after = new.apply(case.input.clone());
-        let input = format!("{}/{}", old.name(), case.name);
+        let input = format!(
+            "route {route}, {channel}'s mapping: golden input {}/{}",
+            old.name(),
+            case.name
+        );
         let finding = |severity, kind: &str, message: String| {
             Finding::new(severity, kind, Some(route), Some(channel), message)
         };
@@ -36,7 +40,7 @@ pub fn diff(route: &str, channel: &str, old: &Mapping, new: &Mapping) -> Vec<Fin
                         Severity::Breaking,
                         "mapping.output_changed",
                         format!(
-                            "golden input {input}: the output differs in {} place(s), first {}",
+                            "{input}: the output differs in {} place(s), first {}",
                             lines.len(),
                             first.replace("expected", "was").replace(", got", ", now")
                         ),
@@ -49,7 +53,7 @@ pub fn diff(route: &str, channel: &str, old: &Mapping, new: &Mapping) -> Vec<Fin
                 finding(
                     Severity::Breaking,
                     "mapping.output_changed",
-                    format!("golden input {input}: mapped before, now {}", failure(&e)),
+                    format!("{input}: mapped before, now {}", failure(&e)),
                 )
                 .at("")
                 .values(Some(a), Some(Value::String(e.to_string()))),
@@ -58,7 +62,7 @@ pub fn diff(route: &str, channel: &str, old: &Mapping, new: &Mapping) -> Vec<Fin
                 finding(
                     Severity::Additive,
                     "mapping.now_maps",
-                    format!("golden input {input}: {} before, now mapped", failure(&e)),
+                    format!("{input}: {} before, now mapped", failure(&e)),
                 )
                 .at("")
                 .values(Some(Value::String(e.to_string())), Some(b)),
@@ -70,7 +74,7 @@ pub fn diff(route: &str, channel: &str, old: &Mapping, new: &Mapping) -> Vec<Fin
                         finding(
                             Severity::Additive,
                             "mapping.rejection_changed",
-                            format!("golden input {input}: refused with another message"),
+                            format!("{input}: refused with another message"),
                         )
                         .values(Some(Value::String(a)), Some(Value::String(b))),
                     );
