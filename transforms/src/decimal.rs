@@ -117,6 +117,13 @@ pub fn mul(a: Decimal, b: Decimal) -> Result<Decimal, DecimalError> {
     let product = a
         .checked_mul(b)
         .ok_or(DecimalError::Overflow("decimal_mul"))?;
+    // A zero product comes back with scale 0 ("0.00" * 3 is 0): give it the scale the factors
+    // give (found by `gateway check --deep`: a free line of quantity > 1 failed the order).
+    if product.is_zero() {
+        let mut zero = Decimal::ZERO;
+        zero.rescale(a.scale() + b.scale());
+        return Ok(zero);
+    }
     // rust_decimal rounds a product whose scale would pass 28 digits; refuse that instead.
     if product.scale() != a.scale() + b.scale() {
         return Err(DecimalError::Overflow("decimal_mul"));
@@ -205,6 +212,8 @@ mod tests {
     #[test]
     fn products_keep_every_digit() {
         assert_eq!(format(mul(d("199.00"), d("2")).expect("mul")), "398.00");
+        assert_eq!(format(mul(d("0.00"), d("12890")).expect("mul")), "0.00");
+        assert_eq!(format(mul(d("-0.5"), d("0")).expect("mul")), "0.0");
         assert_eq!(format(mul(d("0.125"), d("3")).expect("mul")), "0.375");
         assert_eq!(
             format(mul(d("1.005"), d("1.005")).expect("mul")),
