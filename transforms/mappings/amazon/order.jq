@@ -51,8 +51,8 @@ def line($order; $c):
   required(.OrderItemId; "OrderItemId of an item") as $item
   | {
       line_id: $item,
-      channel_ids: {order_item_id: $item, asin: .ASIN} | compact,
-      sku: .SellerSKU,
+      channel_ids: {order_item_id: $item, asin: (.ASIN | blank)} | compact,
+      sku: (.SellerSKU | blank),
       title: .Title,
       quantity: {ordered: required(.QuantityOrdered; "QuantityOrdered of item \($item)"), shipped: (.QuantityShipped // 0)},
       status: line_status($order),
@@ -97,7 +97,7 @@ required(.AmazonOrderId; "AmazonOrderId") as $id
     channel: "amazon",
     channel_ids: {
       order_id: $id,
-      seller_order_id: .SellerOrderId,
+      seller_order_id: (.SellerOrderId | blank),
       marketplace_id: .MarketplaceId,
       replaced_order_id: .ReplacedOrderId
     } | compact,
@@ -122,7 +122,11 @@ required(.AmazonOrderId; "AmazonOrderId") as $id
       tax: $tax,
       # Amazon's own total when it gives one; else what the items add up to.
       total: (.OrderTotal | maybe(in_currency($c) | amazon_money)
-              // (decimal_add(decimal_sub($subtotal.amount; $discount.amount); decimal_add($shipping.amount; $tax.amount)) | money($c)))
+              // (decimal_add(decimal_sub($subtotal.amount; $discount.amount); decimal_add($shipping.amount; $tax.amount))
+                  # Discounts past what they discount leave no total to compute (a canonical
+                  # amount is never negative); found by `gateway check --deep`.
+                  | if startswith("-") then reject("the order's discounts (\($discount.amount) \($c)) exceed its items, shipping and tax, and there is no OrderTotal") end
+                  | money($c)))
     }
   }
 | compact

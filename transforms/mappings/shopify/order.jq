@@ -125,7 +125,7 @@ def totals($which; $c):
     channel: "shopify",
     channel_ids: {
       order_id: $id,
-      name: .name,
+      name: (.name | blank),
       order_number: (.order_number | maybe(id_string)),
       graphql_id: .admin_graphql_api_id
     } | compact,

@@ -33,7 +33,8 @@ def set_money($set; $plain; $c):
 | [.transactions // [] | .[] | select(.kind == "refund" and .status == "success")] as $paid
 | ([$lines[].refund.subtotal | values] | money_sum($c)) as $subtotal
 | ([$lines[].refund.tax | values] | money_sum($c)) as $tax
-| ([.refund_shipping_lines // [] | .[] | set_money(.subtotal_amount_set; .subtotal_amount; $c)] | nonempty
+# A shipping line without an amount (neither the *_set nor the plain one) refunds nothing.
+| ([.refund_shipping_lines // [] | .[] | set_money(.subtotal_amount_set; .subtotal_amount; $c) | values] | nonempty
    | maybe(money_sum($c))) as $shipping
 | {
     id: "shopify:return:\($id)",
