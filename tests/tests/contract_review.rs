@@ -79,7 +79,8 @@ fn assert_breaks(new: &str, wanted: &[Value]) -> Result<()> {
     // every finding carries the documented fields, null when they do not apply
     for f in findings {
         for field in [
-            "severity", "kind", "route", "channel", "pointer", "schema", "message", "old", "new",
+            "severity", "kind", "route", "channel", "pointer", "also_at", "schema", "message",
+            "old", "new",
         ] {
             ensure!(f.get(field).is_some(), "{new}: no {field} in {f}");
         }

@@ -245,6 +245,30 @@ fn served_channels(
         .filter(|c| new_file.channels.contains(c))
         .collect();
     let serves = |r: &RouteSurface, c: &str| r.document.is_none() || r.mappings.contains_key(c);
+    // a route without a {channel} parameter whose credentials name the channel (a webhook
+    // signature, a client certificate) is only called by those channels: the others' schemas
+    // and mappings on it are never used
+    let callers = |r: &RouteSurface| -> Option<Vec<String>> {
+        if r.channel_param {
+            return None;
+        }
+        let named: Vec<String> = r
+            .security
+            .iter()
+            .flat_map(|s| match s {
+                Security::WebhookSignature { channels, .. }
+                | Security::ClientCert { channels, .. } => channels.clone(),
+                _ => Vec::new(),
+            })
+            .collect();
+        (!named.is_empty()).then_some(named)
+    };
+    let (oc, nc) = (callers(o), callers(n));
+    let callable = |c: &str| match (&oc, &nc) {
+        (Some(a), Some(b)) => a.iter().chain(b).any(|x| x == c),
+        _ => true,
+    };
+    let declared: BTreeSet<&String> = declared.into_iter().filter(|c| callable(c)).collect();
     match (&o.document, &n.document) {
         (Some(a), Some(b)) if a != b => out.push(
             Finding::new(
@@ -465,8 +489,9 @@ fn schemas(
         .chain(n.schemas.channels.keys())
         .collect();
     for c in listed {
-        // a channel the route stops (or starts) serving is reported once, as such
-        if (o.document.is_some() || n.document.is_some()) && !served.contains(c) {
+        // a channel the route stops (or starts) serving is reported once, as such; one that
+        // cannot call the route (see `served_channels`) or is no longer declared, not here
+        if !served.contains(c) {
             continue;
         }
         schema_pair(
@@ -525,7 +550,23 @@ fn schema_pair(
             .values(Some(json!(o.reference)), None),
         ),
         (Some(o), Some(n)) => {
+            // a keyword inside a `$defs` entry used in several places is one change: one
+            // finding at its first place, the others listed in `also_at`
+            let mut groups: Vec<(schema_diff::SchemaChange, Vec<String>)> = Vec::new();
             for change in schema_diff::diff(&o.value, &n.value) {
+                let same = groups.iter_mut().find(|(g, _)| {
+                    g.stricter == change.stricter
+                        && g.keyword == change.keyword
+                        && g.schema_pointer == change.schema_pointer
+                        && g.old == change.old
+                        && g.new == change.new
+                });
+                match same {
+                    Some((_, also)) => also.push(change.pointer),
+                    None => groups.push((change, Vec::new())),
+                }
+            }
+            for (change, also_at) in groups {
                 // the file the keyword sits in: the new one unless it only exists in the old
                 let file = if n.value.pointer(&change.schema_pointer).is_some()
                     || o.value.pointer(&change.schema_pointer).is_none()
@@ -534,14 +575,23 @@ fn schema_pair(
                 } else {
                     &o.reference
                 };
+                let elsewhere = match also_at.len() {
+                    0 => String::new(),
+                    1 => format!(" (also at {})", also_at[0]),
+                    k => format!(" (also at {} and {} other place(s))", also_at[0], k - 1),
+                };
                 out.push(Finding {
                     severity: if change.stricter { Breaking } else { Additive },
                     kind: format!("schema.{}", change.keyword),
                     route: Some(route.to_owned()),
                     channel: channel.map(str::to_owned),
                     pointer: Some(change.pointer),
+                    also_at,
                     schema: Some(format!("{file}#{}", change.schema_pointer)),
-                    message: format!("route {route}, {whose} schema: {}", change.message),
+                    message: format!(
+                        "route {route}, {whose} schema: {}{elsewhere}",
+                        change.message
+                    ),
                     old: change.old,
                     new: change.new,
                 });

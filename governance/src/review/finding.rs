@@ -39,6 +39,10 @@ pub struct Finding {
     /// A JSON pointer into the channel's document (schema findings, `*` for every array item),
     /// the mapping's output (mapping findings) or the policy file (limits), when there is one.
     pub pointer: Option<String>,
+    /// For schema findings: the other places in the document the same changed keyword
+    /// applies to (a `$defs` entry referred to from several places is reported once, at
+    /// `pointer`, with the rest here); empty otherwise.
+    pub also_at: Vec<String>,
     /// For schema findings: the changed keyword in the new schema file (the old one when the
     /// keyword is gone), as the file and a JSON pointer, e.g.
     /// `schemas/amazon/order.schema.json#/$defs/Money/properties/Amount/maxLength`.
@@ -66,6 +70,7 @@ impl Finding {
             route: route.map(str::to_owned),
             channel: channel.map(str::to_owned),
             pointer: None,
+            also_at: Vec::new(),
             schema: None,
             message,
             old: None,

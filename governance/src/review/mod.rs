@@ -37,6 +37,7 @@
 //!       "route": "channel-orders",
 //!       "channel": "amazon",
 //!       "pointer": "/OrderItems/*/SellerSKU",
+//!       "also_at": [],
 //!       "schema": "schemas/amazon/order.schema.json#/properties/OrderItems/items/required",
 //!       "message": "route channel-orders, amazon's schema: /OrderItems/*/SellerSKU: new required field \"SellerSKU\"",
 //!       "old": null,
@@ -46,6 +47,8 @@
 //! }
 //! ```
 //! `route`, `channel`, `pointer`, `schema`, `old` and `new` are `null` when they do not apply.
+//! A keyword changed inside a `$defs` entry that several places refer to is one finding, at
+//! the first place (`pointer`), with the other places in `also_at` (empty otherwise).
 //! `pointer` is a JSON pointer into the channel's document for schema findings (`*` standing
 //! for every item of an array), into the mapping's canonical output for mapping findings, and
 //! into the policy file (`/policies/<name>/limits/<limit>`, `/routes/<name>/max_body_bytes`)
@@ -99,4 +102,97 @@ pub fn render_json(findings: &[Finding]) -> serde_json::Value {
         "additive": findings.len() - breaking,
         "findings": findings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn example() -> Surface {
+        let file =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/files/gateway.yaml");
+        crate::surface::load(&file).unwrap()
+    }
+
+    #[test]
+    fn the_example_set_has_no_findings_against_itself() {
+        assert_eq!(review(&example(), &example()), vec![]);
+    }
+
+    #[test]
+    fn a_def_used_in_many_places_is_one_finding_per_route_and_channel_that_can_use_it() {
+        let old = example();
+        let mut new = old.clone();
+        let mut schema = (*old.routes[0].schemas.channels["amazon"].value).clone();
+        schema["$defs"]["Money"]["properties"]["CurrencyCode"]["maxLength"] = json!(3);
+        let schema = Arc::new(schema);
+        for route in &mut new.routes {
+            if let Some(doc) = route.schemas.channels.get_mut("amazon")
+                && doc.reference == "schemas/amazon/order.schema.json"
+            {
+                doc.value = schema.clone();
+            }
+        }
+        let findings = review(&old, &new);
+        // channel-orders takes amazon orders; shopify-order-webhook shares the order schema
+        // policy but only Shopify's signatures reach it, so amazon's schema is not its concern
+        assert_eq!(findings.len(), 1, "{findings:#?}");
+        let f = &findings[0];
+        assert_eq!(
+            (
+                f.severity,
+                f.kind.as_str(),
+                f.route.as_deref(),
+                f.channel.as_deref()
+            ),
+            (
+                Severity::Breaking,
+                "schema.maxLength",
+                Some("channel-orders"),
+                Some("amazon")
+            )
+        );
+        assert_eq!(
+            f.schema.as_deref(),
+            Some("schemas/amazon/order.schema.json#/$defs/Money/properties/CurrencyCode/maxLength")
+        );
+        assert!(!f.also_at.is_empty(), "{f:?}");
+        assert!(
+            f.also_at
+                .iter()
+                .chain(f.pointer.iter())
+                .any(|p| p == "/OrderTotal/CurrencyCode"),
+            "{f:?}"
+        );
+        assert!(f.message.contains("also at"), "{}", f.message);
+    }
+
+    #[test]
+    fn text_output_puts_breaking_first_one_line_each() {
+        let additive = Finding::new(
+            Severity::Additive,
+            "route.added",
+            Some("b"),
+            None,
+            "added\nwith a newline".to_owned(),
+        );
+        let breaking = Finding::new(
+            Severity::Breaking,
+            "route.removed",
+            Some("a"),
+            None,
+            "removed".to_owned(),
+        );
+        let text = render_text(&[additive, breaking]);
+        assert_eq!(
+            text,
+            "breaking route.removed: removed\nadditive route.added: added with a newline\n"
+        );
+    }
 }

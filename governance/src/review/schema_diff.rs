@@ -1218,11 +1218,10 @@ mod tests {
             pointers.contains(&"/OrderItems/*/ItemPrice/CurrencyCode"),
             "{pointers:?}"
         );
-        assert_eq!(
-            changes.len(),
-            7,
-            "OrderTotal and six item amounts: {pointers:?}"
-        );
+        // OrderTotal and the item amounts: one change per place that refers to Money
+        let uses = old.to_string().matches("\"#/$defs/Money\"").count();
+        assert!(uses >= 2, "{uses}");
+        assert_eq!(changes.len(), uses, "{pointers:?}");
         for c in &changes {
             assert!(c.stricter && c.keyword == "maxLength", "{c:?}");
             assert_eq!(
