@@ -27,3 +27,19 @@ if ! "$venv/bin/python" -c 'import playwright' >/dev/null 2>&1; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q playwright
 fi
+
+# The OpenAPI tests (tests/tests/openapi.rs): openapi-spec-validator checks the document
+# `gateway openapi` writes, schemathesis drives a running gateway from it. Pinned, in a venv of
+# their own (target/openapi-venv), installed only when the pinned versions are not there yet.
+openapi_venv="$(dirname "$0")/../target/openapi-venv"
+openapi_pins=(schemathesis==4.32.5 openapi-spec-validator==0.9.0)
+if ! "$openapi_venv/bin/python" - "${openapi_pins[@]}" >/dev/null 2>&1 <<'PY'
+import sys
+from importlib.metadata import version
+sys.exit(any(version(n) != v for n, v in (p.split("==") for p in sys.argv[1:])))
+PY
+then
+  echo "installing ${openapi_pins[*]} into $openapi_venv"
+  python3 -m venv "$openapi_venv"
+  "$openapi_venv/bin/pip" install -q "${openapi_pins[@]}"
+fi

@@ -420,10 +420,31 @@ fn request_body(
         ),
         None => (json!({}), "A JSON document.".to_owned()),
     };
+    let mut media = json!({"schema": schema});
+    // the mapping's golden inputs (the ones it maps, not the refusals it is tested with) are
+    // real documents of the channel: callers see what to send, testers get examples to send
+    let examples: Map<String, Value> = channel
+        .and_then(|c| route.mappings.get(c))
+        .map(|m| {
+            m.golden_cases()
+                .iter()
+                .filter(|case| case.expected_rejection().is_none())
+                .map(|case| {
+                    (
+                        case.name.clone(),
+                        json!({"summary": format!("golden case {} of {}", case.name, m.name()), "value": case.input}),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if !examples.is_empty() {
+        media["examples"] = Value::Object(examples);
+    }
     Some(json!({
         "required": true,
         "description": description,
-        "content": {"application/json": {"schema": schema}},
+        "content": {"application/json": media},
     }))
 }
 

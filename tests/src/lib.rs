@@ -734,3 +734,20 @@ pub fn browser_python() -> PathBuf {
     }
     "python3".into()
 }
+
+/// A program of the OpenAPI tools' venv (`openapi-spec-validator`, `st` of schemathesis):
+/// `GATEWAY_TEST_OPENAPI_VENV/bin/<name>` when set, else the venv `scripts/system-deps.sh`
+/// makes (`target/openapi-venv`).
+pub fn openapi_tool(name: &str) -> Result<PathBuf> {
+    let venv = std::env::var_os("GATEWAY_TEST_OPENAPI_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/openapi-venv"));
+    let tool = venv.join("bin").join(name);
+    if !tool.exists() {
+        bail!(
+            "{} is missing: run scripts/system-deps.sh (it installs the pinned OpenAPI tools into target/openapi-venv)",
+            tool.display()
+        );
+    }
+    Ok(tool)
+}
