@@ -912,6 +912,60 @@ mod tests {
     }
 
     #[test]
+    fn a_transform_version_uses_the_channels_versioned_mapping_and_a_missing_one_is_an_error() {
+        let mappings = Path::new(env!("CARGO_MANIFEST_DIR")).join("../transforms/mappings");
+        let file = |version: &str| {
+            format!(
+                "{BASE}  t: {{kind: transform, mappings: {}, document: order, version: {version}}}\nroutes:\n  - {{name: o, methods: [POST], path: \"/c/{{channel}}/orders\", upstream: erp, policies: [t]}}\n",
+                mappings.display()
+            )
+        };
+        let set = compile(&file("v1")).unwrap();
+        let crate::kinds::Policy::Transform(t) = &set.policies["t"].policy else {
+            panic!("a transform");
+        };
+        let name = |i: usize| t.channel_mapping(i).map(|m| m.name().to_owned());
+        // channels in name order: amazon has order.v1.jq, shopify only order.jq
+        assert_eq!(name(0).as_deref(), Some("amazon/order.v1"));
+        assert_eq!(name(1).as_deref(), Some("shopify/order"));
+        let errors = compile(&file("v9")).unwrap_err().join("\n");
+        assert!(
+            errors.contains("p.yaml:9:")
+                && errors.contains("no channel has a \"order.v9\" mapping"),
+            "{errors}"
+        );
+    }
+
+    #[test]
+    fn deprecation_dates_and_links_are_checked_where_they_are_written() {
+        let text = format!(
+            "{BASE}routes:\n  - name: old\n    methods: [GET]\n    path: /old\n    upstream: erp\n    deprecation:\n      deprecated: 2026-13-01\n      sunset: tomorrow\n      link: docs.example.com/v2\n"
+        );
+        let errors = compile(&text).unwrap_err();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(
+            errors[0].starts_with("p.yaml:15:19: ") && errors[0].contains("no such date"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].starts_with("p.yaml:16:15: ") && errors[1].contains("not an RFC 3339"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[2].starts_with("p.yaml:17:13: ") && errors[2].contains("absolute http(s) URL"),
+            "{errors:?}"
+        );
+        let ok = text
+            .replace("2026-13-01", "2026-06-30")
+            .replace("tomorrow", "2099-12-31T00:00:00+01:00")
+            .replace("docs.example.com", "https://docs.example.com");
+        let set = compile(&ok).unwrap();
+        let d = set.routes[0].deprecation.as_ref().unwrap();
+        assert_eq!(d.sunset_at, Some(4_102_358_400 - 3600));
+        assert!(set.warnings().is_empty());
+    }
+
+    #[test]
     fn a_fanout_route_compiles_with_its_marketplaces_and_sku_file() {
         let dir = std::env::temp_dir().join(format!("fanout-ok-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

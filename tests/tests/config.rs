@@ -140,7 +140,7 @@ fn check_passes_the_shipped_example_and_a_syntax_error_is_located() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains(": ok: 10 routes, 5 upstreams, 25 policies"),
+        text.contains(": ok: 12 routes, 5 upstreams, 27 policies"),
         "{text}"
     );
 

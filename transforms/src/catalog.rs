@@ -40,7 +40,9 @@ pub const RESPONSE_CHANNEL: &str = "erp";
 const MAX_LISTED_VIOLATIONS: usize = 20;
 
 /// The canonical document a mapping produces, from where it sits: `<channel>/<document>.jq`
-/// produces that document; `erp/ack.jq` the answer and `erp/error.jq` the problem.
+/// produces that document, and so does a version of it, `<channel>/<document>.<version>.jq`
+/// (`amazon/order.v1`: what an older version of a route maps); `erp/ack.jq` the answer and
+/// `erp/error.jq` the problem.
 pub fn output_document(channel: &str, document: &str) -> Option<&'static str> {
     if channel == RESPONSE_CHANNEL {
         return match document {
@@ -49,6 +51,11 @@ pub fn output_document(channel: &str, document: &str) -> Option<&'static str> {
             _ => None,
         };
     }
+    let document = match document.split_once('.') {
+        Some((d, version)) if is_version(version) => d,
+        Some(_) => return None,
+        None => document,
+    };
     canonical_schemas::CANONICAL_DOCUMENTS
         .into_iter()
         .filter(|d| !matches!(*d, "answer" | "problem"))
@@ -93,7 +100,7 @@ impl Mapping {
             let known = if channel == RESPONSE_CHANNEL {
                 "ack, error".to_owned()
             } else {
-                "order, order_change, inventory_adjustment, shipment, return".to_owned()
+                "order, order_change, inventory_adjustment, shipment, return, each optionally with a .<version>".to_owned()
             };
             return Err(vec![LoadError::at(
                 path,
@@ -399,6 +406,15 @@ fn load_cases(dir: &Path, loaded: &mut BTreeMap<String, Mapping>, errors: &mut V
     }
 }
 
+/// A mapping version: letters, digits, `-` and `_` (`v1`, `2025-01`).
+fn is_version(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 32
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 fn is_channel_name(name: &str) -> bool {
     let mut bytes = name.bytes();
     bytes.next().is_some_and(|b| b.is_ascii_lowercase())
@@ -433,6 +449,11 @@ mod tests {
         assert_eq!(output_document("erp", "error"), Some("problem"));
         assert_eq!(output_document("amazon", "answer"), None);
         assert_eq!(output_document("amazon", "orders"), None);
+        assert_eq!(output_document("amazon", "order.v1"), Some("order"));
+        assert_eq!(output_document("amazon", "order."), None);
+        assert_eq!(output_document("amazon", "order.v1.x"), None);
+        assert_eq!(output_document("amazon", "orders.v1"), None);
+        assert_eq!(output_document("erp", "ack.v1"), None);
     }
 
     #[test]

@@ -30,6 +30,11 @@ pub struct TransformSpec {
     /// The document this route carries (`order`, `inventory_adjustment`, `shipment`,
     /// `return`, `order_change`): the request body goes through `<channel>/<document>`.
     pub document: String,
+    /// A version of the document's mappings (`v1`), for an older version of a route: a
+    /// channel with a `<document>.<version>.jq` mapping uses it, the others their
+    /// `<document>.jq`. Absent: every channel uses `<document>.jq`.
+    #[serde(default)]
+    pub version: Option<String>,
     /// The mapping of the upstream's successful answers (input `{status, body}`), e.g.
     /// `erp/ack`. Absent: the answer passes unchanged.
     #[serde(default)]
@@ -126,12 +131,35 @@ impl PolicyKind for Transform {
                 }
             },
         };
+        let versioned = spec
+            .version
+            .as_ref()
+            .map(|v| format!("{}.{v}", spec.document));
         let by_channel: Vec<Option<Arc<Mapping>>> = cx
             .channels
             .names()
             .iter()
-            .map(|c| catalog.mapping(c, &spec.document))
+            .map(|c| {
+                versioned
+                    .as_ref()
+                    .and_then(|v| catalog.mapping(c, v))
+                    .or_else(|| catalog.mapping(c, &spec.document))
+            })
             .collect();
+        // a version no channel has is a typo, not a route that maps like the current one
+        if let Some(v) = &versioned
+            && !cx
+                .channels
+                .names()
+                .iter()
+                .any(|c| catalog.mapping(c, v).is_some())
+        {
+            cx.error(
+                "/version",
+                format!("no channel has a {v:?} mapping in {}", root.display()),
+            );
+            return None;
+        }
         if by_channel.iter().all(Option::is_none) {
             cx.error(
                 "/document",
