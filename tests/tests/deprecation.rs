@@ -446,3 +446,116 @@ fn gateway_check_warns_about_a_past_or_misordered_sunset_and_refuses_bad_dates()
         );
     }
 }
+
+/// The shipped example set, pointed at `erp`, its relative paths made absolute.
+fn example_file(erp: &ErpSim) -> String {
+    let root = workspace_root();
+    let text = std::fs::read_to_string(root.join("policies/files/gateway.yaml")).unwrap();
+    let files = root.join("policies/files");
+    text.replace("\"127.0.0.1:9400\"", &format!("\"{}\"", erp.addr()))
+        .replace("../../", &format!("{}/", root.display()))
+        .replace(" schemas/", &format!(" {}/schemas/", files.display()))
+        .replace(" skus.yaml", &format!(" {}/skus.yaml", files.display()))
+}
+
+fn dev_token(channel: &str) -> String {
+    let out = Command::new(gateway_binary().unwrap())
+        .current_dir(workspace_root())
+        .args(["token", "--channel", channel, "--scope", "orders:write"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn case(path: &str) -> Vec<u8> {
+    std::fs::read(workspace_root().join("transforms/mappings").join(path)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_sets_v1_and_v2_orders_take_their_own_amazon_documents_into_one_canonical_order()
+ {
+    let erp = ErpSim::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let gw = Gateway::start_with(
+        &example_file(&erp),
+        Start {
+            https: true,
+            ..Start::default()
+        },
+    )
+    .unwrap();
+    let c = reqwest::Client::new();
+    let amazon = dev_token("amazon");
+    let post = |path: &str, token: &str, key: &str, body: Vec<u8>| {
+        c.post(gw.url(path))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .header("idempotency-key", format!("\"{key}\""))
+            .body(body)
+            .send()
+    };
+    let expected: Value = serde_json::from_slice(&case(
+        "amazon/cases/order/sandbox-test-case-200.expected.json",
+    ))
+    .unwrap();
+    let v1_doc = case("amazon/cases/order.v1/sandbox-test-case-200.input.json");
+    let v2_doc = case("amazon/cases/order/sandbox-test-case-200.input.json");
+
+    // v1: getOrder and getOrderItems side by side, deprecated
+    let r = post(
+        "/v1/channels/amazon/orders",
+        &amazon,
+        "v1-1",
+        v1_doc.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    assert!(header(&r, "deprecation").is_some_and(|d| d.starts_with('@')));
+    assert_eq!(header(&r, "sunset"), Some("Thu, 31 Dec 2099 00:00:00 GMT"));
+    assert!(header(&r, "link").is_some_and(|l| l.ends_with("; rel=\"deprecation\"")));
+    // v2: the Order with its OrderItems, current
+    let r = post("/v2/channels/amazon/orders", &amazon, "v2-1", v2_doc)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    assert_eq!(header(&r, "deprecation"), None);
+    // each version's schema refuses the other's document, before the ERP
+    let r = post("/v2/channels/amazon/orders", &amazon, "v2-2", v1_doc)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let problem: Value = r.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:gateway:problem:schema-violation");
+
+    // the ERP got the same canonical order from both versions
+    let got = erp.requests();
+    assert_eq!(got.len(), 2);
+    for request in &got {
+        assert_eq!(request.path, "/erp/v1/orders");
+        let doc: Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(doc, expected);
+    }
+
+    // the other channels post to v1 what they post to v2
+    let shopify = dev_token("shopify");
+    let r = post(
+        "/v1/channels/shopify/orders",
+        &shopify,
+        "v1-shopify-1",
+        case("shopify/cases/order/admin-rest-2026-07-example-1001.input.json"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    gw.wait_metric(
+        "gateway_deprecated_requests_total{channel=\"shopify\",route=\"orders-v1\"}",
+        1.0,
+    )
+    .unwrap();
+    assert_eq!(
+        gw.metric("gateway_deprecated_requests_total{channel=\"amazon\",route=\"orders-v1\"}")
+            .unwrap(),
+        1.0
+    );
+}
