@@ -93,7 +93,7 @@ pub fn check(surface: &Surface, options: DeepOptions) -> Result<Vec<DeepFinding>
 pub fn report(surface: &Surface, options: DeepOptions) -> Result<DeepReport, String> {
     // Routes sharing a schema and mapping (the order webhook and the order route for
     // Shopify) are checked once.
-    let mut pairs: Vec<(String, String, Arc<Mapping>, Vec<String>, String)> = Vec::new();
+    let mut pairs: Vec<Pair> = Vec::new();
     let mut schemas: BTreeMap<String, (Arc<Value>, String)> = BTreeMap::new();
     for route in &surface.routes {
         let reachable = reachable_channels(route);
@@ -114,21 +114,28 @@ pub fn report(surface: &Surface, options: DeepOptions) -> Result<DeepReport, Str
             );
             match pairs
                 .iter_mut()
-                .find(|p| p.0 == schema.reference && p.2.name() == mapping.name())
+                .find(|p| p.reference == schema.reference && p.mapping.name() == mapping.name())
             {
-                Some(p) => p.3.push(route.name.clone()),
-                None => pairs.push((
-                    schema.reference.clone(),
-                    channel.clone(),
-                    mapping.clone(),
-                    vec![route.name.clone()],
-                    name,
-                )),
+                Some(p) => p.routes.push(route.name.clone()),
+                None => pairs.push(Pair {
+                    reference: schema.reference.clone(),
+                    channel: channel.clone(),
+                    mapping: mapping.clone(),
+                    routes: vec![route.name.clone()],
+                    file: name,
+                }),
             }
         }
     }
     let mut report = DeepReport::default();
-    for (reference, channel, mapping, routes, file) in pairs {
+    for Pair {
+        reference,
+        channel,
+        mapping,
+        routes,
+        file,
+    } in pairs
+    {
         let Some((schema, _)) = schemas.get(&reference) else {
             continue;
         };
@@ -145,6 +152,28 @@ pub fn report(surface: &Surface, options: DeepOptions) -> Result<DeepReport, Str
         report.findings.extend(findings);
     }
     Ok(report)
+}
+
+/// A schema and mapping pair to check, with the routes using it.
+struct Pair {
+    /// The schema as the policy file names it.
+    reference: String,
+    channel: String,
+    mapping: Arc<Mapping>,
+    routes: Vec<String>,
+    /// The schema's file, for error messages.
+    file: String,
+}
+
+/// One way of failing: its message and pointer, the smallest input failing so (its index and
+/// size), and how many inputs fail so.
+struct Failure<'d> {
+    message: String,
+    pointer: Option<String>,
+    input: &'d Value,
+    index: usize,
+    size: usize,
+    occurrences: usize,
 }
 
 /// The channels whose documents can reach a route without a `{channel}` parameter: those its
@@ -187,8 +216,7 @@ fn run_pair(
         failed: 0,
     };
     // Per way of failing: (message, pointer, smallest input, its index, occurrences).
-    let mut failures: BTreeMap<String, (String, Option<String>, &Value, usize, usize, usize)> =
-        BTreeMap::new();
+    let mut failures: BTreeMap<String, Failure<'_>> = BTreeMap::new();
     for (index, doc) in documents.iter().enumerate() {
         let failed: Vec<(String, String, Option<String>)> = match mapping.apply(doc.clone()) {
             Ok(_) => {
@@ -228,40 +256,42 @@ fn run_pair(
         pair.failed += 1;
         let size = doc.to_string().len();
         for (key, message, pointer) in failed {
-            let entry = failures.entry(key).or_insert((
-                message.clone(),
-                pointer.clone(),
-                doc,
+            let entry = failures.entry(key).or_insert(Failure {
+                message: message.clone(),
+                pointer: pointer.clone(),
+                input: doc,
                 index,
                 size,
-                0,
-            ));
-            entry.5 += 1;
-            if size < entry.4 {
-                *entry = (message, pointer, doc, index, size, entry.5);
+                occurrences: 0,
+            });
+            entry.occurrences += 1;
+            if size < entry.size {
+                entry.message = message;
+                entry.pointer = pointer;
+                entry.input = doc;
+                entry.index = index;
+                entry.size = size;
             }
         }
     }
     let findings = failures
         .into_values()
-        .map(
-            |(message, pointer, input, index, _, occurrences)| DeepFinding {
-                route: routes.join(", "),
-                channel: channel.to_owned(),
-                message,
-                input: input.clone(),
-                pointer,
-                schema: reference.to_owned(),
-                mapping: mapping.name().to_owned(),
-                document: if index == 0 {
-                    "minimal".to_owned()
-                } else {
-                    format!("sample {index}")
-                },
-                seed,
-                occurrences,
+        .map(|f| DeepFinding {
+            route: routes.join(", "),
+            channel: channel.to_owned(),
+            message: f.message,
+            input: f.input.clone(),
+            pointer: f.pointer,
+            schema: reference.to_owned(),
+            mapping: mapping.name().to_owned(),
+            document: if f.index == 0 {
+                "minimal".to_owned()
+            } else {
+                format!("sample {}", f.index)
             },
-        )
+            seed,
+            occurrences: f.occurrences,
+        })
         .collect();
     (pair, findings)
 }
