@@ -224,6 +224,36 @@ fn a_higher_min_length_and_minimum_break() -> Result<()> {
 }
 
 #[test]
+fn additional_properties_newly_false_breaks() -> Result<()> {
+    assert_breaks(
+        "closed.yaml",
+        &[json!({
+            "kind": "schema.additionalProperties",
+            "channel": "amazon",
+            "pointer": "/packageDetail",
+            "schema": "schemas/closed.schema.json#/properties/packageDetail/additionalProperties",
+            "old": null,
+            "new": false,
+        })],
+    )
+}
+
+#[test]
+fn a_changed_pattern_breaks() -> Result<()> {
+    // whether one regular expression accepts all another does is not decided: a changed
+    // pattern is breaking unless the new one only adds alternatives (additive.yaml)
+    assert_breaks(
+        "pattern-narrowed.yaml",
+        &[json!({
+            "kind": "schema.pattern",
+            "pointer": "/packageDetail/packageReferenceId",
+            "old": "^[1-9][0-9]*$",
+            "new": "^[1-9][0-9]{0,8}$",
+        })],
+    )
+}
+
+#[test]
 fn a_lower_rate_limit_breaks() -> Result<()> {
     assert_breaks(
         "limit-lowered.yaml",

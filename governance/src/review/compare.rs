@@ -880,3 +880,115 @@ fn deprecation(route: &str, o: &RouteSurface, n: &RouteSurface, out: &mut Vec<Fi
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::surface::LimitSurface;
+
+    fn policy(
+        channels: Option<&[&str]>,
+        limits: &[(&str, u64, u64, Option<u64>)],
+    ) -> RateLimitSurface {
+        RateLimitSurface {
+            policy: "limit".to_owned(),
+            channels: channels.map(|c| c.iter().map(|s| (*s).to_owned()).collect()),
+            limits: limits
+                .iter()
+                .map(|(name, rate, per_s, burst)| LimitSurface {
+                    name: (*name).to_owned(),
+                    rate: *rate,
+                    per: Duration::from_secs(*per_s),
+                    burst: *burst,
+                })
+                .collect(),
+        }
+    }
+
+    fn kinds(old: RateLimitSurface, new: RateLimitSurface) -> Vec<(String, Option<String>)> {
+        let mut out = Vec::new();
+        rate_limits("r", &[old], &[new], &mut out);
+        out.into_iter().map(|f| (f.kind, f.channel)).collect()
+    }
+
+    fn k(kind: &str, channel: Option<&str>) -> (String, Option<String>) {
+        (kind.to_owned(), channel.map(str::to_owned))
+    }
+
+    #[test]
+    fn rates_compare_per_unit_of_time_and_burst_defaults_to_the_rate() {
+        let all = None;
+        // 60 per minute is 1 per second: same rate; the burst (60 -> 1) is lower
+        assert_eq!(
+            kinds(
+                policy(all, &[("l", 60, 60, None)]),
+                policy(all, &[("l", 1, 1, None)])
+            ),
+            vec![k("rate_limit.lowered", None)]
+        );
+        // same rate and burst written differently: nothing
+        assert_eq!(
+            kinds(
+                policy(all, &[("l", 60, 60, Some(10))]),
+                policy(all, &[("l", 1, 1, Some(10))])
+            ),
+            vec![]
+        );
+        assert_eq!(
+            kinds(
+                policy(all, &[("l", 10, 1, Some(20))]),
+                policy(all, &[("l", 11, 1, Some(20))])
+            ),
+            vec![k("rate_limit.raised", None)]
+        );
+    }
+
+    #[test]
+    fn channel_limits_are_reported_per_channel_and_new_ones_break() {
+        let two: &[&str] = &["amazon", "ebay"];
+        assert_eq!(
+            kinds(
+                policy(Some(two), &[("l", 10, 1, None)]),
+                policy(Some(two), &[("l", 5, 1, None)])
+            ),
+            vec![
+                k("rate_limit.lowered", Some("amazon")),
+                k("rate_limit.lowered", Some("ebay"))
+            ]
+        );
+        // a second limit, and a channel newly limited
+        assert_eq!(
+            kinds(
+                policy(Some(&["amazon"]), &[("l", 10, 1, None)]),
+                policy(
+                    Some(two),
+                    &[("l", 10, 1, None), ("daily", 1000, 86400, None)]
+                )
+            ),
+            vec![
+                k("rate_limit.added", Some("ebay")),
+                k("rate_limit.added", Some("amazon")),
+                k("rate_limit.added", Some("ebay"))
+            ]
+        );
+        // a limit dropped only adds room
+        assert_eq!(
+            kinds(
+                policy(
+                    Some(&["amazon"]),
+                    &[("l", 10, 1, None), ("daily", 1000, 86400, None)]
+                ),
+                policy(Some(&["amazon"]), &[("l", 10, 1, None)])
+            ),
+            vec![k("rate_limit.removed", Some("amazon"))]
+        );
+    }
+
+    #[test]
+    fn path_shapes_ignore_parameter_names() {
+        assert_eq!(shape("/erp/{collection}/{id}"), shape("/erp/{kind}/{key}"));
+        assert_ne!(shape("/erp/{collection}/{id}"), shape("/erp/{collection}"));
+    }
+}
