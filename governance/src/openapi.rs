@@ -382,7 +382,7 @@ fn parameters(
             // an RFC 8941 string; the bare form (printable ASCII without space, `"`, `,`,
             // `;`, `\`) is what is published, `"quoted"` is accepted as well
             json!({"type": "string", "minLength": 1, "maxLength": 255,
-                   "pattern": "^[!#-+\\-:<-\\[\\]-~]+$"})
+                   "pattern": "^[!#-+\\--:<-\\[\\]-~]+$"})
         } else {
             json!({"type": "string", "minLength": 1, "maxLength": 255,
                    "pattern": "^[!-~]([ -~]*[!-~])?$"})

@@ -83,8 +83,8 @@ fn the_example_sets_document_validates_as_openapi_3_1() {
     assert!(!out.status.success(), "{out:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn schemathesis_finds_every_answer_conforming_and_most_requests_reach_the_erp() {
+/// The ERP simulator and a gateway serving the fixture in front of it.
+async fn start() -> (ErpSim, Gateway) {
     let sim = ErpSim::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let yaml = std::fs::read_to_string(fixtures().join("policy.yaml"))
         .unwrap()
@@ -98,68 +98,65 @@ async fn schemathesis_finds_every_answer_conforming_and_most_requests_reach_the_
         },
     )
     .unwrap();
-    let dir = TempDir::new("openapi-run").unwrap();
+    (sim, gw)
+}
 
-    // the admin listener serves the document `gateway openapi` writes, behind its token
-    let get = |auth: &str| {
-        raw_request(
-            gw.admin,
-            format!("GET /openapi.json HTTP/1.1\r\nHost: a\r\n{auth}Connection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .unwrap()
+/// The admin listener's `/openapi.json` (with the token when `auth`).
+fn served(gw: &Gateway, auth: bool) -> tests::RawResponse {
+    let auth = if auth {
+        format!("Authorization: Bearer {ADMIN_TOKEN}\r\n")
+    } else {
+        String::new()
     };
-    assert_eq!(get("").status, 401);
-    let served = get(&format!("Authorization: Bearer {ADMIN_TOKEN}\r\n"));
-    assert_eq!(served.status, 200);
-    assert_eq!(served.header("content-type"), Some("application/json"));
-    let served_doc = served.json().unwrap();
-    let written = openapi(&gw.config, &dir.path().join("written.json"));
-    assert_eq!(served_doc, written);
-    // a second request is served from the cache: the same bytes
-    let again = get(&format!("Authorization: Bearer {ADMIN_TOKEN}\r\n"));
-    assert_eq!(again.body, served.body);
-    let schema = dir.path().join("openapi.json");
-    std::fs::write(&schema, &served.body).unwrap();
-    assert_eq!(
-        served_doc["paths"]["/v1/channels/amazon/orders"]["post"]["deprecated"],
-        true
-    );
+    raw_request(
+        gw.admin,
+        format!("GET /openapi.json HTTP/1.1\r\nHost: a\r\n{auth}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap()
+}
 
+/// Runs schemathesis (`st run`) with the fixture's hooks against `gw` from the document at
+/// `schema`, with the checks above and `args`; answers its stdout and the calls it made
+/// (statuses, as the hooks recorded them).
+fn schemathesis(gw: &Gateway, dir: &Path, schema: &Path, args: &[&str]) -> (String, Vec<u64>) {
     let tokens: Map<String, Value> = CHANNELS
         .iter()
         .map(|c| ((*c).to_owned(), Value::String(token(c))))
         .collect();
-    let calls = dir.path().join("calls.ndjson");
-    // Positive data only: the golden inputs the document carries as examples, then bounded
-    // random documents valid against each channel's schema (fixed seed, no example database,
-    // one worker, so a run is repeatable). The hooks add each channel's token and a fresh
-    // Idempotency-Key, and record every call.
+    let calls = dir.join("calls.ndjson");
+    let _ = std::fs::remove_file(&calls);
+    // fixed seed, no example database, one worker: a run is repeatable
     let out = Command::new(openapi_tool("st").unwrap())
-        .current_dir(dir.path())
+        .current_dir(dir)
         .env("SCHEMATHESIS_HOOKS", "hooks")
         .env("PYTHONPATH", fixtures())
         .env("GATEWAY_TEST_TOKENS", Value::Object(tokens).to_string())
         .env("GATEWAY_TEST_CALLS", &calls)
         .arg("run")
-        .arg(&schema)
+        .arg(schema)
         .args(["--url", &gw.url("")])
         .args(["--checks", CHECKS])
-        .args(["--phases", "examples,fuzzing", "--mode", "positive"])
-        .args(["--max-examples", "3", "--seed", "7"])
-        .args(["--generation-database", "none", "--workers", "1"])
+        .args([
+            "--seed",
+            "7",
+            "--generation-database",
+            "none",
+            "--workers",
+            "1",
+        ])
         .args(["--no-color", "--request-timeout", "20"])
+        .args(args)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "schemathesis found nonconforming answers:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-
-    let lines = std::fs::read_to_string(&calls).unwrap();
-    let statuses: Vec<u64> = lines
+    let statuses = std::fs::read_to_string(&calls)
+        .unwrap()
         .lines()
         .map(|l| {
             serde_json::from_str::<Value>(l).unwrap()["status"]
@@ -167,14 +164,55 @@ async fn schemathesis_finds_every_answer_conforming_and_most_requests_reach_the_
                 .unwrap()
         })
         .collect();
+    (stdout, statuses)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_every_answer_conforming_and_most_requests_reach_the_erp() {
+    let (sim, gw) = start().await;
+    let dir = TempDir::new("openapi-run").unwrap();
+
+    // the admin listener serves the document `gateway openapi` writes, behind its token
+    assert_eq!(served(&gw, false).status, 401);
+    let served_doc = served(&gw, true);
+    assert_eq!(served_doc.status, 200);
+    assert_eq!(served_doc.header("content-type"), Some("application/json"));
+    let doc = served_doc.json().unwrap();
+    let written = openapi(&gw.config, &dir.path().join("written.json"));
+    assert_eq!(doc, written);
+    // a second request is served from the cache: the same bytes
+    assert_eq!(served(&gw, true).body, served_doc.body);
+    assert_eq!(
+        doc["paths"]["/v1/channels/amazon/orders"]["post"]["deprecated"],
+        true
+    );
+    let schema = dir.path().join("openapi.json");
+    std::fs::write(&schema, &served_doc.body).unwrap();
+
+    // Positive data only: the golden inputs the document carries as examples, then bounded
+    // random documents valid against each channel's schema. The hooks add each channel's
+    // token and a fresh Idempotency-Key, and record every call.
+    let (stdout, statuses) = schemathesis(
+        &gw,
+        dir.path(),
+        &schema,
+        &[
+            "--phases",
+            "examples,fuzzing",
+            "--mode",
+            "positive",
+            "--max-examples",
+            "3",
+        ],
+    );
     let made = statuses.len() as u64;
     let reached = sim.requests_started();
-    let accepted = statuses.iter().filter(|s| (200..300).contains(*s)).count();
+    let accepted = statuses.iter().filter(|s| (200..300).contains(*s)).count() as u64;
     println!(
-        "schemathesis: {made} requests, {reached} reached the ERP simulator, {accepted} answered 2xx"
+        "schemathesis (positive): {made} requests, {reached} reached the ERP simulator, {accepted} answered 2xx"
     );
     // every operation was called (14: four document routes per channel, and the v1 orders)
-    let operations = served_doc["paths"].as_object().unwrap().len() as u64;
+    let operations = doc["paths"].as_object().unwrap().len() as u64;
     assert!(made >= 2 * operations, "{made} requests:\n{stdout}");
     assert!(statuses.iter().all(|s| *s < 500), "{statuses:?}");
     assert!(
@@ -182,5 +220,47 @@ async fn schemathesis_finds_every_answer_conforming_and_most_requests_reach_the_
         "only {reached} of {made} generated requests reached the ERP:\n{stdout}"
     );
     // each forwarded document was answered with the canonical answer
-    assert_eq!(accepted as u64, reached, "{statuses:?}");
+    assert_eq!(accepted, reached, "{statuses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_coverage_sweep_finds_every_refusal_conforming() {
+    let (sim, gw) = start().await;
+    let dir = TempDir::new("openapi-sweep").unwrap();
+    let schema = dir.path().join("openapi.json");
+    std::fs::write(&schema, served(&gw, true).body).unwrap();
+    // Boundary and negative data (missing or malformed headers and bodies, wrong types,
+    // values just outside each constraint) on the operations that carry every kind of
+    // policy: bearer token, rate limit, schema, idempotency key, mapping, fallback delivery,
+    // deprecation headers.
+    let (stdout, statuses) = schemathesis(
+        &gw,
+        dir.path(),
+        &schema,
+        &[
+            "--phases",
+            "coverage",
+            "--mode",
+            "all",
+            "--max-examples",
+            "3",
+            "--include-path-regex",
+            "^/(v1/)?channels/amazon/orders$|^/channels/shopify/inventory$",
+        ],
+    );
+    let made = statuses.len();
+    let count =
+        |range: std::ops::Range<u64>| statuses.iter().filter(|s| range.contains(*s)).count();
+    println!(
+        "schemathesis (coverage sweep): {made} requests, {} answered 2xx, {} 4xx, {} reached the ERP simulator",
+        count(200..300),
+        count(400..500),
+        sim.requests_started()
+    );
+    assert!(statuses.iter().all(|s| *s < 500), "{statuses:?}");
+    // the sweep exercised refusals of several kinds, each checked against the document
+    for status in [400, 422] {
+        assert!(statuses.contains(&status), "no {status}:\n{stdout}");
+    }
+    assert!(count(400..500) > made / 2, "{stdout}");
 }
