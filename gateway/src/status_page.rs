@@ -5,7 +5,8 @@
 //! `/status.json` holds cumulative figures read from the in-process Prometheus registry (per
 //! channel: requests, failures, limit refusals, the latency histogram's buckets; dead letters
 //! per channel), the queues and their dead letters (from the delivery admin API), the upstream
-//! endpoints (the same document as `/upstreams`) and the serving config version with the last
+//! endpoints (the same document as `/upstreams`), the deprecated routes with their calls and
+//! top clients (the same as `/deprecations`) and the serving config version with the last
 //! reload (from `/config`). Rates, error ratios and p99 are computed by the page from the
 //! difference between two polls, so the server keeps no state per viewer. A metric family the
 //! running gateway does not export (yet) comes out as `null`, which the page shows as "not
@@ -126,6 +127,8 @@ async fn status(store: &ConfigStore, metrics: &Metrics) -> Value {
         "queues": queues.map_or_else(|e| json!({ "error": e }), |v| v["queues"].clone()),
         "dead_letters": dead.map_or_else(|e| json!({ "error": e }), |v| v["deliveries"].clone()),
         "upstreams": admin_views::upstreams(store)["upstreams"].clone(),
+        // deprecated routes with their calls and top clients (the `/deprecations` document)
+        "deprecations": metrics.deprecations.view(&snapshot.set)["routes"].clone(),
         "config": {
             "version": config["version"],
             "summary": config["summary"],

@@ -263,6 +263,10 @@ async fn a_deprecated_route_says_so_is_counted_per_channel_and_lists_its_clients
         ]
     );
     assert!(v1["top_clients"][0]["last_seen"].as_str().is_some());
+    // the status page shows the same (its table reads /status.json)
+    let (status, page) = gw.admin_json("GET", "/status.json").unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(page["deprecations"], view["routes"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
