@@ -8,6 +8,7 @@
 
 pub mod generator;
 pub mod pattern;
+pub mod shrink;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -18,6 +19,9 @@ use transforms::{Mapping, TransformError};
 
 use crate::surface::{RouteSurface, Security, Surface};
 use generator::Generator;
+
+/// Candidates tried when shrinking one failing input (each is one mapping run).
+const SHRINK_BUDGET: usize = 400;
 
 /// Settings of a deep check.
 #[derive(Debug, Clone, Copy)]
@@ -147,7 +151,9 @@ pub fn report(surface: &Surface, options: DeepOptions) -> Result<DeepReport, Str
         let documents = generator
             .documents(seed, options.samples)
             .map_err(|e| e.to_string())?;
-        let (pair, findings) = run_pair(&routes, &channel, &reference, &mapping, seed, &documents);
+        let (pair, findings) = run_pair(
+            &generator, &routes, &channel, &reference, &mapping, seed, &documents,
+        );
         report.pairs.push(pair);
         report.findings.extend(findings);
     }
@@ -198,6 +204,7 @@ fn reachable_channels(route: &RouteSurface) -> Option<Vec<String>> {
 
 /// Maps every document and groups the failures.
 fn run_pair(
+    generator: &Generator,
     routes: &[String],
     channel: &str,
     reference: &str,
@@ -218,7 +225,7 @@ fn run_pair(
     // Per way of failing: (message, pointer, smallest input, its index, occurrences).
     let mut failures: BTreeMap<String, Failure<'_>> = BTreeMap::new();
     for (index, doc) in documents.iter().enumerate() {
-        let failed: Vec<(String, String, Option<String>)> = match mapping.apply(doc.clone()) {
+        let failed = match mapping.apply(doc.clone()) {
             Ok(_) => {
                 pair.mapped += 1;
                 continue;
@@ -227,31 +234,7 @@ fn run_pair(
                 *pair.rejected.entry(message).or_default() += 1;
                 continue;
             }
-            Err(TransformError::InvalidOutput {
-                document,
-                violations,
-                ..
-            }) => violations
-                .violations
-                .iter()
-                .map(|v| {
-                    (
-                        format!("{}|{}", general_pointer(&v.pointer), v.keyword),
-                        format!(
-                            "the mapping produced an invalid canonical {document}: at {}: {} [{}]",
-                            if v.pointer.is_empty() {
-                                "(root)"
-                            } else {
-                                &v.pointer
-                            },
-                            v.message,
-                            v.keyword
-                        ),
-                        Some(v.pointer.clone()),
-                    )
-                })
-                .collect(),
-            Err(other) => vec![(other.to_string(), other.to_string(), None)],
+            Err(e) => failures_of(&e),
         };
         pair.failed += 1;
         let size = doc.to_string().len();
@@ -275,25 +258,76 @@ fn run_pair(
         }
     }
     let findings = failures
-        .into_values()
-        .map(|f| DeepFinding {
-            route: routes.join(", "),
-            channel: channel.to_owned(),
-            message: f.message,
-            input: f.input.clone(),
-            pointer: f.pointer,
-            schema: reference.to_owned(),
-            mapping: mapping.name().to_owned(),
-            document: if f.index == 0 {
+        .into_iter()
+        .map(|(key, f)| {
+            // The smallest input still valid and still failing this way (same key).
+            let fails_so = |v: &Value| -> Option<(String, Option<String>)> {
+                if !generator.is_valid(v) {
+                    return None;
+                }
+                let err = mapping.apply(v.clone()).err()?;
+                failures_of(&err)
+                    .into_iter()
+                    .find(|(k, _, _)| *k == key)
+                    .map(|(_, message, pointer)| (message, pointer))
+            };
+            let input = shrink::shrink(f.input, |v| fails_so(v).is_some(), SHRINK_BUDGET);
+            let shrunk = input != *f.input;
+            let (message, pointer) = fails_so(&input).unwrap_or((f.message, f.pointer));
+            let mut document = if f.index == 0 {
                 "minimal".to_owned()
             } else {
                 format!("sample {}", f.index)
-            },
-            seed,
-            occurrences: f.occurrences,
+            };
+            if shrunk {
+                document.push_str(", shrunk");
+            }
+            DeepFinding {
+                route: routes.join(", "),
+                channel: channel.to_owned(),
+                message,
+                input,
+                pointer,
+                schema: reference.to_owned(),
+                mapping: mapping.name().to_owned(),
+                document,
+                seed,
+                occurrences: f.occurrences,
+            }
         })
         .collect();
     (pair, findings)
+}
+
+/// The ways a mapping error is a failure: (grouping key, message, output pointer) per
+/// violation of the canonical schema, or the error itself.
+fn failures_of(error: &TransformError) -> Vec<(String, String, Option<String>)> {
+    match error {
+        TransformError::InvalidOutput {
+            document,
+            violations,
+            ..
+        } => violations
+            .violations
+            .iter()
+            .map(|v| {
+                let at = if v.pointer.is_empty() {
+                    "(root)"
+                } else {
+                    &v.pointer
+                };
+                (
+                    format!("{}|{}", general_pointer(&v.pointer), v.keyword),
+                    format!(
+                        "the mapping produced an invalid canonical {document}: at {at}: {} [{}]",
+                        v.message, v.keyword
+                    ),
+                    Some(v.pointer.clone()),
+                )
+            })
+            .collect(),
+        other => vec![(other.to_string(), other.to_string(), None)],
+    }
 }
 
 /// A pointer with array indices generalized (`/lines/3/sku` -> `/lines/*/sku`), so the same

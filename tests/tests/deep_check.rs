@@ -24,8 +24,9 @@ struct Run {
 
 /// `gateway check -c FILE --deep ARGS...`, run in `dir` so the output names files as given.
 fn deep(dir: &Path, file: &str, args: &[&str]) -> Result<Run> {
+    let binary = gateway_binary()?;
     let started = Instant::now();
-    let out = Command::new(gateway_binary()?)
+    let out = Command::new(binary)
         .current_dir(dir)
         .args(["check", "-c", file, "--deep"])
         .args(args)

@@ -209,6 +209,11 @@ impl Generator {
         Ok(docs)
     }
 
+    /// Whether a document is valid against the schema.
+    pub fn is_valid(&self, document: &Value) -> bool {
+        self.validator.is_valid(document)
+    }
+
     fn invalid(&self, last: Option<(String, Value)>) -> GenError {
         let (violations, document) = last.unwrap_or_default();
         GenError::Invalid {
