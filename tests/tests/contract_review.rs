@@ -254,6 +254,37 @@ fn a_changed_pattern_breaks() -> Result<()> {
 }
 
 #[test]
+fn a_route_past_its_sunset_breaks() -> Result<()> {
+    assert_breaks(
+        "sunset-passed.yaml",
+        &[json!({
+            "kind": "route.sunset",
+            "route": "erp-documents",
+            "old": null,
+            "new": {"deprecated": "2020-01-01", "sunset": "2020-06-30"},
+        })],
+    )
+}
+
+#[test]
+fn a_deprecation_with_a_future_sunset_is_additive() -> Result<()> {
+    let (code, doc) = review("deprecated.yaml")?;
+    ensure!(code == 0, "exit {code}: {doc}");
+    ensure!(
+        doc["breaking"] == json!(0) && doc["additive"] == json!(1),
+        "{doc}"
+    );
+    ensure!(
+        matches(
+            &doc["findings"][0],
+            &json!({"kind": "route.deprecated", "route": "erp-documents", "severity": "additive"})
+        ),
+        "{doc}"
+    );
+    Ok(())
+}
+
+#[test]
 fn a_lower_rate_limit_breaks() -> Result<()> {
     assert_breaks(
         "limit-lowered.yaml",

@@ -226,7 +226,7 @@ fn route(
         );
     }
     idempotency(name, o, n, out);
-    deprecation(name, o, n, out);
+    deprecation(old_file, new_file, o, n, out);
 }
 
 /// The channels a route accepts documents from in both files (all of them when it maps no
@@ -849,10 +849,89 @@ fn idempotency(route: &str, o: &RouteSurface, n: &RouteSurface, out: &mut Vec<Fi
     }
 }
 
-fn deprecation(route: &str, o: &RouteSurface, n: &RouteSurface, out: &mut Vec<Finding>) {
+/// The compiled deprecation of a route (its dates as Unix seconds, and the set's clock).
+fn compiled_deprecation(
+    file: &Surface,
+    route: &str,
+) -> Option<std::sync::Arc<policies::deprecation::Deprecation>> {
+    file.set
+        .routes
+        .iter()
+        .find(|r| &*r.name == route)
+        .and_then(|r| r.deprecation.clone())
+}
+
+fn deprecation(
+    old_file: &Surface,
+    new_file: &Surface,
+    o: &RouteSurface,
+    n: &RouteSurface,
+    out: &mut Vec<Finding>,
+) {
+    let route = n.name.as_str();
+    let dates = |d: &policies::spec::DeprecationSpec| json!({"deprecated": d.deprecated, "sunset": d.sunset});
     let (Some(nd), od) = (&n.deprecation, &o.deprecation) else {
+        if let Some(od) = &o.deprecation {
+            out.push(
+                Finding::new(
+                    Additive,
+                    "route.deprecation_removed",
+                    Some(route),
+                    None,
+                    format!("route {route}: no longer deprecated"),
+                )
+                .values(Some(dates(od)), None),
+            );
+        }
         return;
     };
+    let (oc, nc) = (
+        compiled_deprecation(old_file, &o.name),
+        compiled_deprecation(new_file, &n.name),
+    );
+    // past its sunset with `after_sunset: refuse`, the route answers 410: as good as removed
+    if nc.as_ref().is_some_and(|d| d.refuses()) && !oc.as_ref().is_some_and(|d| d.refuses()) {
+        out.push(
+            Finding::new(
+                Breaking,
+                "route.sunset",
+                Some(route),
+                None,
+                format!(
+                    "route {route}: past its sunset ({}): answered 410 Gone",
+                    nd.sunset.as_deref().unwrap_or_default()
+                ),
+            )
+            .values(od.as_ref().map(dates), Some(dates(nd))),
+        );
+        return;
+    }
+    // a sunset announced earlier than before leaves callers less time than they were promised
+    let (old_sunset, new_sunset) = (
+        oc.as_ref().and_then(|d| d.sunset_at),
+        nc.as_ref().and_then(|d| d.sunset_at),
+    );
+    if let (Some(before), Some(after)) = (old_sunset, new_sunset)
+        && after < before
+    {
+        out.push(
+            Finding::new(
+                Breaking,
+                "route.sunset",
+                Some(route),
+                None,
+                format!(
+                    "route {route}: sunset moved earlier, to {} (was {})",
+                    nd.sunset.as_deref().unwrap_or_default(),
+                    od.as_ref()
+                        .and_then(|d| d.sunset.as_deref())
+                        .unwrap_or_default()
+                ),
+            )
+            .values(od.as_ref().map(dates), Some(dates(nd))),
+        );
+        return;
+    }
     let changed = od
         .as_ref()
         .is_none_or(|od| od.deprecated != nd.deprecated || od.sunset != nd.sunset);
@@ -872,11 +951,7 @@ fn deprecation(route: &str, o: &RouteSurface, n: &RouteSurface, out: &mut Vec<Fi
                         .map_or(String::new(), |s| format!(", sunset {s}"))
                 ),
             )
-            .values(
-                od.as_ref()
-                    .map(|d| json!({"deprecated": d.deprecated, "sunset": d.sunset})),
-                Some(json!({"deprecated": nd.deprecated, "sunset": nd.sunset})),
-            ),
+            .values(od.as_ref().map(dates), Some(dates(nd))),
         );
     }
 }

@@ -23,7 +23,9 @@
 //! | `rate_limit.added` / `rate_limit.removed` | breaking / additive | a new limit (or channel limited), a limit gone |
 //! | `max_body_bytes.lowered` / `max_body_bytes.raised` | breaking / additive | the largest body accepted |
 //! | `idempotency.required` / `idempotency.optional`, `idempotency.key_changed` | breaking / additive, breaking | the idempotency key |
-//! | `route.deprecated` | additive | a deprecation announced or its dates changed |
+//! | `route.deprecated` | additive | a deprecation announced, or its dates changed (sunset not earlier) |
+//! | `route.deprecation_removed` | additive | the route is no longer deprecated |
+//! | `route.sunset` | breaking | the route is now past its sunset and refuses calls (410), or its sunset moved earlier |
 //!
 //! The JSON output (`--format json`), whose field names are stable:
 //! ```json
