@@ -447,7 +447,7 @@ pub fn header_components() -> Value {
     let string =
         |description: &str| json!({"description": description, "schema": {"type": "string"}});
     json!({
-        "X-Request-Id": string("The request's id (also `request_id` in problem documents and the access log)."),
+        "X-Request-Id": {"description": "The request's id (also `request_id` in problem documents and the access log); on every answer.", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": 128}},
         "RateLimit": string("The remaining quota of the limit closest to exhaustion (draft-ietf-httpapi-ratelimit-headers: `\"name\";r=<remaining>;t=<seconds>`)."),
         "RateLimit-Policy": string("The limits that apply (`\"name\";q=<quota>;w=<window seconds>`)."),
         "Retry-After": {"description": "Seconds until the request could pass.", "schema": {"type": "string", "pattern": "^[0-9]+$"}},
@@ -625,6 +625,11 @@ pub fn responses(
             policies::problem::PROBLEM_CONTENT_TYPE.into(),
             json!({"schema": schema}),
         );
+        if problems.passthrough {
+            // the upstream's own answers with this status pass unchanged
+            content.insert("*/*".into(), json!({"schema": {}}));
+            lines.push("or the upstream's own answer with this status, as it sent it".into());
+        }
         out.insert(
             status.to_string(),
             json!({
