@@ -15,7 +15,7 @@ use policies::spec::AfterSunset;
 use prometheus::{IntCounterVec, Opts, Registry};
 use serde_json::json;
 
-use crate::metrics::NO_CHANNEL;
+use policies::metrics::NO_CHANNEL;
 
 /// Clients kept per deprecated route. Space-saving: a client that is not among them replaces
 /// the one counted least, inheriting its count as an over-estimate bound (`error`), so every

@@ -50,8 +50,7 @@ pub struct Metrics {
 
 /// The route label of requests no route took.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
-/// The channel label of requests without a channel.
-pub const NO_CHANNEL: &str = "none";
+pub use policies::metrics::NO_CHANNEL;
 
 const STATUS_CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
 

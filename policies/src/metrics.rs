@@ -4,6 +4,9 @@
 //! `/metrics` shows them. What several kinds record together lives here. Labels stay bounded
 //! (policy names from the file, fixed reasons and outcomes).
 
+/// The `channel` label of requests, deliveries and events without a channel.
+pub const NO_CHANNEL: &str = "none";
+
 use prometheus::{IntCounterVec, Opts, Registry};
 
 /// The metrics of one policy kind: made once per gateway, before any policy compiles, and

@@ -9,8 +9,7 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
 
-/// The channel label of deliveries without a channel.
-pub const NO_CHANNEL: &str = "none";
+pub use policies::metrics::NO_CHANNEL;
 
 /// Every metric of store-and-forward.
 #[derive(Debug, Clone)]
