@@ -284,24 +284,7 @@ pub fn imf_fixdate(unix: i64) -> String {
 
 /// RFC 3339 UTC text of Unix seconds (`2026-06-30T00:00:00Z`), for messages and the admin view.
 pub fn rfc3339(unix: i64) -> String {
-    let unix = unix.clamp(0, MAX_SECONDS);
-    // civil date from days since the epoch (Howard Hinnant's algorithm)
-    let z = unix.div_euclid(86_400) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let rem = unix.rem_euclid(86_400);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    humantime::format_rfc3339_seconds(system_time(unix)).to_string()
 }
 
 fn system_time(unix: i64) -> SystemTime {
