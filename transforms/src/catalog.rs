@@ -154,10 +154,24 @@ impl Mapping {
     /// Maps one channel document to its canonical form, validated against the canonical
     /// schema: the result is either a valid canonical document or an error.
     pub fn apply(&self, input: Value) -> Result<Value, TransformError> {
-        let output = self
-            .program
-            .run(value::to_jaq(input))
-            .map_err(|err| self.run_error(err))?;
+        self.checked(self.program.run_json(input))
+    }
+
+    /// [`Mapping::apply`] through jaq alone, never the compiled form: what the compiled form
+    /// is compared against in tests and benches.
+    #[doc(hidden)]
+    pub fn apply_interpreted(&self, input: Value) -> Result<Value, TransformError> {
+        self.checked(self.program.run(value::to_jaq(input)))
+    }
+
+    /// Whether [`Mapping::apply`] runs the compiled form of the mapping (jaq runs the
+    /// mappings that use jq the compiled form does not know, and every error).
+    pub fn runs_compiled(&self) -> bool {
+        self.program.is_compiled()
+    }
+
+    fn checked(&self, result: Result<Value, RunError>) -> Result<Value, TransformError> {
+        let output = result.map_err(|err| self.run_error(err))?;
         self.validator
             .validate(&output, MAX_LISTED_VIOLATIONS)
             .map_err(|violations| TransformError::InvalidOutput {

@@ -7,6 +7,7 @@ use jaq_core::load::{self, Arena, File, Loader, parse::Def};
 use jaq_core::{Compiler, Ctx, Vars};
 use jaq_json::Val;
 
+use crate::compiled;
 use crate::natives::{self, Data};
 use crate::objects;
 use crate::value::{self, NotJson};
@@ -39,8 +40,15 @@ pub struct SourceError {
 }
 
 /// A compiled jq program, ready to run any number of times from any thread.
+///
+/// Two forms of the same program: jaq's, which runs any jq, and, when the mapping keeps to
+/// the part of jq `compiled` knows, a tree of Rust closures over `serde_json::Value` that runs
+/// it without converting the document or interpreting jq's definitions on every request. The
+/// compiled form answers only what it is sure of (one output, no error); anything else is run
+/// again by jaq, so errors and their messages are always jaq's.
 pub struct Program {
     filter: jaq_core::Filter<Data>,
+    compiled: Option<compiled::Program>,
 }
 
 /// How one run of a program failed.
@@ -61,12 +69,30 @@ pub enum RunError {
 impl Program {
     /// Parses and compiles `code`; every problem found is returned.
     pub fn compile(code: &str) -> Result<Program, Vec<SourceError>> {
-        if let Some(program) = Self::compile_rewritten(code) {
-            return Ok(program);
+        let mut program = match Self::compile_rewritten(code) {
+            Some(program) => program,
+            // Whatever did not compile that way (a syntax error, an undefined name, a module
+            // import) is compiled as written, whose errors point at the mapping's own text.
+            None => Self::compile_as_written(code)?,
+        };
+        program.compiled = compiled::Program::compile(code, PRELUDE);
+        Ok(program)
+    }
+
+    /// Whether runs take the compiled form (see [`Program`]).
+    pub fn is_compiled(&self) -> bool {
+        self.compiled.is_some()
+    }
+
+    /// Runs the program on one JSON document: the compiled form when there is one and it is
+    /// sure of its answer, else jaq.
+    pub fn run_json(&self, input: serde_json::Value) -> Result<serde_json::Value, RunError> {
+        if let Some(compiled) = &self.compiled
+            && let Some(output) = compiled.run(&input)
+        {
+            return Ok(output);
         }
-        // Whatever did not compile that way (a syntax error, an undefined name, a module
-        // import) is compiled as written, whose errors point at the mapping's own text.
-        Self::compile_as_written(code)
+        self.run(value::to_jaq(input))
     }
 
     /// Compiles `code` with its object constructions rewritten (see `objects`). The mapping
@@ -95,7 +121,10 @@ impl Program {
             .with_funs(all_natives())
             .compile(modules)
             .ok()?;
-        Some(Program { filter })
+        Some(Program {
+            filter,
+            compiled: None,
+        })
     }
 
     fn compile_as_written(code: &str) -> Result<Program, Vec<SourceError>> {
@@ -126,10 +155,13 @@ impl Program {
                     })
                     .collect::<Vec<_>>()
             })?;
-        Ok(Program { filter })
+        Ok(Program {
+            filter,
+            compiled: None,
+        })
     }
 
-    /// Runs the program on one input; exactly one output is expected.
+    /// Runs the program's jaq form on one input; exactly one output is expected.
     pub fn run(&self, input: Val) -> Result<serde_json::Value, RunError> {
         let ctx = Ctx::<Data>::new(&self.filter.lut, Vars::new([]));
         let mut outputs = self.filter.id.run((ctx, input));

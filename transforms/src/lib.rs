@@ -37,6 +37,7 @@
 pub mod canonical_schemas;
 pub mod catalog;
 pub mod codes;
+mod compiled;
 pub mod decimal;
 mod engine;
 pub mod error;

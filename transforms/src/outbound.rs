@@ -226,10 +226,22 @@ impl OutboundMapping {
     /// envelope and body checked: the result is a valid request or an error. Only
     /// [`TransformError::Rejected`] blames the input (answer 422).
     pub fn apply(&self, input: Value) -> Result<OutboundRequest, TransformError> {
-        let output = self
-            .program
-            .run(value::to_jaq(input))
-            .map_err(|err| self.run_error(err))?;
+        self.checked(self.program.run_json(input))
+    }
+
+    /// [`OutboundMapping::apply`] through jaq alone (see [`crate::Mapping::apply_interpreted`]).
+    #[doc(hidden)]
+    pub fn apply_interpreted(&self, input: Value) -> Result<OutboundRequest, TransformError> {
+        self.checked(self.program.run(value::to_jaq(input)))
+    }
+
+    /// Whether [`OutboundMapping::apply`] runs the compiled form of the mapping.
+    pub fn runs_compiled(&self) -> bool {
+        self.program.is_compiled()
+    }
+
+    fn checked(&self, result: Result<Value, RunError>) -> Result<OutboundRequest, TransformError> {
+        let output = result.map_err(|err| self.run_error(err))?;
         let request =
             check_envelope(output).map_err(|violations| self.invalid("envelope", violations))?;
         self.validator
