@@ -445,6 +445,38 @@ mod tests {
         Mapping::compile("test", document, source, Path::new("test.jq")).expect("compiles")
     }
 
+    /// The compiled form must answer the golden cases itself (a fast path that always left
+    /// the run to jaq would pass every other test), and answer them as jaq does.
+    #[test]
+    fn the_compiled_form_answers_the_golden_cases() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
+        let catalog = Catalog::load(&root).expect("the shipped mappings load");
+        let mut answered = Vec::new();
+        for mapping in catalog.mappings().filter(|m| m.runs_compiled()) {
+            for case in mapping.golden_cases() {
+                if case.expected_rejection().is_some() {
+                    continue;
+                }
+                let jaq = mapping.program.run(value::to_jaq(case.input.clone()));
+                let compiled = mapping.program.run_compiled(&case.input);
+                assert_eq!(
+                    compiled.as_ref(),
+                    jaq.as_ref().ok(),
+                    "{} {}: the compiled form answered differently from jaq",
+                    mapping.name(),
+                    case.name
+                );
+                answered.push(format!("{}/{}", mapping.name(), case.name));
+            }
+        }
+        for name in ["amazon/order", "erp/ack"] {
+            assert!(
+                answered.iter().any(|a| a.starts_with(&format!("{name}/"))),
+                "{name} has golden cases the compiled form answers: {answered:?}"
+            );
+        }
+    }
+
     #[test]
     fn mappings_are_shareable_across_threads() {
         fn shareable<T: Send + Sync>() {}

@@ -1,16 +1,56 @@
 //! Mappings compiled to Rust: the part of jq the shipped mappings use, lowered once to a tree
-//! of operations that run directly on `serde_json::Value`, borrowing the input document.
+//! of operations ([`op`]) that runs directly on `serde_json::Value`, borrowing the input
+//! document instead of converting it to jaq's values and back, with the definitions of the
+//! mapping and the prelude inlined instead of interpreted on every run.
 //!
-//! Placeholder: nothing compiles yet, so every mapping runs on jaq.
+//! The compiled form is a fast path, not a second meaning of jq: a run that ends in anything
+//! but exactly one output (an error, a rejection, no output), or that meets something it does
+//! not reproduce exactly (floating point, the order of a built object's members), answers
+//! nothing, and the engine runs jaq instead. A mapping using jq the lowering does not know
+//! (`|=`, destructuring, `label`, regular expressions, recursion, ...) is not compiled at all.
 
-pub(crate) struct Program;
+mod builtins;
+mod eval;
+mod lower;
+mod op;
+mod value;
+
+use serde_json::Value;
+
+/// A mapping lowered to operations.
+pub(crate) struct Program {
+    main: op::Op,
+    slots: usize,
+}
 
 impl Program {
-    pub(crate) fn compile(_code: &str, _prelude: &str) -> Option<Program> {
-        None
+    /// Lowers `code` with the prelude's definitions; `None` when it uses jq the compiled form
+    /// does not know (or does not parse, which jaq then reports).
+    pub(crate) fn compile(code: &str, prelude: &str) -> Option<Program> {
+        let lowered = lower::lower(code, prelude)?;
+        Some(Program {
+            main: lowered.main,
+            slots: lowered.slots,
+        })
     }
 
-    pub(crate) fn run(&self, _input: &serde_json::Value) -> Option<serde_json::Value> {
-        None
+    /// The one output of the program on `input`, or `None` when jaq must answer.
+    pub(crate) fn run(&self, input: &Value) -> Option<Value> {
+        let mut runner = eval::Runner::new(self.slots);
+        let mut output = None;
+        let mut count = 0usize;
+        let result = runner.each(
+            &self.main,
+            std::borrow::Cow::Borrowed(input),
+            &mut |_, v| {
+                count += 1;
+                output = Some(v);
+                Ok(())
+            },
+        );
+        match (result, count) {
+            (Ok(()), 1) => output.map(value::owned),
+            _ => None,
+        }
     }
 }

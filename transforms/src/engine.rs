@@ -84,6 +84,13 @@ impl Program {
         self.compiled.is_some()
     }
 
+    /// The compiled form's answer alone: `None` when there is no compiled form or it leaves
+    /// the run to jaq.
+    #[cfg(test)]
+    pub(crate) fn run_compiled(&self, input: &serde_json::Value) -> Option<serde_json::Value> {
+        self.compiled.as_ref()?.run(input)
+    }
+
     /// Runs the program on one JSON document: the compiled form when there is one and it is
     /// sure of its answer, else jaq.
     pub fn run_json(&self, input: serde_json::Value) -> Result<serde_json::Value, RunError> {

@@ -1,0 +1,365 @@
+//! Running lowered operations on a document. An operation that gives one output is computed
+//! directly ([`Runner::one`]); generators call a continuation for each output
+//! ([`Runner::each`]), in jq's order, without boxing iterators.
+
+use std::borrow::Cow;
+
+use serde_json::{Map, Value};
+
+use super::builtins;
+use super::op::{Builtin, Kind, Op, Part, StrPart};
+use super::value::{self, NULL, R, Stop, V, boolean, truthy};
+
+/// What receives each output of a generator.
+type Out<'o, 'a> = &'o mut dyn FnMut(&mut Runner<'a>, V<'a>) -> R;
+
+/// The state of one run: the values of the `$` variables.
+pub(crate) struct Runner<'a> {
+    slots: Vec<V<'a>>,
+}
+
+/// The input an operation is given when it does not read it.
+fn unread<'a>() -> V<'a> {
+    Cow::Borrowed(&NULL)
+}
+
+/// `input` for an operation that reads it; a constant or a variable does not, and an owned
+/// input is not copied for them.
+fn input_for<'a>(op: &Op, input: &V<'a>) -> V<'a> {
+    match op.kind {
+        Kind::Const(_) | Kind::Var(_) => unread(),
+        _ => input.clone(),
+    }
+}
+
+impl<'a> Runner<'a> {
+    pub(crate) fn new(slots: usize) -> Runner<'a> {
+        Runner {
+            slots: vec![unread(); slots],
+        }
+    }
+
+    /// The one output of a `single` operation.
+    pub(crate) fn one(&mut self, op: &'a Op, input: V<'a>) -> R<V<'a>> {
+        debug_assert!(op.single);
+        match &op.kind {
+            Kind::Id => Ok(input),
+            Kind::Const(v) => Ok(Cow::Borrowed(v)),
+            Kind::Var(slot) => Ok(self.slots[*slot].clone()),
+            Kind::Path(t, parts) => {
+                let mut keys = Vec::with_capacity(parts.len());
+                for (part, _) in parts {
+                    let Part::Index(i) = part else {
+                        return Err(Stop::Fallback);
+                    };
+                    keys.push(match &i.kind {
+                        Kind::Const(v) => Cow::Borrowed(v),
+                        _ => self.one(i, input.clone())?,
+                    });
+                }
+                let mut v = self.one(t, input)?;
+                for key in &keys {
+                    v = value::index(v, key)?;
+                }
+                Ok(v)
+            }
+            Kind::Pipe(l, r) => {
+                let x = self.one(l, input)?;
+                self.one(r, x)
+            }
+            Kind::Bind(e, slot, body) => {
+                let x = self.one(e, input_for(e, &input))?;
+                self.slots[*slot] = x;
+                self.one(body, input)
+            }
+            Kind::Alt(l, r) => {
+                let x = self.one(l, input_for(l, &input))?;
+                if truthy(&x) {
+                    Ok(x)
+                } else {
+                    self.one(r, input)
+                }
+            }
+            Kind::Logic(l, or, r) => {
+                let x = self.one(l, input_for(l, &input))?;
+                if truthy(&x) == *or {
+                    return Ok(boolean(*or));
+                }
+                let y = self.one(r, input)?;
+                Ok(boolean(truthy(&y)))
+            }
+            Kind::Math(l, m, r) => {
+                let x = self.one(l, input_for(l, &input))?;
+                let y = self.one(r, input)?;
+                value::math(*m, x, y)
+            }
+            Kind::Cmp(l, c, r) => {
+                let x = self.one(l, input_for(l, &input))?;
+                let y = self.one(r, input)?;
+                value::compare(*c, &x, &y).map(boolean)
+            }
+            Kind::Neg(t) => {
+                let x = self.one(t, input)?;
+                match value::as_int(&x).and_then(i64::checked_neg) {
+                    Some(n) => Ok(value::int(n)),
+                    None if x.is_number() => Err(Stop::Fallback),
+                    None => Err(Stop::Opaque),
+                }
+            }
+            Kind::If(c, t, e) => {
+                let cond = self.one(c, input_for(c, &input))?;
+                self.one(if truthy(&cond) { t } else { e }, input)
+            }
+            Kind::Arr(None) => Ok(Cow::Owned(Value::Array(Vec::new()))),
+            Kind::Arr(Some(f)) => {
+                let mut items = Vec::new();
+                self.each(f, input, &mut |_, v| {
+                    items.push(value::owned(v));
+                    Ok(())
+                })?;
+                Ok(Cow::Owned(Value::Array(items)))
+            }
+            Kind::Obj(entries) => {
+                let mut map = Map::new();
+                for (k, v) in entries {
+                    let key = match self.one(k, input_for(k, &input))? {
+                        Cow::Owned(Value::String(key)) => key,
+                        Cow::Borrowed(Value::String(key)) => key.clone(),
+                        // jaq allows any key and then fails to make JSON of it.
+                        _ => return Err(Stop::Fallback),
+                    };
+                    let value = self.one(v, input_for(v, &input))?;
+                    map.insert(key, value::owned(value));
+                }
+                Ok(Cow::Owned(Value::Object(map)))
+            }
+            Kind::Str(uri, parts) => {
+                let mut text = String::new();
+                for part in parts {
+                    match part {
+                        StrPart::Lit(lit) => text.push_str(lit),
+                        StrPart::Op(op) => {
+                            let v = self.one(op, input_for(op, &input))?;
+                            if *uri {
+                                value::write_uri(&v, &mut text)?;
+                            } else {
+                                value::write_text(&v, &mut text)?;
+                            }
+                        }
+                    }
+                }
+                Ok(value::string(text))
+            }
+            Kind::Reduce(xs, slot, init, update) => {
+                let mut acc = Some(self.one(init, input_for(init, &input))?);
+                self.each(xs, input, &mut |rt, x| {
+                    rt.slots[*slot] = x;
+                    let current = acc.take().ok_or(Stop::Fallback)?;
+                    acc = Some(rt.one(update, current)?);
+                    Ok(())
+                })?;
+                acc.ok_or(Stop::Fallback)
+            }
+            Kind::Call(Builtin::Map, args) => {
+                let [f] = args.as_slice() else {
+                    return Err(Stop::Fallback);
+                };
+                let mut items = Vec::new();
+                value::iterate(input, |item| {
+                    self.each(f, item, &mut |_, v| {
+                        items.push(value::owned(v));
+                        Ok(())
+                    })
+                })?;
+                Ok(Cow::Owned(Value::Array(items)))
+            }
+            Kind::Call(builtin, args) => {
+                let mut values = Vec::with_capacity(args.len());
+                for arg in args {
+                    values.push(self.one(arg, input_for(arg, &input))?);
+                }
+                builtins::call(*builtin, input, &values)
+            }
+            Kind::Comma(..) | Kind::Try(..) => Err(Stop::Fallback),
+        }
+    }
+
+    /// Every output of `op`, in order, to `out`.
+    pub(crate) fn each(&mut self, op: &'a Op, input: V<'a>, out: Out<'_, 'a>) -> R {
+        if op.single {
+            let v = self.one(op, input)?;
+            return out(self, v);
+        }
+        match &op.kind {
+            Kind::Path(t, parts) => {
+                let path_input = input.clone();
+                self.each(t, input, &mut |rt, v| rt.parts(v, parts, &path_input, out))
+            }
+            Kind::Pipe(l, r) => self.each(l, input, &mut |rt, x| rt.each(r, x, out)),
+            Kind::Bind(e, slot, body) => {
+                let body_input = input.clone();
+                self.each(e, input, &mut |rt, x| {
+                    rt.slots[*slot] = x;
+                    rt.each(body, body_input.clone(), out)
+                })
+            }
+            Kind::Comma(l, r) => {
+                self.each(l, input.clone(), out)?;
+                self.each(r, input, out)
+            }
+            Kind::Alt(l, r) => {
+                let mut any = false;
+                self.each(l, input.clone(), &mut |rt, v| {
+                    if truthy(&v) {
+                        any = true;
+                        out(rt, v)
+                    } else {
+                        Ok(())
+                    }
+                })?;
+                if any {
+                    Ok(())
+                } else {
+                    self.each(r, input, out)
+                }
+            }
+            Kind::Logic(l, or, r) => {
+                let right_input = input.clone();
+                self.each(l, input, &mut |rt, x| {
+                    if truthy(&x) == *or {
+                        out(rt, boolean(*or))
+                    } else {
+                        rt.each(r, right_input.clone(), &mut |rt, y| {
+                            out(rt, boolean(truthy(&y)))
+                        })
+                    }
+                })
+            }
+            Kind::Math(l, m, r) => {
+                let right_input = input.clone();
+                self.each(l, input, &mut |rt, x| {
+                    rt.each(r, right_input.clone(), &mut |rt, y| {
+                        let z = value::math(*m, x.clone(), y)?;
+                        out(rt, z)
+                    })
+                })
+            }
+            Kind::Cmp(l, c, r) => {
+                let right_input = input.clone();
+                self.each(l, input, &mut |rt, x| {
+                    rt.each(r, right_input.clone(), &mut |rt, y| {
+                        let z = value::compare(*c, &x, &y)?;
+                        out(rt, boolean(z))
+                    })
+                })
+            }
+            Kind::If(c, t, e) => {
+                let branch_input = input.clone();
+                self.each(c, input, &mut |rt, cond| {
+                    rt.each(if truthy(&cond) { t } else { e }, branch_input.clone(), out)
+                })
+            }
+            Kind::Try(body, handler) => {
+                let result = self.each(body, input, &mut |rt, v| {
+                    out(rt, v).map_err(|stop| Stop::Downstream(Box::new(stop)))
+                });
+                match result {
+                    Ok(()) => Ok(()),
+                    Err(Stop::Downstream(stop)) => Err(*stop),
+                    Err(Stop::Error(error)) => match handler {
+                        Some(h) => self.each(h, Cow::Owned(error), out),
+                        None => Ok(()),
+                    },
+                    // The handler would read jaq's message.
+                    Err(Stop::Opaque) if handler.is_some() => Err(Stop::Fallback),
+                    Err(Stop::Opaque) => Ok(()),
+                    Err(other) => Err(other),
+                }
+            }
+            Kind::Call(Builtin::Empty, _) => Ok(()),
+            Kind::Call(Builtin::Values, _) => {
+                if input.is_null() {
+                    Ok(())
+                } else {
+                    out(self, input)
+                }
+            }
+            Kind::Call(Builtin::Select, args) => {
+                let [f] = args.as_slice() else {
+                    return Err(Stop::Fallback);
+                };
+                let selected = input.clone();
+                self.each(f, input, &mut |rt, cond| {
+                    if truthy(&cond) {
+                        out(rt, selected.clone())
+                    } else {
+                        Ok(())
+                    }
+                })
+            }
+            Kind::Call(Builtin::First, args) => {
+                let [f] = args.as_slice() else {
+                    return Err(Stop::Fallback);
+                };
+                let mut first = None;
+                match self.each(f, input, &mut |_, v| {
+                    first = Some(v);
+                    Err(Stop::Done)
+                }) {
+                    Ok(()) | Err(Stop::Done) => {}
+                    Err(other) => return Err(other),
+                }
+                match first {
+                    Some(v) => out(self, v),
+                    None => Ok(()),
+                }
+            }
+            // Objects, strings and calls whose parts give several outputs (a cartesian
+            // product in jq), and what is `single` above, are not generators here.
+            _ => Err(Stop::Fallback),
+        }
+    }
+
+    /// The path's parts from `at` on, applied to `v`; indices are computed on `input`.
+    fn parts(&mut self, v: V<'a>, parts: &'a [(Part, bool)], input: &V<'a>, out: Out<'_, 'a>) -> R {
+        let Some(((part, optional), rest)) = parts.split_first() else {
+            return out(self, v);
+        };
+        let swallow = |stop: Stop| match stop {
+            Stop::Opaque if *optional => Ok(()),
+            other => Err(other),
+        };
+        match part {
+            Part::Iter => {
+                let mut items = Vec::new();
+                // Collected first, so that an error of the iteration itself is told apart
+                // from one of what follows it (which `?` must not swallow).
+                match value::iterate(v, |item| {
+                    items.push(item);
+                    Ok(())
+                }) {
+                    Ok(()) => {}
+                    Err(stop) => return swallow(stop),
+                }
+                for item in items {
+                    self.parts(item, rest, input, out)?;
+                }
+                Ok(())
+            }
+            Part::Index(i) => {
+                let mut keys = Vec::new();
+                self.each(i, input_for(i, input), &mut |_, key| {
+                    keys.push(key);
+                    Ok(())
+                })?;
+                for key in keys {
+                    match value::index(v.clone(), &key) {
+                        Ok(x) => self.parts(x, rest, input, out)?,
+                        Err(stop) => swallow(stop)?,
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
