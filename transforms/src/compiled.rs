@@ -54,3 +54,37 @@ impl Program {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every shipped mapping lowers: one that stopped would silently go back to jaq's cost.
+    #[test]
+    fn every_shipped_mapping_compiles() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
+        let prelude = include_str!("prelude.jq");
+        let mut missing = Vec::new();
+        let mut seen = 0;
+        for channel in std::fs::read_dir(&root).expect("mappings folder") {
+            let channel = channel.expect("entry").path();
+            for dir in [channel.join("outbound"), channel] {
+                let Ok(files) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                for file in files {
+                    let path = file.expect("entry").path();
+                    if path.extension().is_some_and(|e| e == "jq") {
+                        seen += 1;
+                        let code = std::fs::read_to_string(&path).expect("readable");
+                        if Program::compile(&code, prelude).is_none() {
+                            missing.push(path.display().to_string());
+                        }
+                    }
+                }
+            }
+        }
+        assert!(seen > 20, "found {seen} mappings");
+        assert!(missing.is_empty(), "not compiled: {missing:#?}");
+    }
+}

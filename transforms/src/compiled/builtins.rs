@@ -62,6 +62,24 @@ pub(crate) fn call<'a>(builtin: Builtin, input: V<'a>, args: &[V<'a>]) -> R<V<'a
             value::write_uri(&input, &mut text)?;
             Ok(string(text))
         }
+        Builtin::ToJson => {
+            let mut text = String::new();
+            write_json(&input, &mut text)?;
+            Ok(string(text))
+        }
+        Builtin::Unique => unique(&input),
+        Builtin::Test => match (&*input, arg(0)?) {
+            (Value::String(text), Value::String(re)) => {
+                Ok(boolean(regex(re)?.is_match(text.as_bytes())))
+            }
+            _ => Err(Stop::Opaque),
+        },
+        Builtin::Gsub => match (&*input, arg(0)?, arg(1)?) {
+            (Value::String(text), Value::String(re), Value::String(with)) => {
+                gsub(text, &regex(re)?, with)
+            }
+            _ => Err(Stop::Opaque),
+        },
         Builtin::Decimal => decimal_out(Ok(decimal_in(&input)?)),
         Builtin::DecimalAdd => {
             decimal_out(decimal::add(decimal_in(arg(0)?)?, decimal_in(arg(1)?)?))
@@ -169,9 +187,12 @@ pub(crate) fn call<'a>(builtin: Builtin, input: V<'a>, args: &[V<'a>]) -> R<V<'a
             _ => Err(Stop::Opaque),
         },
         // The filter-taking builtins are run by the evaluator itself.
-        Builtin::Empty | Builtin::Values | Builtin::Select | Builtin::Map | Builtin::First => {
-            Err(Stop::Fallback)
-        }
+        Builtin::Empty
+        | Builtin::Values
+        | Builtin::Select
+        | Builtin::Map
+        | Builtin::First
+        | Builtin::Range => Err(Stop::Fallback),
     }
 }
 
@@ -306,5 +327,84 @@ fn id_number<'a>(input: &Value) -> R<V<'a>> {
                 .map_err(|_| Stop::Fallback)
         }
         _ => Err(Stop::Opaque),
+    }
+}
+
+/// A regular expression as jaq builds it without flags.
+fn regex(re: &str) -> R<regex_bites::bytes::Regex> {
+    regex_bites::bytes::RegexBuilder::new(re)
+        .build()
+        .map_err(|_| Stop::Opaque)
+}
+
+/// `gsub(re; "text")`: every match replaced by the text. Patterns that can match the empty
+/// string are left to jaq, whose way of stepping past empty matches is not copied here.
+fn gsub<'a>(text: &str, re: &regex_bites::bytes::Regex, with: &str) -> R<V<'a>> {
+    if re.is_match(b"") {
+        return Err(Stop::Fallback);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for m in re.find_iter(text.as_bytes()) {
+        out.push_str(text.get(last..m.start()).ok_or(Stop::Fallback)?);
+        out.push_str(with);
+        last = m.end();
+    }
+    out.push_str(text.get(last..).ok_or(Stop::Fallback)?);
+    Ok(string(out))
+}
+
+/// `unique`: sorted in jq's order, each value once. Objects, whose order the compiled form
+/// does not know, are left to jaq.
+fn unique<'a>(input: &Value) -> R<V<'a>> {
+    let Value::Array(items) = input else {
+        return Err(Stop::Opaque);
+    };
+    if items.iter().any(|i| i.is_object() || i.is_array()) {
+        return Err(Stop::Fallback);
+    }
+    let mut sorted: Vec<&Value> = Vec::with_capacity(items.len());
+    for item in items {
+        // Insertion keeps the comparison's errors (numbers it cannot order) visible.
+        let mut at = sorted.len();
+        for (i, other) in sorted.iter().enumerate() {
+            if value::compare(jaq_core::ops::Cmp::Lt, item, other)? {
+                at = i;
+                break;
+            }
+        }
+        if at > 0 && value::equal(sorted[at - 1], item)? {
+            continue;
+        }
+        sorted.insert(at, item);
+    }
+    Ok(Cow::Owned(Value::Array(
+        sorted
+            .into_iter()
+            .map(|v| value::owned(Cow::Borrowed(v)))
+            .collect(),
+    )))
+}
+
+/// `tojson` of a scalar; strings only when nothing in them needs more than `\"` and `\\`
+/// (jaq's escapes of other characters are not copied here).
+fn write_json(value: &Value, out: &mut String) -> R {
+    match value {
+        Value::String(s) => {
+            if s.chars().any(|c| c.is_control() || !c.is_ascii()) {
+                return Err(Stop::Fallback);
+            }
+            out.push('"');
+            for c in s.chars() {
+                if c == '"' || c == '\\' {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
+            out.push('"');
+            Ok(())
+        }
+        Value::Array(_) | Value::Object(_) => Err(Stop::Fallback),
+        scalar => value::write_text(scalar, out),
     }
 }

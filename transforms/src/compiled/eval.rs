@@ -180,7 +180,47 @@ impl<'a> Runner<'a> {
                 }
                 builtins::call(*builtin, input, &values)
             }
+            Kind::Update(keys, f) => {
+                let mut at = Vec::with_capacity(keys.len());
+                for key in keys {
+                    at.push(value::owned(self.one(key, input_for(key, &input))?));
+                }
+                let mut doc = value::owned(input);
+                self.update(&mut doc, &at, f)?;
+                Ok(Cow::Owned(doc))
+            }
             Kind::Comma(..) | Kind::Try(..) => Err(Stop::Fallback),
+        }
+    }
+
+    /// Replaces the value at `keys` in `doc` by `f` of it; a missing member is created, from
+    /// null as jq does.
+    fn update(&mut self, doc: &mut Value, keys: &[Value], f: &'a Op) -> R {
+        let Some((key, rest)) = keys.split_first() else {
+            let current = std::mem::take(doc);
+            *doc = value::owned(self.one(f, Cow::Owned(current))?);
+            return Ok(());
+        };
+        if doc.is_null()
+            && let Value::String(_) = key
+        {
+            *doc = Value::Object(Map::new());
+        }
+        match (doc, key) {
+            (Value::Object(map), Value::String(k)) => {
+                let child = map.entry(k.clone()).or_insert(Value::Null);
+                self.update(child, rest, f)
+            }
+            (Value::Array(items), Value::Number(n)) => {
+                let i = n.as_i64().ok_or(Stop::Fallback)?;
+                let at = if i < 0 { i + items.len() as i64 } else { i };
+                match usize::try_from(at).ok().and_then(|at| items.get_mut(at)) {
+                    Some(child) => self.update(child, rest, f),
+                    // jq pads with nulls or refuses; left to jaq.
+                    None => Err(Stop::Fallback),
+                }
+            }
+            _ => Err(Stop::Fallback),
         }
     }
 
@@ -277,6 +317,19 @@ impl<'a> Runner<'a> {
                 }
             }
             Kind::Call(Builtin::Empty, _) => Ok(()),
+            Kind::Call(Builtin::Range, args) => {
+                let [n] = args.as_slice() else {
+                    return Err(Stop::Fallback);
+                };
+                if !n.single {
+                    return Err(Stop::Fallback);
+                }
+                let n = value::as_int(&*self.one(n, input)?).ok_or(Stop::Fallback)?;
+                for i in 0..n.max(0) {
+                    out(self, value::int(i))?;
+                }
+                Ok(())
+            }
             Kind::Call(Builtin::Values, _) => {
                 if input.is_null() {
                     Ok(())
@@ -314,10 +367,90 @@ impl<'a> Runner<'a> {
                     None => Ok(()),
                 }
             }
-            // Objects, strings and calls whose parts give several outputs (a cartesian
-            // product in jq), and what is `single` above, are not generators here.
+            Kind::Obj(entries) => self.entries(entries, Map::new(), &input, out),
+            Kind::Str(uri, parts) => self.parts_text(*uri, parts, String::new(), &input, out),
+            Kind::Call(builtin, args) if !builtin.takes_filters() => {
+                self.arguments(*builtin, args, Vec::with_capacity(args.len()), &input, out)
+            }
             _ => Err(Stop::Fallback),
         }
+    }
+
+    /// An object whose entries give several outputs or none: one object per combination,
+    /// the first entry varying slowest, as jaq's sum of one-entry objects does.
+    fn entries(
+        &mut self,
+        entries: &'a [(Op, Op)],
+        map: Map<String, Value>,
+        input: &V<'a>,
+        out: Out<'_, 'a>,
+    ) -> R {
+        let Some(((k, v), rest)) = entries.split_first() else {
+            return out(self, Cow::Owned(Value::Object(map)));
+        };
+        self.each(k, input_for(k, input), &mut |rt, key| {
+            let key = match key {
+                Cow::Owned(Value::String(key)) => key,
+                Cow::Borrowed(Value::String(key)) => key.clone(),
+                _ => return Err(Stop::Fallback),
+            };
+            rt.each(v, input_for(v, input), &mut |rt, value| {
+                let mut map = map.clone();
+                map.insert(key.clone(), value::owned(value));
+                rt.entries(rest, map, input, out)
+            })
+        })
+    }
+
+    /// A string whose interpolations give several outputs or none, one per combination.
+    fn parts_text(
+        &mut self,
+        uri: bool,
+        parts: &'a [StrPart],
+        text: String,
+        input: &V<'a>,
+        out: Out<'_, 'a>,
+    ) -> R {
+        let Some((part, rest)) = parts.split_first() else {
+            return out(self, value::string(text));
+        };
+        match part {
+            StrPart::Lit(lit) => {
+                let mut text = text;
+                text.push_str(lit);
+                self.parts_text(uri, rest, text, input, out)
+            }
+            StrPart::Op(op) => self.each(op, input_for(op, input), &mut |rt, v| {
+                let mut text = text.clone();
+                if uri {
+                    value::write_uri(&v, &mut text)?;
+                } else {
+                    value::write_text(&v, &mut text)?;
+                }
+                rt.parts_text(uri, rest, text, input, out)
+            }),
+        }
+    }
+
+    /// A builtin whose value arguments give several outputs or none: one call per
+    /// combination, the first argument varying slowest (jq's `$` parameters).
+    fn arguments(
+        &mut self,
+        builtin: Builtin,
+        args: &'a [Op],
+        values: Vec<V<'a>>,
+        input: &V<'a>,
+        out: Out<'_, 'a>,
+    ) -> R {
+        let Some((arg, rest)) = args.split_first() else {
+            let result = builtins::call(builtin, input.clone(), &values)?;
+            return out(self, result);
+        };
+        self.each(arg, input_for(arg, input), &mut |rt, v| {
+            let mut values = values.clone();
+            values.push(v);
+            rt.arguments(builtin, rest, values, input, out)
+        })
     }
 
     /// The path's parts from `at` on, applied to `v`; indices are computed on `input`.

@@ -4,6 +4,7 @@
 //! and the mapping runs on jaq.
 
 use std::rc::Rc;
+use std::sync::LazyLock;
 
 use jaq_core::load::lex::StrPart as TermStrPart;
 use jaq_core::load::parse::{BinaryOp, Def, Pattern, Term};
@@ -29,8 +30,13 @@ struct Node<'t, 's> {
 enum Entry<'t, 's> {
     /// A `$` variable and its slot.
     Var(&'s str, usize),
-    /// A definition and the names visible where it was defined.
-    Def(&'t Def<&'s str>, Scope<'t, 's>),
+    /// A definition and the names visible where it was defined; jq's standard definitions
+    /// (`std`) give way to a builtin of the same name.
+    Def {
+        def: &'t Def<&'s str>,
+        defined_in: Scope<'t, 's>,
+        std: bool,
+    },
     /// A filter parameter: the argument's term, lowered where it was passed.
     Closure(&'s str, &'t T<'s>, Scope<'t, 's>),
     /// A definition's own name inside its body: a recursive call, which is not inlined.
@@ -61,13 +67,34 @@ pub(crate) struct Lowered {
     pub(crate) slots: usize,
 }
 
-/// Lowers a mapping (`code`, a jq term) with the prelude's definitions in scope.
+/// jq's standard definitions, as jaq writes them in jq: what a mapping calls that no builtin
+/// implements is inlined from these, so it means exactly what it means in jaq.
+static STD_DEFS: LazyLock<Vec<Def<&'static str>>> = LazyLock::new(|| {
+    jaq_core::defs()
+        .chain(jaq_std::defs())
+        .chain(jaq_json::defs())
+        .collect()
+});
+
+/// Lowers a mapping (`code`, a jq term) with jq's standard definitions and the prelude's in
+/// scope.
 pub(crate) fn lower(code: &str, prelude: &str) -> Option<Lowered> {
     let defs = jaq_core::load::parse(prelude, |p| p.defs())?;
     let term = jaq_core::load::parse(code, |p| p.term())?;
     let mut scope = Scope::default();
+    for def in STD_DEFS.iter() {
+        scope = scope.with(Entry::Def {
+            def,
+            defined_in: scope.clone(),
+            std: true,
+        });
+    }
     for def in &defs {
-        scope = scope.with(Entry::Def(def, scope.clone()));
+        scope = scope.with(Entry::Def {
+            def,
+            defined_in: scope.clone(),
+            std: false,
+        });
     }
     let mut lowerer = Lowerer { slots: 0, depth: 0 };
     let main = lowerer.term(&term, &scope)?;
@@ -142,7 +169,11 @@ impl Lowerer {
             Term::Def(defs, body) => {
                 let mut scope = scope.clone();
                 for def in defs {
-                    scope = scope.with(Entry::Def(def, scope.clone()));
+                    scope = scope.with(Entry::Def {
+                        def,
+                        defined_in: scope.clone(),
+                        std: false,
+                    });
                 }
                 self.term(body, &scope)
             }
@@ -248,14 +279,46 @@ impl Lowerer {
             BinaryOp::And => Kind::Logic(self.boxed(l, scope)?, false, self.boxed(r, scope)?),
             BinaryOp::Math(m) => Kind::Math(self.boxed(l, scope)?, *m, self.boxed(r, scope)?),
             BinaryOp::Cmp(c) => Kind::Cmp(self.boxed(l, scope)?, *c, self.boxed(r, scope)?),
-            // Destructuring, assignments and updates stay with jaq.
-            BinaryOp::Pipe(Some(_))
-            | BinaryOp::Assign
-            | BinaryOp::Update
-            | BinaryOp::UpdateMath(_)
-            | BinaryOp::UpdateAlt => return None,
+            BinaryOp::Update => Kind::Update(self.update_path(l, scope)?, self.boxed(r, scope)?),
+            // `p op= r` is `r as $x | p |= . op $x`: the right side reads the whole input.
+            BinaryOp::UpdateMath(m) => {
+                let value = self.boxed(r, scope)?;
+                let path = self.update_path(l, scope)?;
+                let slot = self.slot();
+                let id = Box::new(Op::new(Kind::Id));
+                let var = Box::new(Op::new(Kind::Var(slot)));
+                let f = Box::new(Op::new(Kind::Math(id, *m, var)));
+                let update = Box::new(Op::new(Kind::Update(path, f)));
+                Kind::Bind(value, slot, update)
+            }
+            // Destructuring, assignments and the other updates stay with jaq.
+            BinaryOp::Pipe(Some(_)) | BinaryOp::Assign | BinaryOp::UpdateAlt => return None,
         };
         op(kind)
+    }
+
+    /// The keys of an updated path, `.a[f].b`: the only paths the compiled form updates.
+    fn update_path<'t, 's>(&mut self, t: &'t T<'s>, scope: &Scope<'t, 's>) -> Option<Vec<Op>> {
+        let Term::Path(base, path) = t else {
+            return None;
+        };
+        if !matches!(**base, Term::Id) {
+            return None;
+        }
+        let mut keys = Vec::with_capacity(path.0.len());
+        for (part, opt) in &path.0 {
+            match (part, opt) {
+                (PathPart::Index(i), Opt::Essential) => {
+                    let key = self.term(i, scope)?;
+                    if !key.single {
+                        return None;
+                    }
+                    keys.push(key);
+                }
+                _ => return None,
+            }
+        }
+        Some(keys)
     }
 
     fn call<'t, 's>(
@@ -266,7 +329,14 @@ impl Lowerer {
     ) -> Option<Op> {
         for entry in scope.entries() {
             match entry {
-                Entry::Def(def, defined_in) if def.name == name && def.args.len() == args.len() => {
+                Entry::Def {
+                    def,
+                    defined_in,
+                    std,
+                } if def.name == name && def.args.len() == args.len() => {
+                    if *std && Builtin::resolve(name, args.len()).is_some() {
+                        break;
+                    }
                     return self.inline(def, defined_in, args, scope);
                 }
                 Entry::Closure(param, term, passed_in) if *param == name && args.is_empty() => {
@@ -291,6 +361,10 @@ impl Lowerer {
         let mut lowered = Vec::with_capacity(args.len());
         for arg in args {
             lowered.push(self.term(arg, scope)?);
+        }
+        // jq runs `gsub`'s replacement on each match's captures; only a fixed text is taken.
+        if builtin == Builtin::Gsub && !matches!(lowered[1].kind, Kind::Const(Value::String(_))) {
+            return None;
         }
         op(Kind::Call(builtin, lowered))
     }

@@ -47,6 +47,8 @@ pub(crate) enum Kind {
     Reduce(Box<Op>, usize, Box<Op>, Box<Op>),
     /// A function written in Rust, with its arguments.
     Call(Builtin, Vec<Op>),
+    /// `.a[k] |= f`: the keys, computed on the input, and `f`.
+    Update(Vec<Op>, Box<Op>),
 }
 
 pub(crate) enum Part {
@@ -84,6 +86,7 @@ impl Op {
                 StrPart::Op(op) => op.single,
             }),
             Kind::Reduce(_, _, init, update) => init.single && update.single,
+            Kind::Update(keys, f) => keys.iter().all(|k| k.single) && f.single,
             Kind::Call(builtin, args) => {
                 builtin.single() && (builtin.takes_filters() || args.iter().all(|a| a.single))
             }
@@ -102,6 +105,7 @@ pub(crate) enum Builtin {
     Select,
     Map,
     First,
+    Range,
     // Of the input and value arguments.
     Error,
     Length,
@@ -116,6 +120,10 @@ pub(crate) enum Builtin {
     Join,
     Add,
     Uri,
+    ToJson,
+    Unique,
+    Test,
+    Gsub,
     Decimal,
     DecimalAdd,
     DecimalSub,
@@ -151,6 +159,11 @@ impl Builtin {
             ("select", 1) => Select,
             ("map", 1) => Map,
             ("first", 1) => First,
+            ("range", 1) => Range,
+            ("tojson", 0) => ToJson,
+            ("unique", 0) => Unique,
+            ("test", 1) => Test,
+            ("gsub", 2) => Gsub,
             ("error", 1) => Error,
             ("length", 0) => Length,
             ("type", 0) => Type,
@@ -194,7 +207,7 @@ impl Builtin {
     fn single(self) -> bool {
         !matches!(
             self,
-            Builtin::Empty | Builtin::Values | Builtin::Select | Builtin::First
+            Builtin::Empty | Builtin::Values | Builtin::Select | Builtin::First | Builtin::Range
         )
     }
 

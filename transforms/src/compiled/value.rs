@@ -204,6 +204,14 @@ pub(crate) fn math<'a>(op: Math, a: V<'a>, b: V<'a>) -> R<V<'a>> {
             x.extend(y);
             Ok(Cow::Owned(Value::Object(x)))
         }
+        // jq splits a string by dividing it.
+        (Math::Div, Value::String(x), Value::String(sep)) if !sep.is_empty() => {
+            Ok(Cow::Owned(Value::Array(
+                x.split(sep.as_str())
+                    .map(|part| Value::String(part.to_owned()))
+                    .collect(),
+            )))
+        }
         (_, Value::Number(_), Value::Number(_)) => Err(Stop::Fallback),
         (Math::Add | Math::Sub, _, _) => Err(Stop::Opaque),
         _ => Err(Stop::Fallback),
