@@ -415,6 +415,106 @@ mod tests {
         assert!(seen > 5, "found {seen} mappings");
     }
 
+    /// The compiled form against jaq on the jq it knows: each case it must answer, with
+    /// jaq's output; each case it must leave to jaq (floats, errors, a built object's order).
+    #[test]
+    fn the_compiled_form_agrees_with_jaq() {
+        let input = json!({
+            "a": {"b": [1, 2, 3]}, "n": 2, "xs": [3, 1, 2, 3], "s": "Ab_c d/é",
+            "m": {"k": 1}, "words": "x,y,,z", "o": {"z": 1, "a": 2}, "mixed": [1, "a"]
+        });
+        let answered = [
+            ".a.b",
+            ".a.b[0]",
+            ".a.b[-1]",
+            ".a.b[7]",
+            ".missing.deeper",
+            ".n as $x | [$x, .n]",
+            "{x: .n, y: (.nope // \"d\"), z: .a.b[1]}",
+            "[.xs[] | . + 1]",
+            ".xs | map(. * 2)",
+            "[.xs[] | select(. > 1)]",
+            "first(.xs[])",
+            "[range(3)]",
+            "[range(.n)]",
+            "\"<\\(.n)|\\(.s)|\\(.nope)|\\(true)>\"",
+            "@uri \"q=\\(.s)&n=\\(.n)\"",
+            ".s | ascii_downcase",
+            ".s | ascii_upcase",
+            "reduce .xs[] as $x (0; . + $x)",
+            ".m.k |= . + 1",
+            ".m[\"k\"] += .n",
+            ".m.new |= 5",
+            "try error(\"x\") catch .",
+            "[.s | .[]?]",
+            "[.xs[] | try (. + \"s\")]",
+            "[.mixed[] | (. + 1)?]",
+            ".s | test(\"^[A-Za-z_ ]+\")",
+            ".s | gsub(\"_\"; \"-\")",
+            ".xs | unique",
+            "def f($x): $x + 1; f(.n)",
+            "def g(f): [f, f]; g(.n)",
+            ".words / \",\"",
+            ".words | split(\",\")",
+            "if .n > 1 then \"big\" elif .n == 1 then \"one\" else \"small\" end",
+            ".xs | length",
+            ".s | length",
+            "[.[] | type]",
+            "[.xs[] as $x | $x * 10]",
+            "[\"\\(1, 2)-\\(3, 4)\"]",
+            "[{a: (1, 2), b: (3, 4)}]",
+            "[{a: empty, b: 1}]",
+            "[.xs[] | tostring]",
+            "any(.xs[]; . > 2)",
+            "all(.xs[]; . > 0)",
+            ".xs | add",
+            ".o | [.[]]",
+            ".a | has(\"b\")",
+            ".xs | join(\"-\")",
+            "[.xs[] | values]",
+            ".n == 2 and .s != null",
+            "[.xs[] | . >= 2 or . == 1]",
+            "-(.n)",
+            ".a.b | first",
+            "[.xs[] | select(. == 3)] | length",
+            "isempty(.xs[])",
+        ];
+        let deferred = [
+            "1.5 + .n",
+            ".n / 2",
+            "{b: 1, a: 2} | [.[]]",
+            "[1, 2] - [2]",
+            "error(\"x\")",
+            ".xs[]",
+            "empty",
+            "{b: 1, a: 2} | tojson",
+            ".s | gsub(\"x*\"; \"-\")",
+            "{a: 1} | .b.c[3] |= 1",
+            // jq the compiled form does not know: the whole program stays with jaq.
+            ".o | keys",
+            "[limit(2; .xs[])]",
+            "[.a | .. | numbers]",
+            ".s | tojson",
+        ];
+        let mut wrong = Vec::new();
+        for (code, must_answer) in answered
+            .iter()
+            .map(|c| (c, true))
+            .chain(deferred.iter().map(|c| (c, false)))
+        {
+            let program = Program::compile(code).unwrap_or_else(|_| panic!("{code} compiles"));
+            let jaq = program.run(value::to_jaq(input.clone()));
+            let compiled = program.compiled.as_ref().and_then(|c| c.run(&input));
+            match compiled {
+                Some(output) if must_answer && Ok(&output) == jaq.as_ref() => {}
+                Some(output) => wrong.push(format!("{code}: compiled {output} vs jaq {jaq:?}")),
+                None if must_answer => wrong.push(format!("{code}: left to jaq ({jaq:?})")),
+                None => {}
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+    }
+
     #[test]
     fn exactly_one_output_is_required() {
         assert_eq!(run("empty", json!(1)), Err(RunError::NoOutput));

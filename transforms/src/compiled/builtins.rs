@@ -358,7 +358,7 @@ fn gsub<'a>(text: &str, re: &regex_bites::bytes::Regex, with: &str) -> R<V<'a>> 
 /// does not know, are left to jaq.
 fn unique<'a>(input: &Value) -> R<V<'a>> {
     let Value::Array(items) = input else {
-        return Err(Stop::Opaque);
+        return Err(Stop::Fallback);
     };
     if items.iter().any(|i| i.is_object() || i.is_array()) {
         return Err(Stop::Fallback);

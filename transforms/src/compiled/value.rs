@@ -21,7 +21,8 @@ pub(crate) enum Stop {
     /// `error(v)` (and so the prelude's `reject`): the value is the program's own.
     Error(Value),
     /// Any other error (a type error, a native refusing its input): a `try` without `catch`
-    /// may swallow it, but its message is jaq's to give.
+    /// may swallow it, but its message is jaq's to give. Raised only where jaq surely fails
+    /// too, since a swallowed error changes the result.
     Opaque,
     /// Something the compiled form does not reproduce exactly (floats, object order, ...):
     /// the run is given to jaq.
@@ -205,7 +206,7 @@ pub(crate) fn math<'a>(op: Math, a: V<'a>, b: V<'a>) -> R<V<'a>> {
             Ok(Cow::Owned(Value::Object(x)))
         }
         // jq splits a string by dividing it.
-        (Math::Div, Value::String(x), Value::String(sep)) if !sep.is_empty() => {
+        (Math::Div, Value::String(x), Value::String(sep)) if !x.is_empty() && !sep.is_empty() => {
             Ok(Cow::Owned(Value::Array(
                 x.split(sep.as_str())
                     .map(|part| Value::String(part.to_owned()))
@@ -213,7 +214,9 @@ pub(crate) fn math<'a>(op: Math, a: V<'a>, b: V<'a>) -> R<V<'a>> {
             )))
         }
         (_, Value::Number(_), Value::Number(_)) => Err(Stop::Fallback),
-        (Math::Add | Math::Sub, _, _) => Err(Stop::Opaque),
+        // Only what jaq surely refuses is an error here: a `try` may swallow it, so an error
+        // where jaq gives a value would change the result (array subtraction, ...).
+        (Math::Add, _, _) => Err(Stop::Opaque),
         _ => Err(Stop::Fallback),
     }
 }
@@ -246,6 +249,8 @@ pub(crate) fn index<'a>(v: V<'a>, i: &Value) -> R<V<'a>> {
             })
         }
         (Value::Array(_), Value::Array(_) | Value::Object(_)) => Err(Stop::Fallback),
+        // jaq slices a string by `{start, end}`.
+        (Value::String(_), Value::Object(_)) => Err(Stop::Fallback),
         _ => Err(Stop::Opaque),
     }
 }
