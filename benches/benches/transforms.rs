@@ -1,7 +1,9 @@
 //! Criterion benches of the transforms crate, per channel, for a ~2 KB and a ~200 KB order:
 //! the body pre-check and parse, the canonical schema validation, and the whole transform
 //! (jq mapping plus validation of its output), and the ERP answer mapped back. The large orders repeat the line items of the
-//! small ones. Run with `cargo bench -p benches --bench transforms`.
+//! small ones. The mappings run as `apply` does (their compiled form when they have one) and,
+//! beside each, as `..._interpreted` (jaq alone). Run with
+//! `cargo bench -p benches --bench transforms` (`-- --quick` for a fast look).
 
 use std::hint::black_box;
 use std::path::Path;
@@ -72,10 +74,12 @@ fn sized_orders(catalog: &Catalog) -> Vec<(&'static str, &'static str, Value, Ve
         let mapping = catalog
             .mapping(channel, "order")
             .unwrap_or_else(|| panic!("no {channel}/order mapping"));
-        // The smallest golden order: the 2 KB order is one line of it, the 200 KB one many.
+        // The smallest golden order the mapping accepts (golden cases also expect rejections):
+        // the 2 KB order is one line of it, the 200 KB one many.
         let template = &mapping
             .golden_cases()
             .iter()
+            .filter(|case| case.expected_rejection().is_none())
             .min_by_key(|case| case.input.to_string().len())
             .unwrap_or_else(|| panic!("{channel}/order has no golden case"))
             .input;
@@ -122,6 +126,8 @@ fn benches(c: &mut Criterion) {
     }
     group.finish();
 
+    // `<label>` runs `apply` (the compiled form of the mapping when it has one, else jaq),
+    // `<label>_interpreted` the same order through jaq alone, side by side.
     let mut group = c.benchmark_group("transforms/apply_order_mapping");
     for (channel, label, order, bytes) in &orders {
         let mapping = catalog.mapping(channel, "order").expect("mapping");
@@ -134,6 +140,17 @@ fn benches(c: &mut Criterion) {
                 BatchSize::LargeInput,
             );
         });
+        group.bench_with_input(
+            BenchmarkId::new(*channel, format!("{label}_interpreted")),
+            order,
+            |b, order| {
+                b.iter_batched(
+                    || order.clone(),
+                    |order| mapping.apply_interpreted(order).expect("the order maps"),
+                    BatchSize::LargeInput,
+                );
+            },
+        );
     }
     group.finish();
 
@@ -155,6 +172,17 @@ fn benches(c: &mut Criterion) {
             BatchSize::SmallInput,
         );
     });
+    group.bench_with_input(
+        BenchmarkId::new("erp", "ack_interpreted"),
+        &answer,
+        |b, answer| {
+            b.iter_batched(
+                || answer.clone(),
+                |answer| ack.apply_interpreted(answer).expect("the answer maps"),
+                BatchSize::SmallInput,
+            );
+        },
+    );
     group.finish();
 
     let mut group = c.benchmark_group("transforms/load_catalog");
