@@ -177,6 +177,9 @@ enum Edit {
     Swap,
     /// The object gains a member no mapping knows.
     AddMember,
+    /// The value is replaced by a copy of the value at another place of the document (the
+    /// pointer): realistic data of the wrong shape.
+    Graft(String, Value),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -203,6 +206,7 @@ impl Mutation {
             Edit::Duplicate => format!("{at}: first item duplicated"),
             Edit::Swap => format!("{at}: first and last items swapped"),
             Edit::AddMember => format!("{at}: unknown member added"),
+            Edit::Graft(from, _) => format!("{at} set to a copy of {from}"),
         }
     }
 
@@ -225,7 +229,7 @@ impl Mutation {
             return false;
         };
         match (&self.edit, node) {
-            (Edit::Set(value), node) => {
+            (Edit::Set(value) | Edit::Graft(_, value), node) => {
                 *node = value.clone();
                 true
             }
@@ -250,6 +254,16 @@ impl Mutation {
             _ => false,
         }
     }
+}
+
+fn node<'a>(document: &'a Value, steps: &[Step]) -> Option<&'a Value> {
+    steps
+        .iter()
+        .try_fold(document, |at, step| match (step, at) {
+            (Step::Key(key), Value::Object(members)) => members.get(key),
+            (Step::Index(i), Value::Array(items)) => items.get(*i),
+            _ => None,
+        })
 }
 
 fn node_mut<'a>(document: &'a mut Value, steps: &[Step]) -> Option<&'a mut Value> {
@@ -282,11 +296,13 @@ fn replacements() -> Vec<Value> {
         json!(true),
         json!([]),
         json!({}),
+        json!([null]),
     ]
 }
 
-/// Other spellings of a number: exponent, trailing zeros, negative zero, beyond 64 bits.
-const NUMBER_TEXTS: [&str; 7] = [
+/// Other spellings of a number: exponent, trailing zeros, negative zero, beyond 64 bits,
+/// past an f64's integers and range, a sum f64 cannot hold exactly.
+const NUMBER_TEXTS: [&str; 13] = [
     "0.0",
     "1e2",
     "-0",
@@ -294,10 +310,16 @@ const NUMBER_TEXTS: [&str; 7] = [
     "12345678901234567890",
     "-12.345",
     "1E-7",
+    "1.0",
+    "-0.0",
+    "100",
+    "9007199254740993",
+    "1e400",
+    "0.30000000000000004",
 ];
 
 /// Strings a decimal amount or number-like id may arrive as.
-const NUMBER_LIKE_STRINGS: [&str; 9] = [
+const NUMBER_LIKE_STRINGS: [&str; 17] = [
     "12",
     "1e2",
     "-0.00",
@@ -307,6 +329,14 @@ const NUMBER_LIKE_STRINGS: [&str; 9] = [
     " 1",
     "NaN",
     "-5",
+    "+1",
+    ".5",
+    "5.",
+    "1E+2",
+    "1e400",
+    "00012",
+    "0x1F",
+    "Infinity",
 ];
 
 /// Other strings: case, whitespace, non-ASCII and characters that need escaping.
@@ -511,6 +541,23 @@ fn sample(case: &GoldenCase, seed: u64, scale: u64) -> Vec<(String, Value)> {
         let mut input = case.input.clone();
         if a.at != b.at && a.apply(&mut input) && b.apply(&mut input) {
             inputs.push((format!("{}, then {}", a.describe(), b.describe()), input));
+        }
+    }
+    // Grafts: one place of the document takes the value of another.
+    let mut places: Vec<&[Step]> = singles.iter().map(|m| m.at.as_slice()).collect();
+    places.dedup();
+    for _ in 0..pairs {
+        let (to, from) = (
+            places[rng.below(places.len())],
+            places[rng.below(places.len())],
+        );
+        let Some(value) = node(&case.input, from) else {
+            continue;
+        };
+        let graft = Mutation::new(to, Edit::Graft(pointer(from), value.clone()));
+        let mut input = case.input.clone();
+        if to != from && graft.apply(&mut input) && input != case.input {
+            inputs.push((graft.describe(), input));
         }
     }
     inputs
