@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 use transforms::{Catalog, GoldenCase, Mapping, OutboundMapping, TransformError};
@@ -573,11 +573,34 @@ fn reproducer_path(mapping: &str, case: &str, n: usize) -> PathBuf {
         ))
 }
 
+/// What the runs of one mapping came to, shown per mapping (`--nocapture`): how many inputs
+/// mapped to an output (the rest were errors, which the compiled form leaves to jaq) and the
+/// time spent in `apply` and in jaq, which shows whether the compiled form answered at all.
+#[derive(Default)]
+struct Tally {
+    inputs: usize,
+    mapped: usize,
+    apply: Duration,
+    jaq: Duration,
+}
+
 /// Runs one input both ways; a description of the difference when they disagree.
-fn compare(subject: &Subject, case: &str, mutation: &str, input: Value) -> Option<String> {
+fn compare(
+    subject: &Subject,
+    case: &str,
+    mutation: &str,
+    input: Value,
+    tally: &mut Tally,
+) -> Option<String> {
+    let started = Instant::now();
     let compiled = subject.compiled(input.clone());
+    tally.apply += started.elapsed();
+    let started = Instant::now();
     let interpreted = subject.interpreted(input.clone());
+    tally.jaq += started.elapsed();
+    tally.inputs += 1;
     if compiled == interpreted {
+        tally.mapped += usize::from(matches!(compiled, Outcome::Output(_)));
         return None;
     }
     let mut report = format!(
@@ -606,13 +629,12 @@ fn the_compiled_form_answers_as_jaq_does() {
     let mut count = 0usize;
     let mut runs = 0usize;
     for subject in Subject::all(&catalog) {
-        let mut subject_runs = 0usize;
-        let started = Instant::now();
+        let mut tally = Tally::default();
         for case in subject.cases() {
             let name = format!("{}/{}", subject.name(), case.name);
             for (mutation, input) in sample(case, seed_of(&name, seed), scale) {
-                subject_runs += 1;
-                let Some(mut report) = compare(&subject, &case.name, &mutation, input.clone())
+                let Some(mut report) =
+                    compare(&subject, &case.name, &mutation, input.clone(), &mut tally)
                 else {
                     continue;
                 };
@@ -635,7 +657,7 @@ fn the_compiled_form_answers_as_jaq_does() {
             }
         }
         eprintln!(
-            "{:<32} {:<9} {:>2} cases {:>6} inputs {:>8.2?}",
+            "{:<28} {:<8} {:>2} cases {:>5} inputs {:>5} mapped; apply {:>8.2?}, jaq {:>8.2?}",
             subject.name(),
             if subject.runs_compiled() {
                 "compiled"
@@ -643,10 +665,12 @@ fn the_compiled_form_answers_as_jaq_does() {
                 "jaq only"
             },
             subject.cases().len(),
-            subject_runs,
-            started.elapsed()
+            tally.inputs,
+            tally.mapped,
+            tally.apply,
+            tally.jaq,
         );
-        runs += subject_runs;
+        runs += tally.inputs;
     }
     assert!(runs > 0, "no golden inputs ran");
     assert!(
