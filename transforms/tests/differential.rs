@@ -33,6 +33,8 @@ const PAIRS_PER_SINGLE: f64 = 0.3;
 const MAX_REPORTED: usize = 12;
 /// Of an array, the first items and the last are walked (golden inputs repeat item shapes).
 const ITEMS_WALKED: usize = 3;
+/// How much of a value set by a mutation its description shows.
+const DESCRIBED_CHARS: usize = 120;
 /// How much of an answer a report shows.
 const MAX_SHOWN_CHARS: usize = 1_500;
 
@@ -201,7 +203,13 @@ impl Mutation {
         let at = if at.is_empty() { "(root)" } else { &at };
         match &self.edit {
             Edit::Remove => format!("{at} removed"),
-            Edit::Set(value) => format!("{at} set to {value}"),
+            Edit::Set(value) => {
+                let value = value.to_string();
+                match value.char_indices().nth(DESCRIBED_CHARS) {
+                    Some((cut, _)) => format!("{at} set to {}...", &value[..cut]),
+                    None => format!("{at} set to {value}"),
+                }
+            }
             Edit::Empty => format!("{at} emptied"),
             Edit::Duplicate => format!("{at}: first item duplicated"),
             Edit::Swap => format!("{at}: first and last items swapped"),
@@ -302,7 +310,7 @@ fn replacements() -> Vec<Value> {
 
 /// Other spellings of a number: exponent, trailing zeros, negative zero, beyond 64 bits,
 /// past an f64's integers and range, a sum f64 cannot hold exactly.
-const NUMBER_TEXTS: [&str; 13] = [
+const NUMBER_TEXTS: [&str; 16] = [
     "0.0",
     "1e2",
     "-0",
@@ -316,6 +324,9 @@ const NUMBER_TEXTS: [&str; 13] = [
     "9007199254740993",
     "1e400",
     "0.30000000000000004",
+    "-19.99",
+    "0.123456789012345678901234567890",
+    "1e-400",
 ];
 
 /// Strings a decimal amount or number-like id may arrive as.
@@ -340,7 +351,15 @@ const NUMBER_LIKE_STRINGS: [&str; 17] = [
 ];
 
 /// Other strings: case, whitespace, non-ASCII and characters that need escaping.
-const ODD_STRINGS: [&str; 4] = ["ABC def", "  padded  ", "Ünïcödé ✓ 日本", "q\"uote\\ /\n\t"];
+const ODD_STRINGS: [&str; 7] = [
+    "ABC def",
+    "  padded  ",
+    "Ünïcödé ✓ 日本",
+    "q\"uote\\ /\n\t",
+    "true",
+    "null",
+    " ",
+];
 
 fn looks_like_currency(key: Option<&str>, text: &str) -> bool {
     let three_capitals = text.len() == 3 && text.bytes().all(|b| b.is_ascii_uppercase());
@@ -413,6 +432,13 @@ fn walk(value: &Value, at: &mut Vec<Step>, key: Option<&str>, out: &mut Vec<Muta
     };
     for replacement in replacements() {
         set(replacement);
+    }
+    // The value itself one level down: a list where one was expected, or the other way round.
+    set(Value::Array(vec![value.clone()]));
+    if let Value::Array(items) = value
+        && let [only] = items.as_slice()
+    {
+        set(only.clone());
     }
     match value {
         Value::Null => {}
