@@ -1,7 +1,8 @@
 //! The compiled form of the mappings answers exactly as jaq does: for every shipped mapping
 //! and outbound mapping, every golden input and many deterministic mutations of it (members
 //! removed, values of other types, numbers and timestamps in other spellings, arrays emptied,
-//! duplicated, reordered, pairs of these) go through [`Mapping::apply`] (the compiled form when
+//! duplicated, reordered, values copied from elsewhere in the document, pairs of these, the same
+//! field of two list items edited each its own way) go through [`Mapping::apply`] (the compiled form when
 //! the mapping has one) and [`Mapping::apply_interpreted`] (jaq alone), and both answers must be
 //! equal: outputs as JSON values (numbers by their text, under `arbitrary_precision`), errors by
 //! their message, a panic on either side is a difference too.
@@ -13,6 +14,7 @@
 //! the mapping, the golden case, the mutation (JSON Pointer and edit), both answers, and the
 //! mutated input written under the test's target tmp dir.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -24,11 +26,11 @@ use transforms::{Catalog, GoldenCase, Mapping, OutboundMapping, TransformError};
 
 /// Bytes of mutated input each golden case gets to run (both ways), before `DIFFERENTIAL_SCALE`:
 /// a 1 KB input gets every single mutation up to this over its size.
-const BYTES_PER_CASE: usize = 1_500_000;
+const BYTES_PER_CASE: usize = 1_200_000;
 /// The fewest single mutations a golden case gets, however large it is.
 const MIN_SINGLES: usize = 150;
-/// Two-mutation combinations per single mutation run.
-const PAIRS_PER_SINGLE: f64 = 0.3;
+/// Combinations of two mutations, grafts and parallel edits, each per single mutation run.
+const PAIRS_PER_SINGLE: f64 = 0.2;
 /// How many differences are described in the failure (all are counted).
 const MAX_REPORTED: usize = 12;
 /// Of an array, the first items and the last are walked (golden inputs repeat item shapes).
@@ -586,7 +588,46 @@ fn sample(case: &GoldenCase, seed: u64, scale: u64) -> Vec<(String, Value)> {
             inputs.push((graft.describe(), input));
         }
     }
+    // Parallel edits: the same field of two items of a list edited each its own way (two
+    // lines' statuses as `100` and `1e2`), for what gathers over items (`unique`, `join`, sums).
+    let mut by_shape: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, single) in singles.iter().enumerate() {
+        if single.at.iter().any(|step| matches!(step, Step::Index(_))) {
+            by_shape.entry(shape(&single.at)).or_default().push(i);
+        }
+    }
+    let shapes: Vec<&Vec<usize>> = by_shape
+        .values()
+        .filter(|group| group.iter().any(|&i| singles[i].at != singles[group[0]].at))
+        .collect();
+    if !shapes.is_empty() {
+        for _ in 0..pairs {
+            let group = shapes[rng.below(shapes.len())];
+            let (a, b) = (
+                &singles[group[rng.below(group.len())]],
+                &singles[group[rng.below(group.len())]],
+            );
+            let mut input = case.input.clone();
+            if a.at != b.at && a.apply(&mut input) && b.apply(&mut input) {
+                inputs.push((format!("{}, and {}", a.describe(), b.describe()), input));
+            }
+        }
+    }
     inputs
+}
+
+/// A path with its list indices left out (`/lines/*/status`): the same field of any item.
+fn shape(steps: &[Step]) -> String {
+    let mut out = String::new();
+    for step in steps {
+        match step {
+            Step::Key(key) => {
+                let _ = write!(out, "/{}", key.replace('~', "~0").replace('/', "~1"));
+            }
+            Step::Index(_) => out.push_str("/*"),
+        }
+    }
+    out
 }
 
 /// Where the mutated input of a difference is written.
