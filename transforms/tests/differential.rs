@@ -352,8 +352,8 @@ const NUMBER_LIKE_STRINGS: [&str; 17] = [
     "Infinity",
 ];
 
-/// Other strings: case, whitespace, non-ASCII and characters that need escaping.
-const ODD_STRINGS: [&str; 7] = [
+/// Other strings: case, whitespace, non-ASCII, characters that need escaping in JSON or a URL.
+const ODD_STRINGS: [&str; 8] = [
     "ABC def",
     "  padded  ",
     "Ünïcödé ✓ 日本",
@@ -361,6 +361,8 @@ const ODD_STRINGS: [&str; 7] = [
     "true",
     "null",
     " ",
+    // What an id in an outbound path must survive percent-encoded.
+    "A/B?c=d&e#f%20+ ~é",
 ];
 
 fn looks_like_currency(key: Option<&str>, text: &str) -> bool {
