@@ -661,11 +661,27 @@ fn compare(
     input: Value,
     tally: &mut Tally,
 ) -> Option<String> {
+    let runs = (
+        |input| subject.compiled(input),
+        |input| subject.interpreted(input),
+    );
+    compare_runs(subject.name(), case, mutation, input, runs, tally)
+}
+
+/// [`compare`] with the two runs given (so a test can rig one).
+fn compare_runs(
+    name: &str,
+    case: &str,
+    mutation: &str,
+    input: Value,
+    (compiled, interpreted): (impl Fn(Value) -> Outcome, impl Fn(Value) -> Outcome),
+    tally: &mut Tally,
+) -> Option<String> {
     let started = Instant::now();
-    let compiled = subject.compiled(input.clone());
+    let compiled = compiled(input.clone());
     tally.apply += started.elapsed();
     let started = Instant::now();
-    let interpreted = subject.interpreted(input.clone());
+    let interpreted = interpreted(input);
     tally.jaq += started.elapsed();
     tally.inputs += 1;
     if compiled == interpreted {
@@ -673,8 +689,7 @@ fn compare(
         return None;
     }
     let mut report = format!(
-        "{} / case {case} / {mutation}\n  compiled: {}\n  jaq:      {}\n",
-        subject.name(),
+        "{name} / case {case} / {mutation}\n  compiled: {}\n  jaq:      {}\n",
         compiled.shown(),
         interpreted.shown()
     );
@@ -774,6 +789,59 @@ fn the_main_mappings_run_compiled() {
             "{name} does not run compiled; compiled: {compiled:?}"
         );
     }
+}
+
+/// The comparison bites: a rigged "compiled form" that adds a member to every output, or a
+/// word to every error, is caught on every input, and the report names the mapping, the case,
+/// the mutation and both answers.
+#[test]
+fn a_difference_names_the_mapping_the_mutation_and_both_answers() {
+    let catalog = shipped();
+    let ack = catalog.response_mapping("ack").expect("erp/ack is shipped");
+    let case = ack
+        .golden_cases()
+        .first()
+        .expect("erp/ack has a golden case");
+    let jaq = |input| outcome(|| ack.apply_interpreted(input));
+    let rigged = |input| match jaq(input) {
+        Outcome::Output(Value::Object(mut members)) => {
+            members.insert("rigged".to_owned(), parsed("1.0"));
+            Outcome::Output(Value::Object(members))
+        }
+        Outcome::Error(message) => Outcome::Error(format!("{message}!")),
+        other => other,
+    };
+    let mut tally = Tally::default();
+    let inputs = sample(case, 0, 1);
+    let mut reports = Vec::new();
+    for (mutation, input) in &inputs {
+        let report = compare_runs(
+            "erp/ack",
+            &case.name,
+            mutation,
+            input.clone(),
+            (rigged, jaq),
+            &mut tally,
+        );
+        reports.push(report.unwrap_or_else(|| panic!("{mutation}: the rigged answer passed")));
+    }
+    assert_eq!(reports.len(), inputs.len());
+    let golden = &reports[0];
+    assert!(
+        golden.starts_with(&format!(
+            "erp/ack / case {} / (the golden input)\n",
+            case.name
+        )),
+        "{golden}"
+    );
+    assert!(golden.contains("  compiled: Ok {"), "{golden}");
+    assert!(golden.contains("  jaq:      Ok {"), "{golden}");
+    assert!(golden.contains("/rigged: unexpected 1.0"), "{golden}");
+    let error = reports
+        .iter()
+        .find(|r| r.contains("  jaq:      Err "))
+        .expect("some mutation of the ack is an error");
+    assert!(error.contains("!\n"), "{error}");
 }
 
 #[test]
