@@ -559,7 +559,10 @@ fn sample(case: &GoldenCase, seed: u64, scale: u64) -> Vec<(String, Value)> {
             inputs.push((singles[i].describe(), input));
         }
     }
-    let pairs = (budget.min(singles.len()) as f64 * PAIRS_PER_SINGLE) as usize;
+    // Small inputs run every single mutation at any scale; the scale still multiplies their
+    // combinations.
+    let singles_run = (budget / usize::try_from(scale).unwrap_or(1).max(1)).min(singles.len());
+    let pairs = (singles_run as f64 * PAIRS_PER_SINGLE * scale as f64) as usize;
     for n in 0..pairs {
         let first = rng.below(singles.len());
         let second = if n % 2 == 0 {
