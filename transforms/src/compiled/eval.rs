@@ -47,19 +47,25 @@ impl<'a> Runner<'a> {
             Kind::Const(v) => Ok(Cow::Borrowed(v)),
             Kind::Var(slot) => Ok(self.slots[*slot].clone()),
             Kind::Path(t, parts) => {
-                let mut keys = Vec::with_capacity(parts.len());
+                // Keys are computed on the path's input; most are constants (`.a.b`), which
+                // need neither the input nor a copy of it.
+                let keys_input = parts
+                    .iter()
+                    .any(|(part, _)| matches!(part, Part::Index(i) if !matches!(i.kind, Kind::Const(_))))
+                    .then(|| input.clone());
+                let mut v = self.one(t, input)?;
                 for (part, _) in parts {
                     let Part::Index(i) = part else {
                         return Err(Stop::Fallback);
                     };
-                    keys.push(match &i.kind {
-                        Kind::Const(v) => Cow::Borrowed(v),
-                        _ => self.one(i, input.clone())?,
-                    });
-                }
-                let mut v = self.one(t, input)?;
-                for key in &keys {
-                    v = value::index(v, key)?;
+                    v = match (&i.kind, &keys_input) {
+                        (Kind::Const(key), _) => value::index(v, key)?,
+                        (_, Some(keys_input)) => {
+                            let key = self.one(i, keys_input.clone())?;
+                            value::index(v, &key)?
+                        }
+                        (_, None) => return Err(Stop::Fallback),
+                    };
                 }
                 Ok(v)
             }
@@ -111,86 +117,132 @@ impl<'a> Runner<'a> {
                 self.one(if truthy(&cond) { t } else { e }, input)
             }
             Kind::Arr(None) => Ok(Cow::Owned(Value::Array(Vec::new()))),
-            Kind::Arr(Some(f)) => {
-                let mut items = Vec::new();
-                self.each(f, input, &mut |_, v| {
-                    items.push(value::owned(v));
-                    Ok(())
-                })?;
-                Ok(Cow::Owned(Value::Array(items)))
-            }
-            Kind::Obj(entries) => {
-                let mut map = Map::new();
-                for (k, v) in entries {
-                    let key = match self.one(k, input_for(k, &input))? {
-                        Cow::Owned(Value::String(key)) => key,
-                        Cow::Borrowed(Value::String(key)) => key.clone(),
-                        // jaq allows any key and then fails to make JSON of it.
-                        _ => return Err(Stop::Fallback),
-                    };
-                    let value = self.one(v, input_for(v, &input))?;
-                    map.insert(key, value::owned(value));
-                }
-                Ok(Cow::Owned(Value::Object(map)))
-            }
-            Kind::Str(uri, parts) => {
-                let mut text = String::new();
-                for part in parts {
-                    match part {
-                        StrPart::Lit(lit) => text.push_str(lit),
-                        StrPart::Op(op) => {
-                            let v = self.one(op, input_for(op, &input))?;
-                            if *uri {
-                                value::write_uri(&v, &mut text)?;
-                            } else {
-                                value::write_text(&v, &mut text)?;
-                            }
-                        }
+            Kind::Arr(Some(f)) => self.array(f, input),
+            Kind::Obj(entries) => self.object(entries, input),
+            Kind::Str(uri, parts) => self.text(*uri, parts, input),
+            Kind::Reduce(xs, slot, init, update) => self.reduce(xs, *slot, init, update, input),
+            Kind::Call(Builtin::Map, args) => self.map(args, input),
+            Kind::Call(builtin, args) => self.call(*builtin, args, input),
+            Kind::Update(keys, f) => self.update_at(keys, f, input),
+            Kind::Comma(..) | Kind::Try(..) => Err(Stop::Fallback),
+        }
+    }
+
+    // The operations below are kept out of `one`, which every operation goes through, so
+    // that its frame stays small.
+
+    #[inline(never)]
+    fn array(&mut self, f: &'a Op, input: V<'a>) -> R<V<'a>> {
+        let mut items = Vec::new();
+        self.each(f, input, &mut |_, v| {
+            items.push(value::owned(v));
+            Ok(())
+        })?;
+        Ok(Cow::Owned(Value::Array(items)))
+    }
+
+    #[inline(never)]
+    fn object(&mut self, entries: &'a [(Op, Op)], input: V<'a>) -> R<V<'a>> {
+        let mut map = Map::new();
+        for (k, v) in entries {
+            let key = match self.one(k, input_for(k, &input))? {
+                Cow::Owned(Value::String(key)) => key,
+                Cow::Borrowed(Value::String(key)) => key.clone(),
+                // jaq allows any key and then fails to make JSON of it.
+                _ => return Err(Stop::Fallback),
+            };
+            let value = self.one(v, input_for(v, &input))?;
+            map.insert(key, value::owned(value));
+        }
+        Ok(Cow::Owned(Value::Object(map)))
+    }
+
+    #[inline(never)]
+    fn text(&mut self, uri: bool, parts: &'a [StrPart], input: V<'a>) -> R<V<'a>> {
+        let mut text = String::with_capacity(32);
+        for part in parts {
+            match part {
+                StrPart::Lit(lit) => text.push_str(lit),
+                StrPart::Op(op) => {
+                    let v = self.one(op, input_for(op, &input))?;
+                    if uri {
+                        value::write_uri(&v, &mut text)?;
+                    } else {
+                        value::write_text(&v, &mut text)?;
                     }
                 }
-                Ok(value::string(text))
             }
-            Kind::Reduce(xs, slot, init, update) => {
-                let mut acc = Some(self.one(init, input_for(init, &input))?);
-                self.each(xs, input, &mut |rt, x| {
-                    rt.slots[*slot] = x;
-                    let current = acc.take().ok_or(Stop::Fallback)?;
-                    acc = Some(rt.one(update, current)?);
-                    Ok(())
-                })?;
-                acc.ok_or(Stop::Fallback)
+        }
+        Ok(value::string(text))
+    }
+
+    #[inline(never)]
+    fn reduce(
+        &mut self,
+        xs: &'a Op,
+        slot: usize,
+        init: &'a Op,
+        update: &'a Op,
+        input: V<'a>,
+    ) -> R<V<'a>> {
+        let mut acc = Some(self.one(init, input_for(init, &input))?);
+        self.each(xs, input, &mut |rt, x| {
+            rt.slots[slot] = x;
+            let current = acc.take().ok_or(Stop::Fallback)?;
+            acc = Some(rt.one(update, current)?);
+            Ok(())
+        })?;
+        acc.ok_or(Stop::Fallback)
+    }
+
+    #[inline(never)]
+    fn map(&mut self, args: &'a [Op], input: V<'a>) -> R<V<'a>> {
+        let [f] = args else {
+            return Err(Stop::Fallback);
+        };
+        let mut items = Vec::new();
+        value::iterate(input, |item| {
+            self.each(f, item, &mut |_, v| {
+                items.push(value::owned(v));
+                Ok(())
+            })
+        })?;
+        Ok(Cow::Owned(Value::Array(items)))
+    }
+
+    /// A builtin on value arguments; most take at most two, which need no vector.
+    #[inline(never)]
+    fn call(&mut self, builtin: Builtin, args: &'a [Op], input: V<'a>) -> R<V<'a>> {
+        match args {
+            [] => builtins::call(builtin, input, &[]),
+            [a] => {
+                let a = self.one(a, input_for(a, &input))?;
+                builtins::call(builtin, input, &[a])
             }
-            Kind::Call(Builtin::Map, args) => {
-                let [f] = args.as_slice() else {
-                    return Err(Stop::Fallback);
-                };
-                let mut items = Vec::new();
-                value::iterate(input, |item| {
-                    self.each(f, item, &mut |_, v| {
-                        items.push(value::owned(v));
-                        Ok(())
-                    })
-                })?;
-                Ok(Cow::Owned(Value::Array(items)))
+            [a, b] => {
+                let a = self.one(a, input_for(a, &input))?;
+                let b = self.one(b, input_for(b, &input))?;
+                builtins::call(builtin, input, &[a, b])
             }
-            Kind::Call(builtin, args) => {
+            _ => {
                 let mut values = Vec::with_capacity(args.len());
                 for arg in args {
                     values.push(self.one(arg, input_for(arg, &input))?);
                 }
-                builtins::call(*builtin, input, &values)
+                builtins::call(builtin, input, &values)
             }
-            Kind::Update(keys, f) => {
-                let mut at = Vec::with_capacity(keys.len());
-                for key in keys {
-                    at.push(value::owned(self.one(key, input_for(key, &input))?));
-                }
-                let mut doc = value::owned(input);
-                self.update(&mut doc, &at, f)?;
-                Ok(Cow::Owned(doc))
-            }
-            Kind::Comma(..) | Kind::Try(..) => Err(Stop::Fallback),
         }
+    }
+
+    #[inline(never)]
+    fn update_at(&mut self, keys: &'a [Op], f: &'a Op, input: V<'a>) -> R<V<'a>> {
+        let mut at = Vec::with_capacity(keys.len());
+        for key in keys {
+            at.push(value::owned(self.one(key, input_for(key, &input))?));
+        }
+        let mut doc = value::owned(input);
+        self.update(&mut doc, &at, f)?;
+        Ok(Cow::Owned(doc))
     }
 
     /// Replaces the value at `keys` in `doc` by `f` of it; a missing member is created, from
