@@ -478,6 +478,23 @@ mod tests {
     }
 
     #[test]
+    fn mappings_using_jq_the_compiled_form_does_not_know_run_on_jaq() {
+        let plain = compile("order", "{status: \"accepted\", erp_document_id: .id}");
+        assert!(plain.runs_compiled());
+        let labelled = compile(
+            "order",
+            "label $out | {status: \"accepted\", erp_document_id: .id}",
+        );
+        assert!(!labelled.runs_compiled());
+        // Both still map, the second through jaq.
+        let input = json!({"id": "E-1"});
+        assert_eq!(
+            plain.program.run_json(input.clone()),
+            labelled.program.run_json(input)
+        );
+    }
+
+    #[test]
     fn mappings_are_shareable_across_threads() {
         fn shareable<T: Send + Sync>() {}
         shareable::<Mapping>();

@@ -119,6 +119,7 @@ impl PolicyKind for Transform {
             Some(c) => c,
             None => match Catalog::load(&root) {
                 Ok(c) => {
+                    warn_interpreted(&c);
                     let c = Arc::new(c);
                     cx.cache::<CatalogCache>().insert(root.clone(), c.clone());
                     c
@@ -218,6 +219,26 @@ impl Transform {
             .chain(self.error.iter())
             .cloned()
             .collect()
+    }
+}
+
+/// A mapping the compiled form does not know runs on jaq at several times the cost: said once
+/// per load, so an operator who wrote one knows where the time goes.
+fn warn_interpreted(catalog: &Catalog) {
+    let inbound = catalog
+        .mappings()
+        .filter(|m| !m.runs_compiled())
+        .map(|m| m.path().to_owned());
+    let outbound = catalog
+        .outbound_mappings()
+        .filter(|m| !m.runs_compiled())
+        .map(|m| m.path().to_owned());
+    for path in inbound.chain(outbound) {
+        tracing::warn!(
+            mapping = %path.display(),
+            "this mapping runs on the jq interpreter, at several times the cost of a compiled \
+             one: it uses jq the compiled form does not know (see mappings/README.md)"
+        );
     }
 }
 
