@@ -41,6 +41,8 @@ enum Entry<'t, 's> {
     Closure(&'s str, &'t T<'s>, Scope<'t, 's>),
     /// A definition's own name inside its body: a recursive call, which is not inlined.
     Recursive(&'s str, usize),
+    /// A `$` parameter whose argument is pure (see [`pure`]), put in place of each use.
+    Pure(&'s str, Rc<Op>),
 }
 
 impl<'t, 's> Scope<'t, 's> {
@@ -180,6 +182,7 @@ impl Lowerer {
             Term::Call(name, args) => self.call(name, args, scope),
             Term::Var(x) => scope.entries().find_map(|entry| match entry {
                 Entry::Var(name, slot) if name == x => op(Kind::Var(*slot)),
+                Entry::Pure(name, value) if name == x => Some((**value).clone()),
                 _ => None,
             }),
             Term::Path(t, path) => {
@@ -193,6 +196,12 @@ impl Lowerer {
                     };
                     parts.push((part, matches!(opt, Opt::Optional)));
                 }
+                let t = match (table(&t), parts.first()) {
+                    (Some(table), Some((Part::Index(_), _))) => {
+                        Box::new(Op::new(Kind::Const(table)))
+                    }
+                    _ => t,
+                };
                 op(Kind::Path(t, parts))
             }
             Term::Recurse | Term::Label(..) | Term::Break(_) | Term::Fold(..) => None,
@@ -395,11 +404,16 @@ impl Lowerer {
             for (param, arg) in def.args.iter().zip(args) {
                 if let Some(filter_name) = param.strip_prefix('$') {
                     let value = l.term(arg, caller)?;
-                    let slot = l.slot();
-                    binds.push((value, slot));
-                    scope = scope
-                        .with(Entry::Closure(filter_name, arg, caller.clone()))
-                        .with(Entry::Var(param, slot));
+                    scope = scope.with(Entry::Closure(filter_name, arg, caller.clone()));
+                    if pure(&value) {
+                        // Computed where it is used, if it is: `required(f; "missing \($x)")`
+                        // formats its message only when it rejects.
+                        scope = scope.with(Entry::Pure(param, Rc::new(value)));
+                    } else {
+                        let slot = l.slot();
+                        binds.push((value, slot));
+                        scope = scope.with(Entry::Var(param, slot));
+                    }
                 } else {
                     scope = scope.with(Entry::Closure(param, arg, caller.clone()));
                 }
@@ -411,6 +425,44 @@ impl Lowerer {
             Some(body)
         })
     }
+}
+
+/// Whether an argument can stand in for its `$` parameter at each use instead of being bound
+/// once: it reads no input and raises no error (a string of constants and variables can at
+/// worst leave the run to jaq), so computing it zero or several times changes nothing but the
+/// cost. The variables it reads keep their values while the definition runs: definitions are
+/// inlined, never recursive.
+fn pure(op: &Op) -> bool {
+    match &op.kind {
+        Kind::Const(_) | Kind::Var(_) => true,
+        Kind::Str(_, parts) => parts.iter().all(|part| match part {
+            StrPart::Lit(_) => true,
+            StrPart::Op(op) => matches!(op.kind, Kind::Const(_) | Kind::Var(_)),
+        }),
+        _ => false,
+    }
+}
+
+/// A lookup table, `{"AFN": "marketplace", "MFN": "merchant"}[.x]`: an object of constant
+/// keys and scalar values only ever indexed, built once instead of on every run. (Iterating
+/// it would give its members in key order, not in jaq's order of construction; indexing
+/// does not see the order, and a scalar member has none.)
+fn table(t: &Op) -> Option<Value> {
+    let Kind::Obj(entries) = &t.kind else {
+        return None;
+    };
+    let mut map = serde_json::Map::new();
+    for (k, v) in entries {
+        match (&k.kind, &v.kind) {
+            (Kind::Const(Value::String(key)), Kind::Const(value))
+                if !value.is_object() && !value.is_array() =>
+            {
+                map.insert(key.clone(), value.clone());
+            }
+            _ => return None,
+        }
+    }
+    Some(Value::Object(map))
 }
 
 /// An integer literal as the number jaq makes of it; other literals stay with jaq, whose

@@ -6,11 +6,13 @@ use serde_json::Value;
 
 /// One operation, and whether it always gives exactly one output (or an error): such
 /// operations run without the generator machinery, which is most of a mapping.
+#[derive(Clone)]
 pub(crate) struct Op {
     pub(crate) kind: Kind,
     pub(crate) single: bool,
 }
 
+#[derive(Clone)]
 pub(crate) enum Kind {
     /// `.`
     Id,
@@ -51,6 +53,7 @@ pub(crate) enum Kind {
     Update(Vec<Op>, Box<Op>),
 }
 
+#[derive(Clone)]
 pub(crate) enum Part {
     /// `[f]`, `.a`
     Index(Op),
@@ -58,6 +61,7 @@ pub(crate) enum Part {
     Iter,
 }
 
+#[derive(Clone)]
 pub(crate) enum StrPart {
     Lit(String),
     Op(Op),
