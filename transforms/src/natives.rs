@@ -394,12 +394,16 @@ fn stable_number(cv: Cv<'_, Data>) -> ValXs<'_, Val> {
             cv.1
         ))));
     };
+    bome(Ok(string(stable_number_of(text))))
+}
+
+/// `stable_number`'s digits for a text: its 64-bit FNV-1a hash, as 1 ..= 10^15 - 1 (positive,
+/// and exact as a double for consumers that parse it as one). The compiled form calls it too.
+pub(crate) fn stable_number_of(text: &str) -> String {
     let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     });
-    // 1 ..= 10^15 - 1: positive, and exact as a double for consumers that parse it as one.
-    let number = hash % 999_999_999_999_999 + 1;
-    bome(Ok(string(number.to_string())))
+    (hash % 999_999_999_999_999 + 1).to_string()
 }
 
 fn country_alpha2(cv: Cv<'_, Data>) -> ValXs<'_, Val> {

@@ -9,7 +9,7 @@ use serde_json::{Map, Number, Value};
 
 use super::op::Builtin;
 use super::value::{self, NULL, R, Stop, V, boolean, int, string};
-use crate::{codes, decimal, status, time};
+use crate::{codes, decimal, natives, status, time};
 
 /// Calls a builtin that takes values: `input` is `.`, `args` the values of its arguments.
 pub(crate) fn call<'a>(builtin: Builtin, input: V<'a>, args: &[V<'a>]) -> R<V<'a>> {
@@ -156,15 +156,10 @@ pub(crate) fn call<'a>(builtin: Builtin, input: V<'a>, args: &[V<'a>]) -> R<V<'a
         Builtin::ToEpochMs => text_with(&input, time::rfc3339_to_epoch_millis).map(int),
         Builtin::ToUtcMs => text_with(&input, time::to_utc_millis).map(string),
         Builtin::IdNumber => id_number(&input),
-        Builtin::StableNumber => {
-            let Value::String(text) = &*input else {
-                return Err(Stop::Opaque);
-            };
-            let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-            });
-            Ok(string((hash % 999_999_999_999_999 + 1).to_string()))
-        }
+        Builtin::StableNumber => match &*input {
+            Value::String(text) => Ok(string(natives::stable_number_of(text))),
+            _ => Err(Stop::Opaque),
+        },
         Builtin::CountryAlpha2 => match &*input {
             Value::String(text) => codes::country_alpha2(text)
                 .map(|code| string(code.to_owned()))
