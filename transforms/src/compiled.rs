@@ -36,7 +36,8 @@ impl Program {
 
     /// The one output of the program on `input`, or `None` when jaq must answer.
     pub(crate) fn run(&self, input: &Value) -> Option<Value> {
-        let mut runner = eval::Runner::new(self.slots);
+        let arena = typed_arena::Arena::new();
+        let mut runner = eval::Runner::new(self.slots, &arena);
         let mut output = None;
         let mut count = 0usize;
         let result = runner.each(

@@ -9,13 +9,16 @@ use serde_json::{Map, Value};
 use super::builtins;
 use super::op::{Builtin, Kind, Op, Part, StrPart};
 use super::value::{self, NULL, R, Stop, V, boolean, truthy};
+use typed_arena::Arena;
 
 /// What receives each output of a generator.
 type Out<'o, 'a> = &'o mut dyn FnMut(&mut Runner<'a>, V<'a>) -> R;
 
-/// The state of one run: the values of the `$` variables.
+/// The state of one run: the values of the `$` variables, and an arena for the values built
+/// during the run that more than one operation reads.
 pub(crate) struct Runner<'a> {
     slots: Vec<V<'a>>,
+    arena: &'a Arena<Value>,
 }
 
 /// The input an operation is given when it does not read it.
@@ -24,8 +27,9 @@ fn unread<'a>() -> V<'a> {
 }
 
 /// `input` for an operation that reads it; a constant or a variable does not, and an owned
-/// input is not copied for them.
-fn input_for<'a>(op: &Op, input: &V<'a>) -> V<'a> {
+/// input is not copied for them. (Generators share their input first, so this copies no
+/// more than a pointer there.)
+fn input_of<'a>(op: &Op, input: &V<'a>) -> V<'a> {
     match op.kind {
         Kind::Const(_) | Kind::Var(_) => unread(),
         _ => input.clone(),
@@ -33,14 +37,37 @@ fn input_for<'a>(op: &Op, input: &V<'a>) -> V<'a> {
 }
 
 impl<'a> Runner<'a> {
-    pub(crate) fn new(slots: usize) -> Runner<'a> {
+    pub(crate) fn new(slots: usize, arena: &'a Arena<Value>) -> Runner<'a> {
         Runner {
             slots: vec![unread(); slots],
+            arena,
+        }
+    }
+
+    /// A value several operations read: one built during the run moves into the arena once,
+    /// and each reader borrows it, where each would otherwise take a deep copy.
+    fn shared(&self, v: V<'a>) -> V<'a> {
+        match v {
+            Cow::Owned(v) => Cow::Borrowed(self.arena.alloc(v)),
+            borrowed => borrowed,
+        }
+    }
+
+    /// `input` for `op`, when `input` is read again after it: shared (see [`Runner::shared`]).
+    fn input_for(&self, op: &Op, input: &mut V<'a>) -> V<'a> {
+        match op.kind {
+            Kind::Const(_) | Kind::Var(_) => unread(),
+            _ => {
+                if let Cow::Owned(_) = input {
+                    *input = self.shared(std::mem::replace(input, unread()));
+                }
+                input.clone()
+            }
         }
     }
 
     /// The one output of a `single` operation.
-    pub(crate) fn one(&mut self, op: &'a Op, input: V<'a>) -> R<V<'a>> {
+    pub(crate) fn one(&mut self, op: &'a Op, mut input: V<'a>) -> R<V<'a>> {
         debug_assert!(op.single);
         match &op.kind {
             Kind::Id => Ok(input),
@@ -74,12 +101,12 @@ impl<'a> Runner<'a> {
                 self.one(r, x)
             }
             Kind::Bind(e, slot, body) => {
-                let x = self.one(e, input_for(e, &input))?;
-                self.slots[*slot] = x;
+                let x = self.one(e, self.input_for(e, &mut input))?;
+                self.slots[*slot] = self.shared(x);
                 self.one(body, input)
             }
             Kind::Alt(l, r) => {
-                let x = self.one(l, input_for(l, &input))?;
+                let x = self.one(l, self.input_for(l, &mut input))?;
                 if truthy(&x) {
                     Ok(x)
                 } else {
@@ -87,7 +114,7 @@ impl<'a> Runner<'a> {
                 }
             }
             Kind::Logic(l, or, r) => {
-                let x = self.one(l, input_for(l, &input))?;
+                let x = self.one(l, self.input_for(l, &mut input))?;
                 if truthy(&x) == *or {
                     return Ok(boolean(*or));
                 }
@@ -95,12 +122,12 @@ impl<'a> Runner<'a> {
                 Ok(boolean(truthy(&y)))
             }
             Kind::Math(l, m, r) => {
-                let x = self.one(l, input_for(l, &input))?;
+                let x = self.one(l, self.input_for(l, &mut input))?;
                 let y = self.one(r, input)?;
                 value::math(*m, x, y)
             }
             Kind::Cmp(l, c, r) => {
-                let x = self.one(l, input_for(l, &input))?;
+                let x = self.one(l, self.input_for(l, &mut input))?;
                 let y = self.one(r, input)?;
                 value::compare(*c, &x, &y).map(boolean)
             }
@@ -113,7 +140,7 @@ impl<'a> Runner<'a> {
                 }
             }
             Kind::If(c, t, e) => {
-                let cond = self.one(c, input_for(c, &input))?;
+                let cond = self.one(c, self.input_for(c, &mut input))?;
                 self.one(if truthy(&cond) { t } else { e }, input)
             }
             Kind::Arr(None) => Ok(Cow::Owned(Value::Array(Vec::new()))),
@@ -142,29 +169,29 @@ impl<'a> Runner<'a> {
     }
 
     #[inline(never)]
-    fn object(&mut self, entries: &'a [(Op, Op)], input: V<'a>) -> R<V<'a>> {
+    fn object(&mut self, entries: &'a [(Op, Op)], mut input: V<'a>) -> R<V<'a>> {
         let mut map = Map::new();
         for (k, v) in entries {
-            let key = match self.one(k, input_for(k, &input))? {
+            let key = match self.one(k, self.input_for(k, &mut input))? {
                 Cow::Owned(Value::String(key)) => key,
                 Cow::Borrowed(Value::String(key)) => key.clone(),
                 // jaq allows any key and then fails to make JSON of it.
                 _ => return Err(Stop::Fallback),
             };
-            let value = self.one(v, input_for(v, &input))?;
+            let value = self.one(v, self.input_for(v, &mut input))?;
             map.insert(key, value::owned(value));
         }
         Ok(Cow::Owned(Value::Object(map)))
     }
 
     #[inline(never)]
-    fn text(&mut self, uri: bool, parts: &'a [StrPart], input: V<'a>) -> R<V<'a>> {
+    fn text(&mut self, uri: bool, parts: &'a [StrPart], mut input: V<'a>) -> R<V<'a>> {
         let mut text = String::with_capacity(32);
         for part in parts {
             match part {
                 StrPart::Lit(lit) => text.push_str(lit),
                 StrPart::Op(op) => {
-                    let v = self.one(op, input_for(op, &input))?;
+                    let v = self.one(op, self.input_for(op, &mut input))?;
                     if uri {
                         value::write_uri(&v, &mut text)?;
                     } else {
@@ -183,11 +210,11 @@ impl<'a> Runner<'a> {
         slot: usize,
         init: &'a Op,
         update: &'a Op,
-        input: V<'a>,
+        mut input: V<'a>,
     ) -> R<V<'a>> {
-        let mut acc = Some(self.one(init, input_for(init, &input))?);
+        let mut acc = Some(self.one(init, self.input_for(init, &mut input))?);
         self.each(xs, input, &mut |rt, x| {
-            rt.slots[slot] = x;
+            rt.slots[slot] = rt.shared(x);
             let current = acc.take().ok_or(Stop::Fallback)?;
             acc = Some(rt.one(update, current)?);
             Ok(())
@@ -212,22 +239,22 @@ impl<'a> Runner<'a> {
 
     /// A builtin on value arguments; most take at most two, which need no vector.
     #[inline(never)]
-    fn call(&mut self, builtin: Builtin, args: &'a [Op], input: V<'a>) -> R<V<'a>> {
+    fn call(&mut self, builtin: Builtin, args: &'a [Op], mut input: V<'a>) -> R<V<'a>> {
         match args {
             [] => builtins::call(builtin, input, &[]),
             [a] => {
-                let a = self.one(a, input_for(a, &input))?;
+                let a = self.one(a, self.input_for(a, &mut input))?;
                 builtins::call(builtin, input, &[a])
             }
             [a, b] => {
-                let a = self.one(a, input_for(a, &input))?;
-                let b = self.one(b, input_for(b, &input))?;
+                let a = self.one(a, self.input_for(a, &mut input))?;
+                let b = self.one(b, self.input_for(b, &mut input))?;
                 builtins::call(builtin, input, &[a, b])
             }
             _ => {
                 let mut values = Vec::with_capacity(args.len());
                 for arg in args {
-                    values.push(self.one(arg, input_for(arg, &input))?);
+                    values.push(self.one(arg, self.input_for(arg, &mut input))?);
                 }
                 builtins::call(builtin, input, &values)
             }
@@ -235,10 +262,12 @@ impl<'a> Runner<'a> {
     }
 
     #[inline(never)]
-    fn update_at(&mut self, keys: &'a [Op], f: &'a Op, input: V<'a>) -> R<V<'a>> {
+    fn update_at(&mut self, keys: &'a [Op], f: &'a Op, mut input: V<'a>) -> R<V<'a>> {
         let mut at = Vec::with_capacity(keys.len());
         for key in keys {
-            at.push(value::owned(self.one(key, input_for(key, &input))?));
+            at.push(value::owned(
+                self.one(key, self.input_for(key, &mut input))?,
+            ));
         }
         let mut doc = value::owned(input);
         self.update(&mut doc, &at, f)?;
@@ -282,6 +311,11 @@ impl<'a> Runner<'a> {
             let v = self.one(op, input)?;
             return out(self, v);
         }
+        // What follows reads its input more than once, mostly.
+        let input = match op.kind {
+            Kind::Pipe(..) | Kind::Try(..) => input,
+            _ => self.shared(input),
+        };
         match &op.kind {
             Kind::Path(t, parts) => {
                 let path_input = input.clone();
@@ -291,7 +325,7 @@ impl<'a> Runner<'a> {
             Kind::Bind(e, slot, body) => {
                 let body_input = input.clone();
                 self.each(e, input, &mut |rt, x| {
-                    rt.slots[*slot] = x;
+                    rt.slots[*slot] = rt.shared(x);
                     rt.each(body, body_input.clone(), out)
                 })
             }
@@ -440,13 +474,13 @@ impl<'a> Runner<'a> {
         let Some(((k, v), rest)) = entries.split_first() else {
             return out(self, Cow::Owned(Value::Object(map)));
         };
-        self.each(k, input_for(k, input), &mut |rt, key| {
+        self.each(k, input_of(k, input), &mut |rt, key| {
             let key = match key {
                 Cow::Owned(Value::String(key)) => key,
                 Cow::Borrowed(Value::String(key)) => key.clone(),
                 _ => return Err(Stop::Fallback),
             };
-            rt.each(v, input_for(v, input), &mut |rt, value| {
+            rt.each(v, input_of(v, input), &mut |rt, value| {
                 let mut map = map.clone();
                 map.insert(key.clone(), value::owned(value));
                 rt.entries(rest, map, input, out)
@@ -472,7 +506,7 @@ impl<'a> Runner<'a> {
                 text.push_str(lit);
                 self.parts_text(uri, rest, text, input, out)
             }
-            StrPart::Op(op) => self.each(op, input_for(op, input), &mut |rt, v| {
+            StrPart::Op(op) => self.each(op, input_of(op, input), &mut |rt, v| {
                 let mut text = text.clone();
                 if uri {
                     value::write_uri(&v, &mut text)?;
@@ -498,7 +532,7 @@ impl<'a> Runner<'a> {
             let result = builtins::call(builtin, input.clone(), &values)?;
             return out(self, result);
         };
-        self.each(arg, input_for(arg, input), &mut |rt, v| {
+        self.each(arg, input_of(arg, input), &mut |rt, v| {
             let mut values = values.clone();
             values.push(v);
             rt.arguments(builtin, rest, values, input, out)
@@ -533,7 +567,7 @@ impl<'a> Runner<'a> {
             }
             Part::Index(i) => {
                 let mut keys = Vec::new();
-                self.each(i, input_for(i, input), &mut |_, key| {
+                self.each(i, input_of(i, input), &mut |_, key| {
                     keys.push(key);
                     Ok(())
                 })?;

@@ -255,18 +255,21 @@ pub(crate) fn index<'a>(v: V<'a>, i: &Value) -> R<V<'a>> {
     }
 }
 
-/// `v[]`, each member in turn. An input object's members come in key order, as they do in
-/// jaq (which gets the input from a sorted map); a built object's would come in the order jaq
-/// built it, which is not kept here.
+/// `v[]`, each member in turn. An object of several members is left to jaq: jaq gives its
+/// members in the order it built the object, which a built object here does not keep (values
+/// built during a run may be shared by reference, so a borrowed object is not necessarily the
+/// input's).
 pub(crate) fn iterate<'a>(v: V<'a>, mut each: impl FnMut(V<'a>) -> R) -> R {
     match v {
         Cow::Borrowed(Value::Array(items)) => items.iter().try_for_each(|i| each(Cow::Borrowed(i))),
         Cow::Owned(Value::Array(items)) => items.into_iter().try_for_each(|i| each(Cow::Owned(i))),
-        Cow::Borrowed(Value::Object(map)) => map.values().try_for_each(|i| each(Cow::Borrowed(i))),
+        Cow::Borrowed(Value::Object(map)) if map.len() <= 1 => {
+            map.values().try_for_each(|i| each(Cow::Borrowed(i)))
+        }
         Cow::Owned(Value::Object(map)) if map.len() <= 1 => {
             map.into_iter().try_for_each(|(_, i)| each(Cow::Owned(i)))
         }
-        Cow::Owned(Value::Object(_)) => Err(Stop::Fallback),
+        Cow::Borrowed(Value::Object(_)) | Cow::Owned(Value::Object(_)) => Err(Stop::Fallback),
         _ => Err(Stop::Opaque),
     }
 }
