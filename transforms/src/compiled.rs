@@ -7,7 +7,7 @@
 //! but exactly one output (an error, a rejection, no output), or that meets something it does
 //! not reproduce exactly (floating point, the order of a built object's members), answers
 //! nothing, and the engine runs jaq instead. A mapping using jq the lowering does not know
-//! (`|=`, destructuring, `label`, regular expressions, recursion, ...) is not compiled at all.
+//! (destructuring, `label`, `=`, `..`, slices, recursion, ...) is not compiled at all.
 
 mod builtins;
 mod eval;
@@ -18,30 +18,23 @@ mod value;
 use serde_json::Value;
 
 /// A mapping lowered to operations.
-pub(crate) struct Program {
-    main: op::Op,
-    slots: usize,
-}
+pub(crate) struct Program(lower::Lowered);
 
 impl Program {
     /// Lowers `code` with the prelude's definitions; `None` when it uses jq the compiled form
     /// does not know (or does not parse, which jaq then reports).
     pub(crate) fn compile(code: &str, prelude: &str) -> Option<Program> {
-        let lowered = lower::lower(code, prelude)?;
-        Some(Program {
-            main: lowered.main,
-            slots: lowered.slots,
-        })
+        lower::lower(code, prelude).map(Program)
     }
 
     /// The one output of the program on `input`, or `None` when jaq must answer.
     pub(crate) fn run(&self, input: &Value) -> Option<Value> {
         let arena = typed_arena::Arena::new();
-        let mut runner = eval::Runner::new(self.slots, &arena);
+        let mut runner = eval::Runner::new(self.0.slots, &arena);
         let mut output = None;
         let mut count = 0usize;
         let result = runner.each(
-            &self.main,
+            &self.0.main,
             std::borrow::Cow::Borrowed(input),
             &mut |_, v| {
                 count += 1;

@@ -488,6 +488,7 @@ mod tests {
             "{b: 1, a: 2} | tojson",
             ".s | gsub(\"x*\"; \"-\")",
             "{a: 1} | .b.c[3] |= 1",
+            "[.a[error(\"k\")]?]",
             // jq the compiled form does not know: the whole program stays with jaq.
             ".o | keys",
             "[.[] | type]",

@@ -30,10 +30,15 @@ fn unread<'a>() -> V<'a> {
 /// input is not copied for them. (Generators share their input first, so this copies no
 /// more than a pointer there.)
 fn input_of<'a>(op: &Op, input: &V<'a>) -> V<'a> {
-    match op.kind {
-        Kind::Const(_) | Kind::Var(_) => unread(),
-        _ => input.clone(),
+    if reads_input(op) {
+        input.clone()
+    } else {
+        unread()
     }
+}
+
+fn reads_input(op: &Op) -> bool {
+    !matches!(op.kind, Kind::Const(_) | Kind::Var(_))
 }
 
 impl<'a> Runner<'a> {
@@ -55,15 +60,10 @@ impl<'a> Runner<'a> {
 
     /// `input` for `op`, when `input` is read again after it: shared (see [`Runner::shared`]).
     fn input_for(&self, op: &Op, input: &mut V<'a>) -> V<'a> {
-        match op.kind {
-            Kind::Const(_) | Kind::Var(_) => unread(),
-            _ => {
-                if let Cow::Owned(_) = input {
-                    *input = self.shared(std::mem::replace(input, unread()));
-                }
-                input.clone()
-            }
+        if reads_input(op) && matches!(input, Cow::Owned(_)) {
+            *input = self.shared(std::mem::replace(input, unread()));
         }
+        input_of(op, input)
     }
 
     /// The one output of a `single` operation.
@@ -79,7 +79,10 @@ impl<'a> Runner<'a> {
                 let keys_input = parts
                     .iter()
                     .any(|(part, _)| matches!(part, Part::Index(i) if !matches!(i.kind, Kind::Const(_))))
-                    .then(|| input.clone());
+                    .then(|| {
+                        input = self.shared(std::mem::replace(&mut input, unread()));
+                        input.clone()
+                    });
                 let mut v = self.one(t, input)?;
                 for (part, _) in parts {
                     let Part::Index(i) = part else {
@@ -567,10 +570,16 @@ impl<'a> Runner<'a> {
             }
             Part::Index(i) => {
                 let mut keys = Vec::new();
-                self.each(i, input_of(i, input), &mut |_, key| {
+                let computed = self.each(i, input_of(i, input), &mut |_, key| {
                     keys.push(key);
                     Ok(())
-                })?;
+                });
+                match computed {
+                    Ok(()) => {}
+                    // Whether `?` also covers the index's own errors is not copied here.
+                    Err(Stop::Opaque | Stop::Error(_)) if *optional => return Err(Stop::Fallback),
+                    Err(stop) => return Err(stop),
+                }
                 for key in keys {
                     match value::index(v.clone(), &key) {
                         Ok(x) => self.parts(x, rest, input, out)?,

@@ -256,12 +256,12 @@ impl Lowerer {
             }
             // `{a}` is `{a: .a}`.
             (key, None) => {
-                let index = self.term(key, scope)?;
+                let key = self.term(key, scope)?;
                 let value = Op::new(Kind::Path(
                     Box::new(Op::new(Kind::Id)),
-                    vec![(Part::Index(index), false)],
+                    vec![(Part::Index(key.clone()), false)],
                 ));
-                Some((self.term(key, scope)?, value))
+                Some((key, value))
             }
             (key, Some(value)) => Some((self.term(key, scope)?, self.term(value, scope)?)),
         }

@@ -103,7 +103,7 @@ impl Op {
 /// ours (see `natives`), with the same meaning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Builtin {
-    // Taking filters.
+    // Run by the evaluator itself: generators, and builtins taking filters.
     Empty,
     Values,
     Select,
