@@ -90,6 +90,7 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
         // the demo runs the admin API without a token, so on loopback only (see the banner)
         admin_token_file: None,
         threads: 0,
+        scheduler: Default::default(),
         upgrade: false,
         grace_period_secs: 0,
         shutdown_timeout_secs: 5,

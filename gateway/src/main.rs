@@ -49,6 +49,11 @@ enum Command {
         /// Worker threads (default: one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// How workers share connections: `per-thread` (each worker its own scheduler,
+        /// connections spread at accept) or `work-stealing` (idle workers take tasks from busy
+        /// ones; evener with few long-lived connections, dearer per request).
+        #[arg(long, value_enum, default_value = "per-thread")]
+        scheduler: server::Scheduler,
         /// Take over the listening sockets of a running gateway (graceful upgrade).
         #[arg(long)]
         upgrade: bool,
@@ -248,6 +253,7 @@ fn main() -> ExitCode {
             admin,
             admin_token_file,
             threads,
+            scheduler,
             upgrade,
             grace_period,
             shutdown_timeout,
@@ -261,6 +267,7 @@ fn main() -> ExitCode {
                 admin,
                 admin_token_file,
                 threads,
+                scheduler,
                 upgrade,
                 grace_period_secs: grace_period,
                 shutdown_timeout_secs: shutdown_timeout,
