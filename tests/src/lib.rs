@@ -106,6 +106,8 @@ pub struct Start {
     pub env: Vec<(String, String)>,
     /// Add `--https 127.0.0.1:0` (the file must configure listeners.https).
     pub https: bool,
+    /// More arguments of `gateway run`.
+    pub args: Vec<String>,
 }
 
 impl Gateway {
@@ -137,6 +139,7 @@ impl Gateway {
         if opts.https {
             cmd.args(["--https", "127.0.0.1:0"]);
         }
+        cmd.args(&opts.args);
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }

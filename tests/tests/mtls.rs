@@ -149,6 +149,7 @@ fn start(sim: &ErpSim, listener: &str, body: &str) -> Gateway {
                 "TEST_HS_SECRET".into(),
                 "0123456789abcdef0123456789abcdef".into(),
             )],
+            ..Start::default()
         },
     )
     .unwrap()

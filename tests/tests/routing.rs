@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use erp_sim::ErpSim;
 use serde_json::Value;
-use tests::{Gateway, policy_file, raw_request};
+use tests::{Gateway, Start, gateway_binary, policy_file, raw_request};
 
 const ROUTES: &str = "\
 routes:
@@ -255,5 +255,50 @@ async fn upstream_connections_are_pooled_and_reused() {
         sim.connections_accepted() <= 2,
         "{} connections for 20 sequential requests",
         sim.connections_accepted()
+    );
+}
+
+/// Both schedulers (`--scheduler`) serve many connections at once, each request reaching the
+/// upstream once; a value that names neither is refused before anything starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_schedulers_serve_concurrent_connections() {
+    for scheduler in ["per-thread", "work-stealing"] {
+        let sim = ErpSim::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let opts = Start {
+            args: vec!["--scheduler".into(), scheduler.into()],
+            ..Start::default()
+        };
+        let gw = Gateway::start_with(&policy_file(sim.addr(), "", ROUTES), opts).unwrap();
+        // no pooling: every request is a connection of its own, spread over the workers
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let sent = (0..40).map(|i| {
+            let req = client.get(gw.url(&format!("/channels/amazon/echo/n/{i}")));
+            async move { req.send().await }
+        });
+        for (i, resp) in futures_util::future::join_all(sent)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            let resp = resp.unwrap();
+            assert_eq!(resp.status(), 200, "{scheduler}: request {i}");
+            let echo: Value = resp.json().await.unwrap();
+            assert_eq!(echo["path"], format!("/echo/amazon/n/{i}"), "{scheduler}");
+        }
+        assert_eq!(sim.requests_started(), 40, "{scheduler}");
+    }
+
+    let refused = std::process::Command::new(gateway_binary().unwrap())
+        .args(["run", "-c", "unused.yaml", "--scheduler", "round-robin"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("per-thread") && err.contains("work-stealing"),
+        "{err}"
     );
 }
