@@ -59,9 +59,9 @@ pub struct RunOptions {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scheduler {
     /// Each worker runs its own single-threaded scheduler; a connection is given to one at
-    /// accept and stays there. No cross-thread queue or atomics on the request path, which is
-    /// what makes a request cheaper than on the work-stealing scheduler (nginx and HAProxy
-    /// workers share connections the same way).
+    /// accept and stays there, as nginx and HAProxy workers share connections. No run queue is
+    /// shared between workers, and a request costs less CPU than on the work-stealing
+    /// scheduler (8–21 % in the load test, benches/README.md).
     #[default]
     PerThread,
     /// One multi-threaded scheduler whose idle workers take tasks from busy ones: evener load
