@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use clap::ValueEnum as _;
 use pingora::apps::http_app::HttpServer;
 use pingora::connectors::http::Connector;
 use pingora::server::Server;
@@ -280,11 +281,22 @@ pub fn run(
         },
     ));
 
+    // what Pingora was given, not what was asked: the two can only differ by a bug
+    let scheduler = if server.configuration.work_stealing {
+        Scheduler::WorkStealing
+    } else {
+        Scheduler::PerThread
+    };
     tracing::info!(
         http = %listening.http.map(|a| a.to_string()).unwrap_or_default(),
         https = %listening.https.map(|a| a.to_string()).unwrap_or_default(),
         admin = %listening.admin.map(|a| a.to_string()).unwrap_or_default(),
         admin_token = listening.admin_token,
+        threads = server.configuration.threads,
+        scheduler = %scheduler
+            .to_possible_value()
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default(),
         version = %snapshot.set.version.hash,
         summary = %snapshot.set.summary(),
         "listening"

@@ -258,8 +258,9 @@ async fn upstream_connections_are_pooled_and_reused() {
     );
 }
 
-/// Both schedulers (`--scheduler`) serve many connections at once, each request reaching the
-/// upstream once; a value that names neither is refused before anything starts.
+/// Both schedulers (`--scheduler`) are what Pingora runs (the `listening` line says what it was
+/// given) and serve many connections at once, each request reaching the upstream once; a value
+/// that names neither is refused before anything starts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_schedulers_serve_concurrent_connections() {
     for scheduler in ["per-thread", "work-stealing"] {
@@ -269,6 +270,10 @@ async fn both_schedulers_serve_concurrent_connections() {
             ..Start::default()
         };
         let gw = Gateway::start_with(&policy_file(sim.addr(), "", ROUTES), opts).unwrap();
+        let listening = gw.log_events("listening");
+        assert_eq!(listening.len(), 1, "{listening:?}");
+        assert_eq!(listening[0]["scheduler"], scheduler);
+        assert_eq!(listening[0]["threads"], 2);
         // no pooling: every request is a connection of its own, spread over the workers
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(0)
