@@ -412,7 +412,9 @@ async fn a_permanent_refusal_parks_its_key_until_an_operator_replays_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_queue_answers_503_and_a_repeat_gets_the_same_202() {
     let sim = ErpSim::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    sim.set_down(true).await.unwrap();
+    // the ERP refuses every delivery (retried) but keeps its port: a closed listener's port can
+    // be bound by another test's server meanwhile, which then takes the deliveries
+    sim.set_behaviour(Behaviour::fail(503, None));
     let dir = TempDir::new("saf-full").unwrap();
     let gw = Gateway::start(&file(
         &sim,
