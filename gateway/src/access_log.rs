@@ -82,6 +82,112 @@ pub struct AccessLine<'a> {
     pub error: &'a str,
 }
 
+impl AccessLine<'_> {
+    /// Appends the line as JSON: the bytes serde's derive above writes (a test holds the two
+    /// to each other), but with the field names as constants and the values written directly,
+    /// which costs a third of the serializer's instructions on every request.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let mut stamp = [0u8; 27];
+        out.extend_from_slice(b"{\"timestamp\":\"");
+        out.extend_from_slice(rfc3339_micros(self.timestamp.0, &mut stamp).as_bytes());
+        out.extend_from_slice(b"\",\"level\":");
+        json_str(out, self.level);
+        out.extend_from_slice(b",\"target\":");
+        json_str(out, self.target);
+        out.extend_from_slice(b",\"message\":");
+        json_str(out, self.message);
+        out.extend_from_slice(b",\"request_id\":");
+        json_str(out, self.request_id);
+        out.extend_from_slice(b",\"trace_id\":\"");
+        let mut hex = [0u8; 64];
+        for chunk in self.trace_id.0.chunks(32) {
+            let n = crate::ids::hex_into(chunk, &mut hex);
+            out.extend_from_slice(&hex[..n]);
+        }
+        out.extend_from_slice(b"\",\"client\":\"");
+        if let Some(ip) = self.client.0 {
+            write_ip(out, ip);
+        }
+        out.extend_from_slice(b"\",\"method\":");
+        json_str(out, self.method);
+        out.extend_from_slice(b",\"path\":");
+        json_str(out, self.path);
+        out.extend_from_slice(b",\"route\":");
+        json_str(out, self.route);
+        out.extend_from_slice(b",\"channel\":");
+        json_str(out, self.channel);
+        out.extend_from_slice(b",\"client_cert\":");
+        json_str(out, self.client_cert);
+        out.extend_from_slice(b",\"client_cert_sha256\":");
+        json_str(out, self.client_cert_sha256);
+        if let Some(caller) = self.caller {
+            out.extend_from_slice(b",\"caller\":");
+            json_str(out, caller);
+        }
+        let mut n = itoa::Buffer::new();
+        out.extend_from_slice(b",\"status\":");
+        out.extend_from_slice(n.format(self.status).as_bytes());
+        out.extend_from_slice(b",\"upstream\":");
+        json_str(out, self.upstream);
+        out.extend_from_slice(b",\"upstream_status\":");
+        out.extend_from_slice(n.format(self.upstream_status).as_bytes());
+        out.extend_from_slice(b",\"attempts\":");
+        out.extend_from_slice(n.format(self.attempts).as_bytes());
+        out.extend_from_slice(b",\"latency_ms\":");
+        // serde_json's own float writer (shortest round trip; `null` when not finite)
+        if serde_json::to_writer(&mut *out, &self.latency_ms).is_err() {
+            out.extend_from_slice(b"null");
+        }
+        out.extend_from_slice(b",\"bytes_in\":");
+        out.extend_from_slice(n.format(self.bytes_in).as_bytes());
+        out.extend_from_slice(b",\"bytes_out\":");
+        out.extend_from_slice(n.format(self.bytes_out).as_bytes());
+        out.extend_from_slice(b",\"outcome\":");
+        json_str(out, self.outcome);
+        out.extend_from_slice(b",\"policy\":");
+        json_str(out, self.policy);
+        out.extend_from_slice(b",\"reason\":");
+        json_str(out, self.reason);
+        out.extend_from_slice(b",\"error\":");
+        json_str(out, self.error);
+        out.push(b'}');
+    }
+}
+
+/// Appends `s` as a JSON string. Most values need no escape and are copied whole; the rest go
+/// through serde_json's escaper.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else if serde_json::to_writer(&mut *out, s).is_err() {
+        // writing to a Vec cannot fail
+        out.extend_from_slice(b"\"\"");
+    }
+}
+
+/// Appends an address as `Display` writes it; IPv4, nearly every client, without the
+/// formatting machinery.
+pub fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut n = itoa::Buffer::new();
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(n.format(octet).as_bytes());
+            }
+        }
+        IpAddr::V6(v6) => {
+            // writing to a Vec cannot fail
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
 /// Bytes written as lowercase hex (a JSON string), without allocating.
 pub struct Hex<'a>(pub &'a [u8]);
 
@@ -233,10 +339,7 @@ impl AccessLog {
                 return;
             };
             buf.clear();
-            if serde_json::to_writer(&mut *buf, line).is_err() {
-                self.shared.dropped.inc();
-                return;
-            }
+            line.write_json(&mut buf);
             buf.push(b'\n');
             self.push(&buf);
         });
@@ -361,7 +464,9 @@ mod tests {
             reason: "",
             error: "",
         };
-        let text = serde_json::to_string(&line).unwrap();
+        let mut written = Vec::new();
+        line.write_json(&mut written);
+        let text = String::from_utf8(written).unwrap();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["path"], "/a\"b\\c\n");
         assert_eq!(v["trace_id"], "ab01");
@@ -373,6 +478,70 @@ mod tests {
         assert_eq!(v["latency_ms"], 0.25);
         assert_eq!(v["timestamp"], "1970-01-01T00:00:00.000000Z");
         assert!(text.starts_with("{\"timestamp\""), "{text}");
+    }
+
+    /// The hand-written line is byte for byte what serde writes for the same fields: names,
+    /// order, escapes, numbers, the absent caller, both address families.
+    #[test]
+    fn the_written_line_is_what_serde_writes() {
+        let trace = [
+            0x4bu8, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e,
+            0x47, 0x36,
+        ];
+        let v6: IpAddr = "2001:db8::ff00:42:8329".parse().unwrap();
+        let strings = [
+            "",
+            "plain",
+            "/a\"b\\c\n\t\u{1}",
+            "caf\u{e9} \u{1f600}",
+            "\u{7f}\u{1f}",
+        ];
+        let mut checked = 0;
+        for (i, text) in strings.iter().enumerate() {
+            for client in [None, Some("10.0.255.7".parse().unwrap()), Some(v6)] {
+                for latency in [0.0, 0.25, 1234.5678, f64::NAN] {
+                    let line = AccessLine {
+                        timestamp: Timestamp(
+                            SystemTime::UNIX_EPOCH
+                                + Duration::from_micros(1_764_806_400_123_456 + i as u64),
+                        ),
+                        level: "INFO",
+                        target: "access",
+                        message: "request",
+                        request_id: text,
+                        trace_id: Hex(if i % 2 == 0 { &trace } else { &[] }),
+                        client: Ip(client),
+                        method: "POST",
+                        path: text,
+                        route: text,
+                        channel: "amazon",
+                        client_cert: text,
+                        client_cert_sha256: "ab",
+                        caller: (i % 2 == 1).then_some(*text),
+                        status: 503,
+                        upstream: "127.0.0.1:9",
+                        upstream_status: u16::try_from(i).unwrap(),
+                        attempts: u32::MAX,
+                        latency_ms: latency,
+                        bytes_in: usize::MAX,
+                        bytes_out: i,
+                        outcome: "forwarded",
+                        policy: text,
+                        reason: text,
+                        error: text,
+                    };
+                    let mut written = Vec::new();
+                    line.write_json(&mut written);
+                    let expected = serde_json::to_vec(&line).unwrap();
+                    assert_eq!(
+                        String::from_utf8_lossy(&written),
+                        String::from_utf8_lossy(&expected)
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 60);
     }
 
     #[test]

@@ -118,15 +118,14 @@ impl EdgeStream {
         if !self.pending.is_empty() {
             return Poll::Pending;
         }
-        let mut tmp = [0u8; READ_CHUNK];
-        let mut rb = ReadBuf::new(&mut tmp);
-        match Pin::new(&mut self.inner).poll_read(cx, &mut rb) {
-            Poll::Ready(Ok(())) if !rb.filled().is_empty() => {
-                self.reserve();
-                self.pending.extend_from_slice(rb.filled());
-                Poll::Pending
-            }
-            other => other,
+        // straight into the head buffer's spare room: no scratch buffer to zero on each probe
+        // (Pingora probes once or twice per proxied request)
+        self.reserve();
+        match tokio_util::io::poll_read_buf(Pin::new(&mut self.inner), cx, &mut self.pending) {
+            Poll::Ready(Ok(n)) if n > 0 => Poll::Pending,
+            Poll::Ready(Ok(_)) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
         }
     }
 }

@@ -4,7 +4,9 @@
 use http::{HeaderName, HeaderValue};
 
 /// The header carrying the request id, to the upstream and back to the client.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_NAME);
+/// Its name, for Pingora's header inserts (a static name costs them no allocation).
+pub const REQUEST_ID_NAME: &str = "x-request-id";
 
 /// The longest client request id accepted.
 pub const MAX_REQUEST_ID_LEN: usize = 128;

@@ -16,7 +16,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, RetryType};
-use policies::pipeline::{Flow, ResponseView};
+use policies::pipeline::{Flow, ResponseView, phase};
 use policies::problem::Problem;
 use policies::resilience::backoff::parse_retry_after;
 
@@ -28,7 +28,7 @@ use crate::context::{Outcome, RequestCtx};
 use crate::delivery;
 use crate::edge::{self, Arrival};
 use crate::forward::{self, Next, Outbound, UpstreamError};
-use crate::ids::REQUEST_ID;
+use crate::ids;
 use crate::metrics::Metrics;
 use crate::respond;
 use crate::snapshot::ConfigStore;
@@ -166,7 +166,7 @@ impl ProxyHttp for Gateway {
         forward::request::rewrite(upstream_request, &outbound)?;
         // a traced request names each attempt's own span as the upstream's parent
         if let Some(tp) = ctx.attempts.attempt_traceparent() {
-            upstream_request.insert_header(&forward::request::TRACEPARENT, tp)?;
+            upstream_request.insert_header(forward::request::TRACEPARENT_NAME, tp)?;
         }
         Ok(())
     }
@@ -202,7 +202,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.outcome = Outcome::Forwarded;
-        if let Some(route) = ctx.route.clone().filter(|r| !r.chain.is_empty()) {
+        if let Some(route) = ctx.route.clone().filter(|r| r.chain.runs(phase::RESPONSE)) {
             // Pingora's response head keeps header-name case beside the map, so policies work on
             // a copy whose changes are then applied through its API.
             let mut headers = upstream_response.headers.clone();
@@ -246,7 +246,9 @@ impl ProxyHttp for Gateway {
         }
         let id = HeaderValue::from_str(&ctx.state.request_id)
             .or_err(ErrorType::InternalError, "request id")?;
-        upstream_response.insert_header(REQUEST_ID, id)?;
+        // the name as a static string: Pingora keeps it as written (lowercase, as it would
+        // copy a `HeaderName` it has no title case for) without an allocation per request
+        upstream_response.insert_header(ids::REQUEST_ID_NAME, id)?;
         Ok(())
     }
 

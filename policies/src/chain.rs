@@ -27,6 +27,8 @@ pub struct Chain {
     policies: Vec<Arc<NamedPolicy>>,
     needs_body: bool,
     repeat_safe: bool,
+    /// The phases at least one of the policies implements (`phase` bits).
+    phases: u8,
 }
 
 fn tag(flow: Flow, name: &Arc<str>) -> Flow {
@@ -73,11 +75,20 @@ impl Chain {
     pub fn new(policies: Vec<Arc<NamedPolicy>>) -> Self {
         let needs_body = policies.iter().any(|p| p.policy.needs_body());
         let repeat_safe = policies.iter().any(|p| p.policy.makes_repeats_safe());
+        let phases = policies.iter().fold(0, |all, p| all | p.policy.phases());
         Chain {
             policies,
             needs_body,
             repeat_safe,
+            phases,
         }
+    }
+
+    /// Whether a policy of the chain implements `phase` (a `pipeline::phase` bit): the proxy
+    /// skips the work around a phase nobody implements (the response head's copy for
+    /// `on_response`).
+    pub fn runs(&self, phase: u8) -> bool {
+        self.phases & phase != 0
     }
 
     /// Whether a policy makes the route's requests safe to send upstream more than once.

@@ -204,7 +204,8 @@ pub fn caller_id(kind: &str, id: &str) -> Arc<str> {
 /// needs. Kinds are dispatched through the closed `kinds::Policy` enum, so no phase is boxed.
 pub trait Phases {
     /// The phases this kind implements ([`phase`] bits): a traced request gets a span for
-    /// each of them, none for the phases left at their no-op default.
+    /// each of them, none for the phases left at their no-op default, and a phase no policy of
+    /// a route implements is not run for it at all (`Chain::runs`).
     const PHASES: u8 = phase::ALL;
 
     /// Whether this policy needs the whole request or response body (it has a body phase);

@@ -76,7 +76,7 @@ pub async fn exchange(
         };
         // a traced request names each attempt's own span as the upstream's parent
         if let Some(tp) = at.attempt_traceparent() {
-            let _ = head.insert_header(&request::TRACEPARENT, tp);
+            let _ = head.insert_header(request::TRACEPARENT_NAME, tp);
         }
         let answer_head = match send(&mut session, head, body).await {
             Ok(h) => h,

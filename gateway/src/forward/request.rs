@@ -15,10 +15,10 @@ use policies::model::{Route, Upstream};
 use policies::pipeline::ExchangeState;
 use policies::route::PathParams;
 
-use crate::ids::{REQUEST_ID, TraceContext};
+use crate::ids::{REQUEST_ID_NAME, TraceContext};
 
 /// The header carrying the upstream idempotency key.
-pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static(IDEMPOTENCY_KEY_NAME);
 
 /// Hop-by-hop request headers a proxy must not forward (RFC 9110 7.6.1).
 static HOP_BY_HOP: [HeaderName; 7] = [
@@ -30,11 +30,18 @@ static HOP_BY_HOP: [HeaderName; 7] = [
     http::header::TRAILER,
     http::header::UPGRADE,
 ];
+static TRACESTATE: HeaderName = HeaderName::from_static(TRACESTATE_NAME);
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static(X_FORWARDED_FOR_NAME);
+
+// Names inserted through Pingora's head API as static strings: it keeps a name as written and
+// copies a `HeaderName` it has no title case for (all of these) into a new lowercase one, so
+// the bytes on the wire are the same without an allocation per header and request.
 /// The W3C trace-context header.
-pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const TRACEPARENT_NAME: &str = "traceparent";
+const TRACESTATE_NAME: &str = "tracestate";
+const X_FORWARDED_FOR_NAME: &str = "x-forwarded-for";
+const X_FORWARDED_PROTO_NAME: &str = "x-forwarded-proto";
+const IDEMPOTENCY_KEY_NAME: &str = "idempotency-key";
 
 /// What the upstream request is made from, besides the client's head.
 #[derive(Debug, Clone, Copy)]
@@ -101,11 +108,11 @@ pub fn rewrite(req: &mut RequestHeader, o: &Outbound<'_>) -> Result<()> {
     }
     let id = HeaderValue::from_str(&o.state.request_id)
         .or_err(ErrorType::InternalError, "request id")?;
-    req.insert_header(REQUEST_ID, id)?;
+    req.insert_header(REQUEST_ID_NAME, id)?;
     if let Some(trace) = o.trace {
-        req.insert_header(&TRACEPARENT, trace.upstream_traceparent())?;
+        req.insert_header(TRACEPARENT_NAME, trace.upstream_traceparent())?;
         match &trace.tracestate {
-            Some(ts) => req.insert_header(&TRACESTATE, ts.clone())?,
+            Some(ts) => req.insert_header(TRACESTATE_NAME, ts.clone())?,
             None => {
                 if req.headers.contains_key(&TRACESTATE) {
                     req.remove_header(&TRACESTATE);
@@ -114,18 +121,12 @@ pub fn rewrite(req: &mut RequestHeader, o: &Outbound<'_>) -> Result<()> {
         }
     }
     if let Some(ip) = o.client_ip {
-        let xff = match req
-            .headers
-            .get(&X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(prev) => format!("{prev}, {ip}"),
-            None => ip.to_string(),
-        };
-        req.insert_header(&X_FORWARDED_FOR, xff)?;
+        let xff = forwarded_for(req.headers.get(&X_FORWARDED_FOR), ip)
+            .or_err(ErrorType::InternalError, "X-Forwarded-For")?;
+        req.insert_header(X_FORWARDED_FOR_NAME, xff)?;
     }
     req.insert_header(
-        &X_FORWARDED_PROTO,
+        X_FORWARDED_PROTO_NAME,
         HeaderValue::from_static(if o.tls { "https" } else { "http" }),
     )?;
     for name in &o.state.upstream_removed_headers {
@@ -138,9 +139,24 @@ pub fn rewrite(req: &mut RequestHeader, o: &Outbound<'_>) -> Result<()> {
         req.insert_header(name.clone(), value.clone())?;
     }
     if let Some(key) = o.idempotency_key {
-        req.insert_header(IDEMPOTENCY_KEY, key.clone())?;
+        req.insert_header(IDEMPOTENCY_KEY_NAME, key.clone())?;
     }
     Ok(())
+}
+
+/// `X-Forwarded-For` with the client's address appended to the list it arrived with (a list
+/// that is not visible ASCII is replaced).
+fn forwarded_for(
+    prev: Option<&HeaderValue>,
+    ip: IpAddr,
+) -> std::result::Result<HeaderValue, http::header::InvalidHeaderValue> {
+    let mut xff = Vec::with_capacity(40);
+    if let Some(prev) = prev.and_then(|v| v.to_str().ok()) {
+        xff.extend_from_slice(prev.as_bytes());
+        xff.extend_from_slice(b", ");
+    }
+    crate::access_log::write_ip(&mut xff, ip);
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(xff))
 }
 
 /// Prepares a buffered request head whose whole body (`body_len` bytes) is known, for an
@@ -197,6 +213,21 @@ pub fn for_connection(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_address_is_appended_to_x_forwarded_for() {
+        let v4: IpAddr = "192.0.2.10".parse().unwrap();
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(forwarded_for(None, v4).unwrap(), "192.0.2.10");
+        assert_eq!(forwarded_for(None, v6).unwrap(), "2001:db8::1");
+        let prev = HeaderValue::from_static("203.0.113.9, 198.51.100.2");
+        assert_eq!(
+            forwarded_for(Some(&prev), v4).unwrap(),
+            "203.0.113.9, 198.51.100.2, 192.0.2.10"
+        );
+        let opaque = HeaderValue::from_bytes(b"caf\xe9").unwrap();
+        assert_eq!(forwarded_for(Some(&opaque), v6).unwrap(), "2001:db8::1");
+    }
 
     #[test]
     fn an_http2_head_becomes_an_http11_request_line_with_host() {
