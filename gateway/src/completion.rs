@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use pingora::Error;
 use pingora::proxy::Session;
-use policies::pipeline::Completion;
+use policies::pipeline::{Completion, phase};
 
 use crate::access_log::{AccessLine, AccessLog, Hex, Ip, Timestamp};
 use crate::context::{Outcome, RequestCtx};
@@ -63,6 +63,7 @@ pub async fn complete(
     let elapsed = ctx.started.elapsed();
     if let Some(route) = ctx.route.clone()
         && !ctx.policies_completed
+        && route.chain.runs(phase::COMPLETE)
     {
         let (headers, body) = match &ctx.buffered_response {
             Some((h, b)) => (Some(h), Some(b)),
@@ -80,7 +81,9 @@ pub async fn complete(
             headers,
             body,
         };
-        route.chain.on_complete(&done, &mut ctx.state).await;
+        // boxed: inline, the policies' future (~3 KiB) would size every request's logging
+        // future, which `async_trait` moves into a box of that size
+        Box::pin(route.chain.on_complete(&done, &mut ctx.state)).await;
     }
     ctx.snapshot.route_metrics.observe(
         metrics,

@@ -76,7 +76,7 @@ pub async fn arrive(
         ctx.trace = Some(trace);
     }
     if let Err(rejection) = framing::check(session, set.limits.max_header_bytes) {
-        answer::edge_reject(metrics, session, ctx, rejection).await?;
+        Box::pin(answer::edge_reject(metrics, session, ctx, rejection)).await?;
         return Ok(Arrival::Answered);
     }
 
@@ -125,20 +125,20 @@ pub async fn arrive(
                 "this path takes {}",
                 allow.to_str().unwrap_or("other methods")
             ));
-            respond::problem(
+            Box::pin(respond::problem(
                 session,
                 &p,
                 ctx.ids(),
                 &ctx.state.response_headers,
                 vec![(http::header::ALLOW, allow)],
                 false,
-            )
+            ))
             .await?;
             return Ok(Arrival::Answered);
         }
     };
     if let Some(r) = refusal {
-        answer::edge_reject(metrics, session, ctx, r).await?;
+        Box::pin(answer::edge_reject(metrics, session, ctx, r)).await?;
         return Ok(Arrival::Answered);
     }
     let Some(route) = ctx.route.clone() else {
@@ -156,7 +156,7 @@ pub async fn arrive(
             let req = session.req_header();
             let close = content_length(req).is_some_and(|l| l > 0)
                 || req.headers.contains_key(TRANSFER_ENCODING);
-            answer::edge_reject(metrics, session, ctx, gone(d, close)).await?;
+            Box::pin(answer::edge_reject(metrics, session, ctx, gone(d, close))).await?;
             return Ok(Arrival::Answered);
         }
     }
@@ -167,7 +167,13 @@ pub async fn arrive(
     if let Some(len) = declared
         && len > route.max_body_bytes
     {
-        answer::edge_reject(metrics, session, ctx, too_large(route.max_body_bytes)).await?;
+        Box::pin(answer::edge_reject(
+            metrics,
+            session,
+            ctx,
+            too_large(route.max_body_bytes),
+        ))
+        .await?;
         return Ok(Arrival::Answered);
     }
 
@@ -178,10 +184,15 @@ pub async fn arrive(
         headers: &req.headers,
         params: &ctx.params,
     };
-    if let Flow::Break(reply) = route.chain.on_request(&view, &mut ctx.state).await {
+    // The policies' futures (a few KiB) and the answers' are boxed where they run: inline,
+    // they would size this future, and with it the one Pingora boxes for every request, for
+    // the largest of them, and each request would copy that whole size into its box.
+    if !route.chain.is_empty()
+        && let Flow::Break(reply) = Box::pin(route.chain.on_request(&view, &mut ctx.state)).await
+    {
         // an unread body would have to be drained; close instead when one is coming
         let close = declared.is_some_and(|l| l > 0) || chunked;
-        answer::reply(metrics, session, ctx, reply, close).await?;
+        Box::pin(answer::reply(metrics, session, ctx, reply, close)).await?;
         return Ok(Arrival::Answered);
     }
 
