@@ -693,6 +693,14 @@ async fn where_the_token_travels_and_how_long_it_is_are_checked_first() {
         fx.request(Some("Bearer a b c"), None, None).await.reason,
         "malformed"
     );
+    // a byte outside RFC 6750's b64token anywhere in an otherwise good token
+    for bad in ["!", "%2E", "\"", "*"] {
+        let (head, rest) = token.split_at(token.len() / 2);
+        let out = fx
+            .request(Some(&format!("Bearer {head}{bad}{rest}")), None, None)
+            .await;
+        assert_eq!(out.reason, "malformed", "{bad}");
+    }
     assert!(
         fx.request(Some(&format!("bearer   {token}")), None, None)
             .await

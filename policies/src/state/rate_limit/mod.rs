@@ -42,7 +42,9 @@ impl CounterStore for Counters {
     async fn decide(&self, key: &str, cost: u64, now_us: u64) -> Result<Decision, StoreError> {
         match self {
             Counters::Local(c) => CounterStore::decide(&**c, key, cost, now_us).await,
-            Counters::Redis(c) => CounterStore::decide(c, key, cost, now_us).await,
+            // boxed: the Redis round trip's future is ~2.5 KiB, and inline it would size every
+            // policy's request future, local decisions included (the chain boxes that future)
+            Counters::Redis(c) => Box::pin(CounterStore::decide(c, key, cost, now_us)).await,
         }
     }
 }
