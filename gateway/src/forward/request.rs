@@ -80,11 +80,18 @@ pub fn rewrite(req: &mut RequestHeader, o: &Outbound<'_>) -> Result<()> {
     }
     if let Some(template) = &o.route.upstream_path {
         let path = template.render(o.params, req.uri.query());
-        let uri = http::Uri::builder()
-            .path_and_query(path)
-            .build()
-            .or_err(ErrorType::InternalError, "rendering upstream path")?;
-        req.set_uri(uri);
+        // a template that gives back the very request target (the route mirrors its upstream's
+        // paths) leaves the head as it is: the same bytes go upstream without a new URI
+        let unchanged = req.uri.scheme().is_none()
+            && req.uri.authority().is_none()
+            && req.raw_path() == path.as_bytes();
+        if !unchanged {
+            let uri = http::Uri::builder()
+                .path_and_query(path)
+                .build()
+                .or_err(ErrorType::InternalError, "rendering upstream path")?;
+            req.set_uri(uri);
+        }
     }
     // headers named by Connection are hop-by-hop too
     let named: Vec<String> = req
