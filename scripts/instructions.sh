@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Instructions per request of a gateway build, counted by valgrind's callgrind: exact and
+# repeatable where the load test's CPU times move by tens of percent on a shared machine, so
+# two builds compare on one request path to the instruction.
+#   scripts/instructions.sh [--bin PATH] [--requests N] [--keep FILE]
+# It starts bench-upstream, the gateway (one worker) under callgrind with the S1 passthrough
+# route, sends warm-up requests, then counts N keep-alive GETs (default 2000) and prints the
+# instructions per request. --keep FILE keeps callgrind's output (`callgrind_annotate FILE`
+# shows where they go). Not timing: valgrind runs the gateway ~50 times slower. Note that
+# callgrind counts each byte of a `rep movsb` copy, and hides CPU features (SHA extensions)
+# that native runs use, so memcpy and SHA-256 weigh more here than in time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=target/release/gateway
+requests=2000
+keep=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bin) bin=$2; shift 2 ;;
+    --requests) requests=$2; shift 2 ;;
+    --keep) keep=$2; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
+[ -x "$bin" ] && [ -x target/release/bench-upstream ] ||
+  cargo build --release -p gateway -p benches --bin gateway --bin bench-upstream
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 1 240); do
+    python3 -c "import socket; socket.create_connection(('127.0.0.1',$1)).close()" 2>/dev/null && return 0
+    sleep 0.5
+  done
+  echo "nothing listens on $1" >&2; exit 1
+}
+
+up=$(free_port)
+target/release/bench-upstream --listen "127.0.0.1:$up" > "$work/upstream.log" 2>&1 &
+pids+=($!)
+disown
+wait_port "$up"
+cat > "$work/policy.yaml" <<EOF
+version: 1
+upstreams:
+  erp:
+    endpoints: ["127.0.0.1:$up"]
+routes:
+  - name: passthrough
+    methods: [GET]
+    path: /erp/v1/{collection}/{id}
+    upstream: erp
+    upstream_path: /erp/v1/{collection}/{id}
+EOF
+port=$(free_port)
+valgrind --tool=callgrind --callgrind-out-file="$work/cg" --dump-instr=no \
+  "$bin" run -c "$work/policy.yaml" --http "127.0.0.1:$port" --admin "127.0.0.1:$(free_port)" \
+  --threads 1 --grace-period 0 --shutdown-timeout 1 > "$work/gateway.log" 2>&1 &
+vg=$!
+pids+=($vg)
+disown
+wait_port "$port"
+
+# keep-alive GETs on one connection, each answer read whole before the next request
+client() {
+  python3 - "$port" "$1" <<'PY'
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+req = b"GET /erp/v1/orders/ERP-ORD-000001 HTTP/1.1\r\nHost: bench\r\nAccept: */*\r\n\r\n"
+s = socket.create_connection(("127.0.0.1", port))
+buf, ok = b"", 0
+for _ in range(n):
+    s.sendall(req)
+    while True:
+        end = buf.find(b"\r\n\r\n")
+        if end >= 0:
+            head = buf[:end].decode("latin1")
+            length = next((int(l.split(":", 1)[1]) for l in head.split("\r\n")[1:]
+                           if l.lower().startswith("content-length:")), 0)
+            if len(buf) >= end + 4 + length:
+                ok += head.startswith("HTTP/1.1 200")
+                buf = buf[end + 4 + length:]
+                break
+        data = s.recv(65536)
+        if not data:
+            sys.exit("the gateway closed the connection")
+        buf += data
+if ok != n:
+    sys.exit(f"{n - ok} of {n} requests were not answered 200")
+PY
+}
+client 300
+callgrind_control -z "$vg" > /dev/null 2>&1
+client "$requests"
+callgrind_control -d "$vg" > /dev/null 2>&1
+dump=$(ls "$work"/cg.* | head -1)
+total=$(callgrind_annotate "$dump" | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+echo "$bin: $((total / requests)) instructions per request (S1 passthrough, $requests GETs)"
+[ -n "$keep" ] && cp "$dump" "$keep"
+exit 0
