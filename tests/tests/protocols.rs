@@ -121,9 +121,17 @@ async fn a_body_route_sends_http11_with_host_over_every_client_protocol_and_reus
         assert_eq!(String::from_utf8_lossy(&r.body), *body);
         assert_eq!(r.header_values("content-length"), [body.len().to_string()]);
     }
-    // one pooled upstream connection carried every request, one after the other
-    assert!(got.iter().all(|r| r.connection == 0), "{got:?}");
-    assert_eq!(upstream.connections(), 1);
+    // pooled upstream connections carried the requests one after the other. On a loaded
+    // machine a released connection can be back in the pool a moment after the next request
+    // looked for one, which then opens a second (seen once in CI, for the last request); a
+    // gateway that did not reuse connections would open one per request.
+    let connections = upstream.connections();
+    assert!(
+        connections <= 2,
+        "{connections} upstream connections for {} requests: {got:?}",
+        got.len()
+    );
+    assert!(got.iter().all(|r| r.connection < 2), "{got:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
