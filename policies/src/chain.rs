@@ -85,8 +85,8 @@ impl Chain {
     }
 
     /// Whether a policy of the chain implements `phase` (a `pipeline::phase` bit): the proxy
-    /// skips the work around a phase nobody implements (the response head's copy for
-    /// `on_response`).
+    /// skips a phase nobody implements, and the work around it (the response head's copy for
+    /// `on_response`, the completion's future).
     pub fn runs(&self, phase: u8) -> bool {
         self.phases & phase != 0
     }
