@@ -90,14 +90,10 @@ impl AccessLine<'_> {
         let mut stamp = [0u8; 27];
         out.extend_from_slice(b"{\"timestamp\":\"");
         out.extend_from_slice(rfc3339_micros(self.timestamp.0, &mut stamp).as_bytes());
-        out.extend_from_slice(b"\",\"level\":");
-        json_str(out, self.level);
-        out.extend_from_slice(b",\"target\":");
-        json_str(out, self.target);
-        out.extend_from_slice(b",\"message\":");
-        json_str(out, self.message);
-        out.extend_from_slice(b",\"request_id\":");
-        json_str(out, self.request_id);
+        str_field(out, b"\",\"level\":", self.level);
+        str_field(out, b",\"target\":", self.target);
+        str_field(out, b",\"message\":", self.message);
+        str_field(out, b",\"request_id\":", self.request_id);
         out.extend_from_slice(b",\"trace_id\":\"");
         let mut hex = [0u8; 64];
         for chunk in self.trace_id.0.chunks(32) {
@@ -108,55 +104,38 @@ impl AccessLine<'_> {
         if let Some(ip) = self.client.0 {
             write_ip(out, ip);
         }
-        out.extend_from_slice(b"\",\"method\":");
-        json_str(out, self.method);
-        out.extend_from_slice(b",\"path\":");
-        json_str(out, self.path);
-        out.extend_from_slice(b",\"route\":");
-        json_str(out, self.route);
-        out.extend_from_slice(b",\"channel\":");
-        json_str(out, self.channel);
-        out.extend_from_slice(b",\"client_cert\":");
-        json_str(out, self.client_cert);
-        out.extend_from_slice(b",\"client_cert_sha256\":");
-        json_str(out, self.client_cert_sha256);
+        str_field(out, b"\",\"method\":", self.method);
+        str_field(out, b",\"path\":", self.path);
+        str_field(out, b",\"route\":", self.route);
+        str_field(out, b",\"channel\":", self.channel);
+        str_field(out, b",\"client_cert\":", self.client_cert);
+        str_field(out, b",\"client_cert_sha256\":", self.client_cert_sha256);
         if let Some(caller) = self.caller {
-            out.extend_from_slice(b",\"caller\":");
-            json_str(out, caller);
+            str_field(out, b",\"caller\":", caller);
         }
-        let mut n = itoa::Buffer::new();
-        out.extend_from_slice(b",\"status\":");
-        out.extend_from_slice(n.format(self.status).as_bytes());
-        out.extend_from_slice(b",\"upstream\":");
-        json_str(out, self.upstream);
-        out.extend_from_slice(b",\"upstream_status\":");
-        out.extend_from_slice(n.format(self.upstream_status).as_bytes());
-        out.extend_from_slice(b",\"attempts\":");
-        out.extend_from_slice(n.format(self.attempts).as_bytes());
+        int_field(out, b",\"status\":", self.status);
+        str_field(out, b",\"upstream\":", self.upstream);
+        int_field(out, b",\"upstream_status\":", self.upstream_status);
+        int_field(out, b",\"attempts\":", self.attempts);
         out.extend_from_slice(b",\"latency_ms\":");
         // serde_json's own float writer (shortest round trip; `null` when not finite)
         if serde_json::to_writer(&mut *out, &self.latency_ms).is_err() {
             out.extend_from_slice(b"null");
         }
-        out.extend_from_slice(b",\"bytes_in\":");
-        out.extend_from_slice(n.format(self.bytes_in).as_bytes());
-        out.extend_from_slice(b",\"bytes_out\":");
-        out.extend_from_slice(n.format(self.bytes_out).as_bytes());
-        out.extend_from_slice(b",\"outcome\":");
-        json_str(out, self.outcome);
-        out.extend_from_slice(b",\"policy\":");
-        json_str(out, self.policy);
-        out.extend_from_slice(b",\"reason\":");
-        json_str(out, self.reason);
-        out.extend_from_slice(b",\"error\":");
-        json_str(out, self.error);
+        int_field(out, b",\"bytes_in\":", self.bytes_in);
+        int_field(out, b",\"bytes_out\":", self.bytes_out);
+        str_field(out, b",\"outcome\":", self.outcome);
+        str_field(out, b",\"policy\":", self.policy);
+        str_field(out, b",\"reason\":", self.reason);
+        str_field(out, b",\"error\":", self.error);
         out.push(b'}');
     }
 }
 
-/// Appends `s` as a JSON string. Most values need no escape and are copied whole; the rest go
-/// through serde_json's escaper.
-fn json_str(out: &mut Vec<u8>, s: &str) {
+/// Appends `key` (the separator, the quoted name and the colon) and `s` as a JSON string. Most
+/// values need no escape and are copied whole; the rest go through serde_json's escaper.
+fn str_field(out: &mut Vec<u8>, key: &[u8], s: &str) {
+    out.extend_from_slice(key);
     if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
         out.reserve(s.len() + 2);
         out.push(b'"');
@@ -166,6 +145,12 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
         // writing to a Vec cannot fail
         out.extend_from_slice(b"\"\"");
     }
+}
+
+/// Appends `key` and an integer.
+fn int_field(out: &mut Vec<u8>, key: &[u8], n: impl itoa::Integer) {
+    out.extend_from_slice(key);
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// Appends an address as `Display` writes it; IPv4, nearly every client, without the
