@@ -29,7 +29,7 @@ pub async fn complete_policies(ctx: &mut RequestCtx, status: u16) {
         return;
     }
     ctx.policies_completed = true;
-    let Some(route) = ctx.route.clone() else {
+    let Some(route) = ctx.route.clone().filter(|r| r.chain.runs(phase::COMPLETE)) else {
         return;
     };
     let (headers, body) = match &ctx.buffered_response {

@@ -9,7 +9,7 @@ use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use policies::model::Resolved;
-use policies::pipeline::{Flow, RequestView};
+use policies::pipeline::{Flow, RequestView, phase};
 use policies::problem::Problem;
 
 use crate::answer;
@@ -187,7 +187,7 @@ pub async fn arrive(
     // The policies' futures (a few KiB) and the answers' are boxed where they run: inline,
     // they would size this future, and with it the one Pingora boxes for every request, for
     // the largest of them, and each request would copy that whole size into its box.
-    if !route.chain.is_empty()
+    if route.chain.runs(phase::REQUEST)
         && let Flow::Break(reply) = Box::pin(route.chain.on_request(&view, &mut ctx.state)).await
     {
         // an unread body would have to be drained; close instead when one is coming
