@@ -200,9 +200,15 @@ pub async fn handle(
         .filter(|(d, _)| d.mode == DeliveryMode::Fallback)
         .map(|_| upstream_req.clone());
     let total = upstream.total_timeout;
+    // boxed: the exchange's future is some 10 KiB, which every move of this one would copy
     let exchanged = tokio::time::timeout(
         total,
-        forward::exchange(connector, &mut ctx.attempts, upstream_req, &body),
+        Box::pin(forward::exchange(
+            connector,
+            &mut ctx.attempts,
+            upstream_req,
+            &body,
+        )),
     )
     .await;
     let failure = match exchanged {

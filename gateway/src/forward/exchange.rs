@@ -3,14 +3,18 @@
 //! back. Each attempt follows [`Attempts`]: the next endpoint after a failed connection, a
 //! retry of a request safe to repeat after a reset, a timeout or a retryable status.
 
+use std::time::Duration;
+
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
 use http::header::RETRY_AFTER;
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
-use pingora::upstreams::peer::Peer;
+use pingora::protocols::http::v1::client::{HttpSession as Http1Session, http_req_header_to_wire};
+use pingora::upstreams::peer::{HttpPeer, Peer};
 use policies::resilience::backoff::parse_retry_after;
+use tokio::io::AsyncWriteExt;
 
 use crate::forward::attempt::{Attempts, Next};
 use crate::forward::error::UpstreamError;
@@ -78,10 +82,28 @@ pub async fn exchange(
         if let Some(tp) = at.attempt_traceparent() {
             let _ = head.insert_header(request::TRACEPARENT_NAME, tp);
         }
-        let answer_head = match send(&mut session, head, body).await {
+        let sent = match session {
+            HttpSession::H1(h1) if in_one_write(&head, body) => {
+                write_whole(h1, peer, &head, body, timeout)
+                    .await
+                    .map(HttpSession::H1)
+                    .map_err(|e| (None, e))
+            }
+            other => write_parts(other, head, body).await,
+        };
+        let read = match sent {
+            Ok(mut s) => match read_head(&mut s).await {
+                Ok(h) => Ok((s, h)),
+                Err(e) => Err((Some(s), e)),
+            },
+            Err(failed) => Err(failed),
+        };
+        let (mut session, answer_head) = match read {
             Ok(h) => h,
-            Err(e) => {
-                session.shutdown().await;
+            Err((session, e)) => {
+                if let Some(mut session) = session {
+                    session.shutdown().await;
+                }
                 let next = if reused {
                     at.failed_on_reused(e)
                 } else {
@@ -133,19 +155,74 @@ pub async fn exchange(
     }
 }
 
-async fn send(
-    up: &mut HttpSession,
+/// The largest body written together with its head.
+const ONE_WRITE_MAX_BODY: usize = 64 * 1024;
+
+/// Whether the request goes in one write on HTTP/1.1: a small body, and not `HEAD` (the
+/// session rebuilt after that write does not know the request, and would expect a body in
+/// the answer to a `HEAD`).
+fn in_one_write(head: &RequestHeader, body: &Bytes) -> bool {
+    !body.is_empty() && body.len() <= ONE_WRITE_MAX_BODY && head.method != http::Method::HEAD
+}
+
+/// Writes head and body in one write and flush. Pingora's HTTP/1 client flushes the head on
+/// its own before the body: a second system call, a second segment and a second wake-up of the
+/// upstream for every request with a body, about a twentieth of a 2 KB order's whole cost.
+/// The session is rebuilt on the same connection (as Pingora's connector builds it) to read
+/// the answer; it holds no state of the request but its method, which `in_one_write` rules on.
+async fn write_whole(
+    h1: Http1Session,
+    peer: &HttpPeer,
+    head: &RequestHeader,
+    body: &Bytes,
+    timeout: Option<Duration>,
+) -> Result<Http1Session, UpstreamError> {
+    // the same serialization and checks Pingora's client applies to a head
+    let mut wire = http_req_header_to_wire(head).ok_or(UpstreamError::Protocol)?;
+    wire.extend_from_slice(body);
+    let mut stream = h1.into_inner();
+    let write = async {
+        stream.write_all(&wire).await?;
+        stream.flush().await
+    };
+    let written = match timeout {
+        Some(t) => match tokio::time::timeout(t, write).await {
+            Ok(r) => r,
+            Err(_) => return Err(UpstreamError::WriteTimeout),
+        },
+        None => write.await,
+    };
+    written.map_err(|_| UpstreamError::Reset)?;
+    let mut h1 = Http1Session::new_with_options(stream, peer);
+    h1.read_timeout = timeout;
+    h1.write_timeout = timeout;
+    Ok(h1)
+}
+
+/// Writes the request through Pingora's session: HTTP/2, and HTTP/1.1 bodies too large or
+/// absent for [`write_whole`].
+async fn write_parts(
+    mut up: HttpSession,
     head: Box<RequestHeader>,
     body: &Bytes,
-) -> Result<ResponseHeader, UpstreamError> {
-    let fail = |e: Box<pingora::Error>| UpstreamError::from_pingora(&e);
-    up.write_request_header(head).await.map_err(fail)?;
-    if !body.is_empty() {
-        up.write_request_body(body.clone(), true)
-            .await
-            .map_err(fail)?;
+) -> Result<HttpSession, (Option<HttpSession>, UpstreamError)> {
+    let written = async {
+        up.write_request_header(head).await?;
+        if !body.is_empty() {
+            up.write_request_body(body.clone(), true).await?;
+        }
+        up.finish_request_body().await
     }
-    up.finish_request_body().await.map_err(fail)?;
+    .await;
+    match written {
+        Ok(()) => Ok(up),
+        Err(e) => Err((Some(up), UpstreamError::from_pingora(&e))),
+    }
+}
+
+/// Reads the answer's head, past informational ones.
+async fn read_head(up: &mut HttpSession) -> Result<ResponseHeader, UpstreamError> {
+    let fail = |e: Box<pingora::Error>| UpstreamError::from_pingora(&e);
     loop {
         up.read_response_header().await.map_err(fail)?;
         match up.response_header() {
