@@ -457,6 +457,21 @@ fn fingerprints_ignore_key_order_and_whitespace_only() {
     let expected: Fingerprint =
         Sha256::digest(br#"{"a":"x","z":{"a":[true,"s"],"b":1}}"#).into();
     assert_eq!(w.finish(), expected);
+    // escapes as serde_json writes them (a stored fingerprint must not change with the writer),
+    // numbers as their text (serde_json's parser writes an exponent's sign)
+    let v: Value =
+        serde_json::from_str(r#"{"q\"k":"tab\there \\ \u0001\u001f é\u2028","n":[1.50,-2e3]}"#)
+            .expect("json");
+    let mut w = CanonicalHasher {
+        hash: Sha256::new(),
+        buf: Vec::new(),
+    };
+    w.write(&v);
+    let expected: Fingerprint = Sha256::digest(
+        "{\"n\":[1.50,-2e+3],\"q\\\"k\":\"tab\\there \\\\ \\u0001\\u001f é\u{2028}\"}".as_bytes(),
+    )
+    .into();
+    assert_eq!(w.finish(), expected);
 }
 
 #[tokio::test]
