@@ -125,8 +125,37 @@ impl Recipe {
 
     /// The request to send to `host`.
     pub fn build(&self, host: &HeaderValue) -> Request<Full<Bytes>> {
+        let (head, body) = self.next(host);
+        head.map(|()| Full::new(body))
+    }
+
+    /// The next request to `host` as HTTP/1.1 bytes, appended to `out` (with its
+    /// `Content-Length` when it has a body): what `build` gives, for a client that writes raw
+    /// requests.
+    pub fn write_wire(&self, host: &HeaderValue, out: &mut Vec<u8>) {
+        let (head, body) = self.next(host);
+        out.extend_from_slice(head.method().as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(head.uri().to_string().as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        for (name, value) in head.headers() {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if !body.is_empty() {
+            out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&body);
+    }
+
+    /// The next request's head and body: the next body in turn, the generated headers' next
+    /// values.
+    fn next(&self, host: &HeaderValue) -> (Request<()>, Bytes) {
         let i = self.body_seq.fetch_add(1, Ordering::Relaxed) as usize;
-        let mut req = Request::new(Full::new(self.bodies[i % self.bodies.len()].clone()));
+        let mut req = Request::new(());
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
         let headers = req.headers_mut();
@@ -137,7 +166,7 @@ impl Recipe {
                 headers.insert(name, value);
             }
         }
-        req
+        (req, self.bodies[i % self.bodies.len()].clone())
     }
 }
 
@@ -199,5 +228,47 @@ mod tests {
             .collect();
         assert_eq!(got, ["t1", "t2", "t1", "t2"]);
         assert!(r.ok(204) && !r.ok(404));
+    }
+
+    #[test]
+    fn writes_requests_on_the_wire_one_after_the_other() {
+        let bodies: Arc<[Bytes]> =
+            Arc::from([Bytes::from_static(b"{\"a\":1}"), Bytes::from_static(b"[]")]);
+        let r = Recipe::post_json("/orders?x=1", bodies)
+            .and_then(|r| r.generate("idempotency-key", Generated::Uuid))
+            .expect("recipe");
+        let mut wire = Vec::new();
+        r.write_wire(&HeaderValue::from_static("bench"), &mut wire);
+        r.write_wire(&HeaderValue::from_static("bench"), &mut wire);
+        let mut rest = wire.as_slice();
+        let mut keys = Vec::new();
+        for body in [b"{\"a\":1}".as_slice(), b"[]"] {
+            let mut headers = [httparse::EMPTY_HEADER; 8];
+            let mut req = httparse::Request::new(&mut headers);
+            let httparse::Status::Complete(n) = req.parse(rest).expect("a request") else {
+                panic!("an incomplete head");
+            };
+            assert_eq!((req.method, req.path), (Some("POST"), Some("/orders?x=1")));
+            let header = |name: &str| {
+                req.headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case(name))
+                    .map(|h| h.value.to_vec())
+            };
+            assert_eq!(header("host").as_deref(), Some(b"bench".as_slice()));
+            assert_eq!(
+                header("content-type").as_deref(),
+                Some(b"application/json".as_slice())
+            );
+            assert_eq!(
+                header("content-length").as_deref(),
+                Some(body.len().to_string().as_bytes())
+            );
+            keys.push(header("idempotency-key").expect("a generated key"));
+            assert_eq!(&rest[n..n + body.len()], body);
+            rest = &rest[n + body.len()..];
+        }
+        assert!(rest.is_empty());
+        assert_ne!(keys[0], keys[1]);
     }
 }

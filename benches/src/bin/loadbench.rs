@@ -83,6 +83,18 @@ struct Args {
     /// every minute (e.g. `--scenarios ALL --soak 10`).
     #[arg(long, value_name = "MINUTES")]
     soak: Option<u32>,
+    /// Write one gateway scenario's inputs to this folder and exit, for a run by hand (such as
+    /// `scripts/instructions.sh --scenario`): `policy.yaml` (its upstream is
+    /// `--prepare-upstream`), the files it names, and `requests.http`, `--prepare-requests` of
+    /// the scenario's requests on the wire, one after the other, as the generator would send them.
+    #[arg(long, value_name = "DIR", requires = "prepare_upstream")]
+    prepare: Option<PathBuf>,
+    /// With `--prepare`: the upstream address the policy file forwards to.
+    #[arg(long, value_name = "ADDR")]
+    prepare_upstream: Option<SocketAddr>,
+    /// With `--prepare`: how many requests `requests.http` holds.
+    #[arg(long, default_value_t = 2300)]
+    prepare_requests: usize,
 }
 
 struct Plan {
@@ -545,6 +557,55 @@ fn soak(
     Ok(table)
 }
 
+/// `--prepare`: the one selected gateway scenario's policy file, the JWKS it names, and its
+/// requests on the wire.
+fn prepare(
+    dir: &Path,
+    upstream: SocketAddr,
+    args: &Args,
+    root: &Path,
+    inputs: &Inputs,
+) -> anyhow::Result<()> {
+    let [id] = args.scenarios.as_slice() else {
+        bail!("--prepare takes one scenario (--scenarios ID)");
+    };
+    let all = scenarios::all(inputs)?;
+    let sc = all
+        .iter()
+        .find(|s| s.id.eq_ignore_ascii_case(id))
+        .with_context(|| format!("no scenario {id:?} (--list shows them)"))?;
+    anyhow::ensure!(
+        sc.system == System::Gateway,
+        "{} is not a gateway scenario",
+        sc.id
+    );
+    anyhow::ensure!(!sc.needs_redis, "{} needs a redis-server", sc.id);
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = std::fs::canonicalize(dir)?;
+    let jwks = dir.join("jwks.json");
+    std::fs::write(
+        &jwks,
+        tokens::jwks(&root.join("certs/dev-jwt-signing.pub"))?,
+    )?;
+    let files = scenarios::Files::new(root, jwks);
+    let text = scenarios::policy_file(upstream, sc.snippet, &files, None);
+    std::fs::write(dir.join("policy.yaml"), text)?;
+    let host = http::HeaderValue::from_static("bench");
+    let mut wire = Vec::new();
+    for _ in 0..args.prepare_requests {
+        sc.recipe.write_wire(&host, &mut wire);
+    }
+    std::fs::write(dir.join("requests.http"), wire)?;
+    eprintln!(
+        "{}: {} requests of {} in {}",
+        sc.id,
+        args.prepare_requests,
+        sc.title,
+        dir.display()
+    );
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let root = workspace_root();
@@ -634,6 +695,19 @@ fn main() -> anyhow::Result<()> {
     } else {
         scenarios::PASSTHROUGH_PATH.into()
     };
+    if let Some(dir) = &args.prepare {
+        // the policy file's upstream is given: nothing is started
+        let upstream = args
+            .prepare_upstream
+            .context("--prepare needs --prepare-upstream")?;
+        let inputs = Inputs {
+            rs256: tokens::rs256(&root.join("certs/dev-jwt-signing.key"), 64)?,
+            hs256: tokens::hs256(64)?,
+            orders: placeholder_inputs.orders.clone(),
+            passthrough_path: scenarios::PASSTHROUGH_PATH.into(),
+        };
+        return prepare(dir, upstream, &args, &root, &inputs);
+    }
     let inputs = Inputs {
         rs256: tokens::rs256(&root.join("certs/dev-jwt-signing.key"), 64)?,
         hs256: tokens::hs256(64)?,
