@@ -54,6 +54,7 @@ if [ -n "$scenario" ]; then
   target/release/loadbench --no-build --scenarios "$scenario" --prepare "$work" \
     --prepare-upstream "127.0.0.1:$up" --prepare-requests $((warmup + requests))
   what="$scenario, $requests requests"
+  set -a; . "$work/env"; set +a   # the variables the scenario's gateway runs with
 else
   cat > "$work/policy.yaml" <<EOF
 version: 1

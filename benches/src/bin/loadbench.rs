@@ -85,8 +85,9 @@ struct Args {
     soak: Option<u32>,
     /// Write one gateway scenario's inputs to this folder and exit, for a run by hand (such as
     /// `scripts/instructions.sh --scenario`): `policy.yaml` (its upstream is
-    /// `--prepare-upstream`), the files it names, and `requests.http`, `--prepare-requests` of
-    /// the scenario's requests on the wire, one after the other, as the generator would send them.
+    /// `--prepare-upstream`), the files it names, `env` (the variables its gateway runs with),
+    /// and `requests.http`, `--prepare-requests` of the scenario's requests on the wire, one
+    /// after the other, as the generator would send them. Nothing is built or started.
     #[arg(long, value_name = "DIR", requires = "prepare_upstream")]
     prepare: Option<PathBuf>,
     /// With `--prepare`: the upstream address the policy file forwards to.
@@ -557,6 +558,20 @@ fn soak(
     Ok(table)
 }
 
+/// The inputs with real tokens: `placeholder`'s orders, pre-minted RS256 and HS256 tokens.
+fn minted_inputs(
+    root: &Path,
+    placeholder: &Inputs,
+    passthrough_path: String,
+) -> anyhow::Result<Inputs> {
+    Ok(Inputs {
+        rs256: tokens::rs256(&root.join("certs/dev-jwt-signing.key"), 64)?,
+        hs256: tokens::hs256(64)?,
+        orders: placeholder.orders.clone(),
+        passthrough_path,
+    })
+}
+
 /// `--prepare`: the one selected gateway scenario's policy file, the JWKS it names, and its
 /// requests on the wire.
 fn prepare(
@@ -590,6 +605,14 @@ fn prepare(
     let files = scenarios::Files::new(root, jwks);
     let text = scenarios::policy_file(upstream, sc.snippet, &files, None);
     std::fs::write(dir.join("policy.yaml"), text)?;
+    // the variables the scenario's gateway runs with (a bench-only secret), for `set -a; . env`
+    anyhow::ensure!(
+        sc.env.iter().all(|(_, v)| !v.contains('\'')),
+        "a variable of {} does not fit in single quotes",
+        sc.id
+    );
+    let env: String = sc.env.iter().map(|(k, v)| format!("{k}='{v}'\n")).collect();
+    std::fs::write(dir.join("env"), env)?;
     let host = http::HeaderValue::from_static("bench");
     let mut wire = Vec::new();
     for _ in 0..args.prepare_requests {
@@ -624,6 +647,18 @@ fn main() -> anyhow::Result<()> {
             println!("{:<16} {}", s.id, s.title);
         }
         return Ok(());
+    }
+    if let Some(dir) = &args.prepare {
+        // nothing is built or started: the policy file forwards to the given upstream
+        let upstream = args
+            .prepare_upstream
+            .context("--prepare needs --prepare-upstream")?;
+        let inputs = minted_inputs(
+            &root,
+            &placeholder_inputs,
+            scenarios::PASSTHROUGH_PATH.into(),
+        )?;
+        return prepare(dir, upstream, &args, &root, &inputs);
     }
     let plan = if args.quick {
         Plan {
@@ -695,25 +730,7 @@ fn main() -> anyhow::Result<()> {
     } else {
         scenarios::PASSTHROUGH_PATH.into()
     };
-    if let Some(dir) = &args.prepare {
-        // the policy file's upstream is given: nothing is started
-        let upstream = args
-            .prepare_upstream
-            .context("--prepare needs --prepare-upstream")?;
-        let inputs = Inputs {
-            rs256: tokens::rs256(&root.join("certs/dev-jwt-signing.key"), 64)?,
-            hs256: tokens::hs256(64)?,
-            orders: placeholder_inputs.orders.clone(),
-            passthrough_path: scenarios::PASSTHROUGH_PATH.into(),
-        };
-        return prepare(dir, upstream, &args, &root, &inputs);
-    }
-    let inputs = Inputs {
-        rs256: tokens::rs256(&root.join("certs/dev-jwt-signing.key"), 64)?,
-        hs256: tokens::hs256(64)?,
-        orders: placeholder_inputs.orders.clone(),
-        passthrough_path,
-    };
+    let inputs = minted_inputs(&root, &placeholder_inputs, passthrough_path)?;
     let all = scenarios::all(&inputs)?;
     let mut wanted: Vec<&Scenario> = if args.scenarios.is_empty() {
         all.iter().collect()
