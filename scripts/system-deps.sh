@@ -20,7 +20,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # playwright (Python) for the browser test, in a venv of its own (Debian's pip refuses system-wide
-# installs); tests/tests/admin_auth.rs finds it there
+# installs); tests/tests/e2e/admin_auth.rs finds it there
 venv="$(dirname "$0")/../target/browser-venv"
 if ! "$venv/bin/python" -c 'import playwright' >/dev/null 2>&1; then
   echo "installing playwright into $venv"
@@ -28,7 +28,7 @@ if ! "$venv/bin/python" -c 'import playwright' >/dev/null 2>&1; then
   "$venv/bin/pip" install -q playwright
 fi
 
-# The OpenAPI tests (tests/tests/openapi.rs): openapi-spec-validator checks the document
+# The OpenAPI tests (tests/tests/e2e/openapi.rs): openapi-spec-validator checks the document
 # `gateway openapi` writes, schemathesis drives a running gateway from it. Pinned, in a venv of
 # their own (target/openapi-venv), installed only when the pinned versions are not there yet.
 openapi_venv="$(dirname "$0")/../target/openapi-venv"

@@ -1,6 +1,6 @@
 """Signs in to the gateway's admin listener through its form in a real headless Chromium.
 
-Run by tests/tests/admin_browser.rs with ADMIN_URL (http://127.0.0.1:PORT), ADMIN_TOKEN and
+Run by tests/tests/e2e/admin_auth.rs with ADMIN_URL (http://127.0.0.1:PORT), ADMIN_TOKEN and
 CHROMIUM (the browser binary; playwright drives it, it downloads none). Exits non-zero with a
 message on the first expectation that fails.
 """

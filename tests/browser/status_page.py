@@ -1,6 +1,6 @@
 """Drives the gateway's status page (`/` on the admin listener) in a real headless Chromium.
 
-Run by tests/tests/status_page.rs with ADMIN_URL and GATEWAY_URL (http://127.0.0.1:PORT),
+Run by tests/tests/e2e/status_page.rs with ADMIN_URL and GATEWAY_URL (http://127.0.0.1:PORT),
 CHROMIUM (the browser binary; playwright drives it, it downloads none) and MODE:
 
 - MODE=open (no admin token): the page loads with no console error and no failed request; the

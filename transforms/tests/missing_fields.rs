@@ -5,7 +5,7 @@
 //! input field); never a mapping failure, which the gateway answers 500.
 //!
 //! The same sweep runs end to end through the example policy set in
-//! `tests/tests/missing_fields.rs`; this one runs in process and names the mapping error.
+//! `tests/tests/e2e/missing_fields.rs`; this one runs in process and names the mapping error.
 
 use std::path::{Path, PathBuf};
 
