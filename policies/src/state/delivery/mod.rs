@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::redis::{RedisDeliveries, RedisDeliveryOptions};
 pub use any::Deliveries;
-pub use embedded::{CommitHook, EmbeddedDeliveries};
+pub use embedded::{CommitHook, EmbeddedDeliveries, GroupCommit};
 
 /// The format version written in every record; a reader refuses a newer one by name.
 pub const FORMAT_VERSION: u32 = 1;
