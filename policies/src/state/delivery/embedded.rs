@@ -58,7 +58,7 @@ pub struct GroupCommit {
 }
 
 impl Default for GroupCommit {
-    /// 1 ms, or 64 requests: with ALL-queued's load, 9 % less CPU per accepted order and 20 %
+    /// 1 ms, or 64 requests: under ALL-queued's load, ~11 % less CPU per accepted order and ~20 %
     /// more orders per second than with no window (benches/README.md, issue 13).
     fn default() -> Self {
         GroupCommit {
