@@ -1047,3 +1047,27 @@ fn the_dev_jwks_matches_the_dev_key() {
         "the kid is the RFC 7638 thumbprint"
     );
 }
+
+/// The branch-free check accepts exactly RFC 6750's b64token bytes, and finds one bad byte at
+/// any place of a long token, on both sides of its chunks' edges.
+#[test]
+fn the_b64token_check_takes_exactly_the_rfc_bytes_wherever_they_are() {
+    const B64TOKEN: &[u8] =
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/=";
+    for b in 0..=255u8 {
+        assert_eq!(
+            super::is_b64token(&[b]),
+            B64TOKEN.contains(&b),
+            "byte {b:#04x}"
+        );
+    }
+    let good: Vec<u8> = B64TOKEN.iter().copied().cycle().take(700).collect();
+    assert!(super::is_b64token(&good));
+    for at in 0..good.len() {
+        for bad in [b'!', b',', b' ', 0x80, 0xff] {
+            let mut token = good.clone();
+            token[at] = bad;
+            assert!(!super::is_b64token(&token), "{bad:#04x} at {at}");
+        }
+    }
+}
