@@ -1684,6 +1684,16 @@ mod tests {
         }
     }
 
+    /// A runtime of `threads` workers, for the tests that drive concurrent callers from a plain
+    /// test thread.
+    fn runtime(threads: usize) -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     fn rec(id: &str, key: Option<&str>) -> DeliveryRecord {
         rec_in("erp", id, key)
     }
@@ -2159,11 +2169,7 @@ mod tests {
 
     #[test]
     fn concurrent_enqueues_share_commits() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(4)
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = runtime(4);
         let dir = TempDir::new("group");
         let hooked = Arc::new(AtomicUsize::new(0));
         let seen = hooked.clone();
@@ -2200,11 +2206,7 @@ mod tests {
     /// (the minute-long window is never waited out).
     #[test]
     fn an_enqueue_within_the_window_shares_the_fsync() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = runtime(2);
         let dir = TempDir::new("window");
         let per_fsync = Arc::new(Mutex::new(Vec::new()));
         let seen = per_fsync.clone();
@@ -2526,11 +2528,7 @@ mod tests {
 
     #[test]
     fn concurrent_notes_keep_the_highest() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(4)
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = runtime(4);
         let dir = TempDir::new("lww-race");
         let store = Arc::new(EmbeddedDeliveries::open(&dir.file()).unwrap());
         let answers = runtime.block_on(async {
