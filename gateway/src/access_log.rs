@@ -132,19 +132,10 @@ impl AccessLine<'_> {
     }
 }
 
-/// Appends `key` (the separator, the quoted name and the colon) and `s` as a JSON string. Most
-/// values need no escape and are copied whole; the rest go through serde_json's escaper.
+/// Appends `key` (the separator, the quoted name and the colon) and `s` as a JSON string.
 fn str_field(out: &mut Vec<u8>, key: &[u8], s: &str) {
     out.extend_from_slice(key);
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.reserve(s.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-    } else if serde_json::to_writer(&mut *out, s).is_err() {
-        // writing to a Vec cannot fail
-        out.extend_from_slice(b"\"\"");
-    }
+    transforms::json_text::write_str(out, s);
 }
 
 /// Appends `key` and an integer.

@@ -16,6 +16,8 @@
 //!   (`schemas/outbound/<channel>/<operation>.schema.json`, [`outbound_body_schema`]).
 //! - [`decimal`], [`time`], [`codes`], [`status`]: the exact-decimal, timestamp, country and
 //!   status helpers the mappings call as jq functions, usable from Rust too.
+//! - [`json_text`]: compact JSON text of a value, byte for byte serde_json's, faster for the
+//!   plain strings documents are made of.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -42,6 +44,7 @@ pub mod decimal;
 mod engine;
 pub mod error;
 pub mod golden;
+pub mod json_text;
 mod mapping_files;
 mod natives;
 mod objects;

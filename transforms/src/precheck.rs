@@ -66,7 +66,7 @@ pub fn precheck(bytes: &[u8], limits: &PrecheckLimits) -> Result<(), PrecheckErr
 pub fn parse_checked(bytes: &[u8], limits: &PrecheckLimits) -> Result<Value, PrecheckError> {
     // from the checked text: serde_json then does not validate every string's UTF-8 again
     let text = scan(bytes, limits)?;
-    serde_json::from_str(text).map_err(not_json)
+    crate::json_text::parse_str(text).map_err(not_json)
 }
 
 /// The cheap checks: size, UTF-8, then depth; the body as text.

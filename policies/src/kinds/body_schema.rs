@@ -280,7 +280,7 @@ impl Phases for Schema {
         if !resp.status.is_success() {
             return Flow::Continue(());
         }
-        let verdict = match serde_json::from_slice::<Value>(body) {
+        let verdict = match transforms::json_text::parse_slice(body) {
             Ok(v) => schema
                 .validator
                 .validate(&v, self.max_errors)

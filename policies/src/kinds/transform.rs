@@ -260,8 +260,7 @@ fn mapping_failed(e: &TransformError, status: StatusCode, reason: &'static str) 
 /// the buffer's regrowths from serde_json's 128 bytes).
 fn serialize(value: &Value, capacity: usize) -> Bytes {
     let mut out = Vec::with_capacity(capacity);
-    // writing into a Vec cannot fail
-    let _ = serde_json::to_writer(&mut out, value);
+    transforms::json_text::write_value(&mut out, value);
     Bytes::from(out)
 }
 
@@ -379,7 +378,7 @@ impl Phases for Transform {
         if resp.status.is_informational() || resp.status.is_redirection() {
             return Flow::Continue(());
         }
-        let parsed = serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);
+        let parsed = transforms::json_text::parse_slice(body).unwrap_or(Value::Null);
         let envelope = json!({"status": resp.status.as_u16(), "body": parsed});
         match mapping.apply(envelope) {
             Ok(mut doc) => {

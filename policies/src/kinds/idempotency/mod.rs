@@ -25,6 +25,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use transforms::json_text;
 
 use super::{KindContext, PolicyKind};
 use crate::clock::Clock;
@@ -745,13 +746,8 @@ impl CanonicalHasher {
             Value::Null => self.buf.extend_from_slice(b"null"),
             Value::Bool(true) => self.buf.extend_from_slice(b"true"),
             Value::Bool(false) => self.buf.extend_from_slice(b"false"),
-            // writing into a Vec cannot fail
-            Value::String(s) => {
-                let _ = serde_json::to_writer(&mut self.buf, s);
-            }
-            Value::Number(n) => {
-                let _ = serde_json::to_writer(&mut self.buf, n);
-            }
+            Value::String(s) => json_text::write_str(&mut self.buf, s),
+            Value::Number(n) => json_text::write_number(&mut self.buf, n),
         }
         self.spill();
     }
@@ -760,7 +756,7 @@ impl CanonicalHasher {
         if i > 0 {
             self.buf.push(b',');
         }
-        let _ = serde_json::to_writer(&mut self.buf, k);
+        json_text::write_str(&mut self.buf, k);
         self.buf.push(b':');
         self.write(v);
     }
