@@ -205,17 +205,28 @@ fn needs_escape(bytes: &[u8]) -> bool {
             | (backslash.wrapping_sub(ONES) & !backslash))
             & HIGH
     };
-    let mut chunks = bytes.chunks_exact(8);
+    let word = |at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_ne_bytes(w)
+    };
     let mut any = 0;
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        any |= flagged(u64::from_ne_bytes(word));
+    if bytes.len() >= 8 {
+        // whole words, the last one ending at the last byte (it may overlap the one before)
+        let mut at = 0;
+        while at + 8 < bytes.len() {
+            any |= flagged(word(at));
+            at += 8;
+        }
+        any |= flagged(word(bytes.len() - 8));
+    } else {
+        // a short string padded with spaces, which are not escaped
+        let mut w = [b' '; 8];
+        for (slot, &b) in w.iter_mut().zip(bytes) {
+            *slot = b;
+        }
+        any = flagged(u64::from_ne_bytes(w));
     }
-    // the tail padded with spaces, which are not escaped
-    let mut last = [b' '; 8];
-    last[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-    any |= flagged(u64::from_ne_bytes(last));
     any != 0
 }
 
