@@ -2,10 +2,10 @@
 //! `from_str` and `to_writer`, with less work per object member and per string.
 //!
 //! - Writing: serde_json checks each byte of a string against a table and writes a string in
-//!   three pieces, ~180 instructions for a ten-byte key. Almost every key and value of a
-//!   retail document is plain text, so [`write_str`] tests the whole string at once (a test
-//!   the compiler turns into wide compares) and copies it; a string with anything to escape is
-//!   left to serde_json, so escapes are written exactly as it writes them.
+//!   three pieces, ~163 instructions a string on a retail order. Almost every key and value of
+//!   such a document is plain text, so [`write_str`] tests it eight bytes at a time, as one
+//!   word, and copies it; a string with anything to escape is left to serde_json, so escapes
+//!   are written exactly as it writes them.
 //! - Reading: serde_json inserts each member of an object into its `BTreeMap` as it reads it,
 //!   a search from the root comparing keys. [`parse_str`] gathers an object's members, then
 //!   builds the map from them at once (sorted, then laid out in order; the last of two equal

@@ -16,8 +16,8 @@
 //!   (`schemas/outbound/<channel>/<operation>.schema.json`, [`outbound_body_schema`]).
 //! - [`decimal`], [`time`], [`codes`], [`status`]: the exact-decimal, timestamp, country and
 //!   status helpers the mappings call as jq functions, usable from Rust too.
-//! - [`json_text`]: compact JSON text of a value, byte for byte serde_json's, faster for the
-//!   plain strings documents are made of.
+//! - [`json_text`]: JSON text read into and written from a `serde_json::Value`, the same
+//!   values and bytes as serde_json's, with less work per object member and per plain string.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {

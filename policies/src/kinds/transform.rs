@@ -257,7 +257,7 @@ fn mapping_failed(e: &TransformError, status: StatusCode, reason: &'static str) 
 }
 
 /// `value` as compact JSON, in a buffer of `capacity` bytes to start with (a fair guess saves
-/// the buffer's regrowths from serde_json's 128 bytes).
+/// the buffer's regrowths).
 fn serialize(value: &Value, capacity: usize) -> Bytes {
     let mut out = Vec::with_capacity(capacity);
     transforms::json_text::write_value(&mut out, value);
