@@ -896,7 +896,7 @@ impl Phases for Idempotency {
         let parsed = ParsedBody::take(state, body).or_else(|| {
             std::str::from_utf8(body)
                 .ok()
-                .and_then(|text| serde_json::from_str::<Value>(text).ok())
+                .and_then(|text| transforms::json_text::parse_str(text).ok())
         });
         let value = parsed.as_ref();
         let key = match (&self.key, header_key) {
