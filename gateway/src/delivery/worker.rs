@@ -205,8 +205,10 @@ impl Dispatcher {
                                 return;
                             };
                             let me = this.clone();
+                            // boxed where it starts: inline, tokio would copy the attempt's
+                            // future into the task's cell and again at each stage of the task
                             tokio::spawn(async move {
-                                me.attempt(c).await;
+                                Box::pin(me.attempt(c)).await;
                                 drop(slot);
                                 // a freed worker takes the next due delivery at once, not
                                 // after the poll interval
@@ -638,9 +640,11 @@ async fn deliver(
         }
         at.begin(pool, Instant::now() + upstream.total_timeout, true);
         at.idempotency_key = req.headers.get(IDEMPOTENCY_KEY).cloned();
+        // boxed, as the buffered exchange boxes it: the exchange's future is ~12 KiB, which
+        // the timeout and every future around this one would otherwise each copy
         let exchanged = tokio::time::timeout(
             upstream.total_timeout,
-            forward::exchange(connector, at, req, &body),
+            Box::pin(forward::exchange(connector, at, req, &body)),
         )
         .await;
         let forwarded = at.forwarded;
