@@ -39,7 +39,12 @@ pub struct Outgoing<'a> {
 }
 
 fn text(b: &Bytes) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    // the bodies here are valid UTF-8 (parsed JSON), which `from_utf8` checks a word at a
+    // time where `from_utf8_lossy` goes byte by byte
+    match std::str::from_utf8(b) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(b).into_owned(),
+    }
 }
 
 /// The `<channel>:<value>` ordering key of a document, from the route's pointer.
