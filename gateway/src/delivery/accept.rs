@@ -50,7 +50,7 @@ fn text(b: &Bytes) -> String {
 /// The `<channel>:<value>` ordering key of a document, from the route's pointer.
 fn ordering_key(pointer: Option<&str>, channel: Option<&str>, body: &Bytes) -> Option<String> {
     let pointer = pointer?;
-    let doc: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let doc = transforms::json_text::parse_slice(body).ok()?;
     let value = match doc.pointer(pointer)? {
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Number(n) => n.to_string(),

@@ -235,7 +235,7 @@ fn plan(
     upstreams: &[Arc<Upstream>],
     event: &Event<'_>,
 ) -> std::result::Result<Plan, Refusal> {
-    let doc: Value = serde_json::from_slice(event.body).map_err(|e| {
+    let doc: Value = transforms::json_text::parse_slice(event.body).map_err(|e| {
         refusal(
             StatusCode::BAD_REQUEST,
             "malformed-json",

@@ -118,7 +118,7 @@ pub fn refused_in_body(operation: &str, body: &[u8]) -> Option<String> {
     if operation != "inventory" || body.is_empty() {
         return None;
     }
-    let doc: Value = serde_json::from_slice(body).ok()?;
+    let doc = transforms::json_text::parse_slice(body).ok()?;
     if doc.get("status").and_then(Value::as_str) == Some("INVALID") {
         return Some(format!(
             "the marketplace answered INVALID: {}",
