@@ -39,8 +39,9 @@ pub struct Outgoing<'a> {
 }
 
 fn text(b: &Bytes) -> String {
-    // the bodies here are valid UTF-8 (parsed JSON), which `from_utf8` checks a word at a
-    // time where `from_utf8_lossy` goes byte by byte
+    // bodies are JSON, so nearly always valid UTF-8: `from_utf8` checks that a word at a time
+    // where `from_utf8_lossy` goes byte by byte; a route without body policies may still
+    // store other bytes, which the lossy copy keeps as before
     match std::str::from_utf8(b) {
         Ok(s) => s.to_owned(),
         Err(_) => String::from_utf8_lossy(b).into_owned(),
@@ -291,6 +292,17 @@ pub async fn accepted(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_text_is_copied_exactly_and_bytes_that_are_not_utf8_are_replaced() {
+        let json = Bytes::from_static("{\"name\":\"Café ☕\"}".as_bytes());
+        assert_eq!(text(&json), "{\"name\":\"Café ☕\"}");
+        assert_eq!(
+            text(&Bytes::from_static(b"a\xffb\xc3")),
+            "a\u{FFFD}b\u{FFFD}"
+        );
+        assert_eq!(text(&Bytes::new()), "");
+    }
 
     #[test]
     fn ordering_keys_come_from_the_pointer_prefixed_with_the_channel() {
