@@ -63,8 +63,13 @@ pub struct ThroughputRun {
     pub sut_cpu_s: f64,
     /// Its CPU per successful request, µs.
     pub cpu_us_per_req: f64,
-    /// Its CPU seconds per second of window (1.0 = its core was busy all the time).
+    /// Its CPU seconds per second of window (1.0 = its core was busy all the time); with a
+    /// queue, per second of window and drain.
     pub sut_util: f64,
+    /// With store-and-forward queues: the seconds after the window until they were empty.
+    /// The CPU figures include them, so each accepted order's delivery is counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_s: Option<f64>,
     /// /proc/loadavg when the repetition ended.
     pub loadavg: [f64; 3],
 }

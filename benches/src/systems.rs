@@ -226,6 +226,17 @@ pub fn http_status(addr: SocketAddr, path: &str) -> anyhow::Result<u16> {
         .context("not an HTTP answer")
 }
 
+/// `GET path` on a fresh connection: the status and the body (read to EOF).
+pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    read_answer(s)
+}
+
 /// `POST path` with a JSON body on a fresh connection: the status and the body (read to EOF).
 pub fn http_post_json(addr: SocketAddr, path: &str, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
@@ -237,6 +248,11 @@ pub fn http_post_json(addr: SocketAddr, path: &str, body: &[u8]) -> anyhow::Resu
         body.len()
     )?;
     s.write_all(body)?;
+    read_answer(s)
+}
+
+/// The status and the body of an answer on a connection the peer closes after it.
+fn read_answer(mut s: TcpStream) -> anyhow::Result<(u16, Vec<u8>)> {
     let mut answer = Vec::new();
     s.read_to_end(&mut answer)?;
     let text = String::from_utf8_lossy(&answer);

@@ -223,6 +223,9 @@ struct Ready<'a> {
     addr: SocketAddr,
     /// The process whose CPU and memory are the system under test's.
     pid: u32,
+    /// The admin listener of a gateway whose policy file has store-and-forward queues: every
+    /// measured window ends only once they are empty (see [`wait_delivered`]).
+    queue_admin: Option<SocketAddr>,
     recipe: Arc<benches::recipe::Recipe>,
     report: ScenarioReport,
     _procs: Vec<Proc>,
@@ -266,6 +269,38 @@ fn wait_gateway_listening(
     }
 }
 
+/// Waits until the store-and-forward queues of the gateway at `admin` are empty (every order
+/// accepted so far delivered), reading `gateway_delivery_queue_depth` from its `/metrics`;
+/// returns the seconds it waited. A queued scenario's window ends here, so its CPU per request
+/// counts each order's delivery, not only its acceptance: under the closed loop the
+/// acceptances outrun the deliveries, and the backlog's deliveries would otherwise run
+/// unmeasured (and in the next scenario's window, on the same core).
+fn wait_delivered(admin: SocketAddr) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    loop {
+        let (status, body) = systems::http_get(admin, "/metrics")?;
+        if status != 200 {
+            bail!("GET /metrics answered {status}");
+        }
+        let text = String::from_utf8_lossy(&body);
+        let depths: Vec<f64> = text
+            .lines()
+            .filter(|l| l.starts_with("gateway_delivery_queue_depth{"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse().ok())
+            .collect();
+        if depths.is_empty() {
+            bail!("no gateway_delivery_queue_depth in /metrics");
+        }
+        if depths.iter().all(|&d| d == 0.0) {
+            return Ok(start.elapsed().as_secs_f64());
+        }
+        if start.elapsed() > Duration::from_secs(300) {
+            bail!("the queues did not empty within 300 s: {depths:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// `gateway check` on the scenario's file: Ok, or the status to report.
 fn check_policy(bin: &Path, file: &Path, env: &[(String, String)]) -> Result<(), Status> {
     let out = Command::new(bin.join("gateway"))
@@ -304,6 +339,7 @@ fn start_scenario<'a>(sc: &'a Scenario, env: &Env<'_>) -> Result<Ready<'a>, Box<
     let dir = Scratch::new(sc.id).map_err(failed)?;
     let mut procs = Vec::new();
     let mut policy_text = None;
+    let mut queue_admin = None;
     let (addr, pid) = match sc.system {
         System::Upstream => (env.upstream.addr, env.upstream_pid),
         System::P0 => {
@@ -330,6 +366,7 @@ fn start_scenario<'a>(sc: &'a Scenario, env: &Env<'_>) -> Result<Ready<'a>, Box<
                 scenarios::policy_file(env.upstream.addr, sc.snippet, &env.files, redis_addr);
             let file = dir.path().join("policy.yaml");
             std::fs::write(&file, &text).map_err(|e| failed(e.into()))?;
+            let text_has_queues = text.lines().any(|l| l.starts_with("queues:"));
             policy_text = Some(text);
             if let Err(status) = check_policy(env.bin, &file, &sc.env) {
                 let mut r = fail(status);
@@ -382,6 +419,9 @@ fn start_scenario<'a>(sc: &'a Scenario, env: &Env<'_>) -> Result<Ready<'a>, Box<
                 .map_err(failed)?;
             let (http, admin) =
                 wait_gateway_listening(&mut p, Duration::from_secs(30)).map_err(failed)?;
+            if text_has_queues {
+                queue_admin = Some(admin);
+            }
             p.wait_http_200(admin, "/readyz", Duration::from_secs(30))
                 .map_err(failed)?;
             p.wait_listening(http, Duration::from_secs(10))
@@ -472,6 +512,7 @@ fn start_scenario<'a>(sc: &'a Scenario, env: &Env<'_>) -> Result<Ready<'a>, Box<
         scenario: sc,
         addr,
         pid,
+        queue_admin,
         recipe: Arc::new(sc.recipe.clone()),
         report,
         _procs: procs,
@@ -822,6 +863,9 @@ fn main() -> anyhow::Result<()> {
             plan.warmup,
             &mut |_| {},
         ))?;
+        if let Some(admin) = r.queue_admin {
+            wait_delivered(admin)?;
+        }
     }
     if let Some(minutes) = args.soak {
         let table = soak(&rt, &ready, &load, minutes)?;
@@ -846,6 +890,11 @@ fn main() -> anyhow::Result<()> {
                     Edge::End => cpu[1] = procstat::cpu_seconds(pid),
                 },
             ))?;
+            let mut drain_s = None;
+            if let Some(admin) = r.queue_admin {
+                drain_s = Some(wait_delivered(admin)?);
+                cpu[1] = procstat::cpu_seconds(pid);
+            }
             let sut_cpu_s = cpu[1] - cpu[0];
             let t = ThroughputRun {
                 cpu_us_per_req: if run.ok > 0 {
@@ -853,20 +902,24 @@ fn main() -> anyhow::Result<()> {
                 } else {
                     f64::NAN
                 },
-                sut_util: sut_cpu_s / run.window_s.max(1e-9),
+                sut_util: sut_cpu_s / (run.window_s + drain_s.unwrap_or(0.0)).max(1e-9),
                 sut_cpu_s,
+                drain_s,
                 loadavg: loadavg(),
                 run,
             };
             eprintln!(
-                "throughput {}/{} {:<15} {:>8.0} req/s  cpu {:>6.1} µs/req  busy {:>3.0}%  errors {}",
+                "throughput {}/{} {:<15} {:>8.0} req/s  cpu {:>6.1} µs/req  busy {:>3.0}%  errors {}{}",
                 rep + 1,
                 plan.reps,
                 r.scenario.id,
                 t.run.rps,
                 t.cpu_us_per_req,
                 t.sut_util * 100.0,
-                t.run.errors + t.run.bad_status
+                t.run.errors + t.run.bad_status,
+                t.drain_s
+                    .map(|d| format!("  drained in {d:.1} s"))
+                    .unwrap_or_default()
             );
             r.report.throughput.push(t);
         }
@@ -897,6 +950,10 @@ fn main() -> anyhow::Result<()> {
                         Edge::End => cpu[1] = procstat::cpu_seconds(pid),
                     },
                 ))?;
+                if let Some(admin) = r.queue_admin {
+                    wait_delivered(admin)?;
+                    cpu[1] = procstat::cpu_seconds(pid);
+                }
                 eprintln!(
                     "latency {:>3.0}% {:<15} {:>8.0}/s offered  p50 {:>7} µs  p99 {:>7} µs  p99.9 {:>7} µs  send lag p99 {} µs  errors {} dropped {}",
                     fraction * 100.0,
