@@ -2791,7 +2791,7 @@ mod tests {
         }
         let kept = store.lock().fresh_bytes;
         assert_eq!(kept, size(&records[0]) + size(&records[1]));
-        // f4 was never kept; purging f2 (kept, unclaimed) gives its room back
+        // f3 and f4 were not kept; purging f2 (kept, unclaimed) gives its room back
         assert!(store.purge("f2").await.unwrap());
         assert_eq!(store.lock().fresh_bytes, size(&records[0]));
 
