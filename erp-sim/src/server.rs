@@ -273,13 +273,13 @@ async fn serve<IO>(
     let serving = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(serving);
     loop {
+        // The kill is looked at before the next request: `set_down` returns once the kill is
+        // sent, and a request its caller sends afterwards on a kept-alive connection must find
+        // the simulator down. Polled in random order, a connection whose task had not run
+        // since the kill could still serve it (a test of ejection then saw an attempt succeed
+        // after the ERP was down, on a busy machine).
         tokio::select! {
-            result = serving.as_mut() => {
-                if let Err(err) = result {
-                    tracing::debug!(error = %err, "erp-sim connection ended with an error");
-                }
-                return;
-            }
+            biased;
             // Dropping the connection closes the socket with nothing written.
             () = connection.close.notified() => return,
             changed = kill.changed() => {
@@ -289,6 +289,12 @@ async fn serve<IO>(
                 }
                 // The connection that asked for the down gets its answer, then closes.
                 serving.as_mut().graceful_shutdown();
+            }
+            result = serving.as_mut() => {
+                if let Err(err) = result {
+                    tracing::debug!(error = %err, "erp-sim connection ended with an error");
+                }
+                return;
             }
         }
     }
