@@ -2,14 +2,15 @@
 # Instructions per request of a gateway build, counted by valgrind's callgrind: exact and
 # repeatable where the load test's CPU times move by tens of percent on a shared machine, so
 # two builds compare on one request path to the instruction.
-#   scripts/instructions.sh [--bin PATH] [--requests N] [--keep FILE] [--scenario ID]
+#   scripts/instructions.sh [--bin PATH] [--requests N] [--keep FILE] [--scenario ID] [--p0]
 # It starts bench-upstream, the gateway (one worker) under callgrind with the S1 passthrough
 # route, sends 300 warm-up requests, then counts N keep-alive GETs (default 2000) and prints the
 # instructions per request. With --scenario, the policy file and the requests are loadbench's
 # for that gateway scenario (`loadbench --prepare`: e.g. ALL, its Amazon orders with their
 # tokens and fresh idempotency keys; a body scenario is worth --requests 300, valgrind being
 # slow). --keep FILE keeps callgrind's output (`callgrind_annotate FILE`
-# shows where they go). Not timing: valgrind runs the gateway ~50 times slower. Note that
+# shows where they go). --p0 counts the matrix's P0 (Pingora alone, `p0-passthrough`) on the
+# same S1 requests instead of the gateway, the reference S1 is held to. Not timing: valgrind runs the gateway ~50 times slower. Note that
 # callgrind counts each byte of a `rep movsb` copy, and hides CPU features (SHA extensions)
 # that native runs use, so memcpy and SHA-256 weigh more here than in time.
 set -euo pipefail
@@ -18,18 +19,23 @@ bin=target/release/gateway
 requests=2000
 keep=""
 scenario=""
+p0=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) bin=$2; shift 2 ;;
     --requests) requests=$2; shift 2 ;;
     --keep) keep=$2; shift 2 ;;
     --scenario) scenario=$2; shift 2 ;;
+    --p0) p0=1; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
+[ -n "$scenario" ] && [ -n "$p0" ] && { echo "--p0 counts the S1 requests only" >&2; exit 2; }
+[ -n "$p0" ] && bin=target/release/p0-passthrough
 [ -x "$bin" ] && [ -x target/release/bench-upstream ] && [ -x target/release/loadbench ] ||
-  cargo build --release -p gateway -p benches --bin gateway --bin bench-upstream --bin loadbench
+  cargo build --release -p gateway -p benches --bin gateway --bin bench-upstream --bin loadbench \
+    --bin p0-passthrough
 
 work=$(mktemp -d)
 pids=()
@@ -71,11 +77,17 @@ EOF
   req='GET /erp/v1/orders/ERP-ORD-000001 HTTP/1.1\r\nHost: bench\r\nAccept: */*\r\n\r\n'
   for _ in $(seq 1 $((warmup + requests))); do printf '%b' "$req"; done > "$work/requests.http"
   what="S1 passthrough, $requests GETs"
+  [ -n "$p0" ] && what="P0, Pingora alone, $requests GETs"
 fi
 port=$(free_port)
+if [ -n "$p0" ]; then
+  args=(--listen "127.0.0.1:$port" --upstream "127.0.0.1:$up" --threads 1)
+else
+  args=(run -c "$work/policy.yaml" --http "127.0.0.1:$port" --admin "127.0.0.1:$(free_port)"
+    --threads 1 --grace-period 0 --shutdown-timeout 1)
+fi
 valgrind --tool=callgrind --callgrind-out-file="$work/cg" --dump-instr=no \
-  "$bin" run -c "$work/policy.yaml" --http "127.0.0.1:$port" --admin "127.0.0.1:$(free_port)" \
-  --threads 1 --grace-period 0 --shutdown-timeout 1 > "$work/gateway.log" 2>&1 &
+  "$bin" "${args[@]}" > "$work/gateway.log" 2>&1 &
 vg=$!
 pids+=($vg)
 disown
