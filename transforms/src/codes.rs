@@ -347,22 +347,68 @@ pub fn country_alpha2(code: &str) -> Option<&'static str> {
     }
 }
 
+/// A three-byte code as one integer ordered as its bytes are, so that a currency lookup (one
+/// per amount of an order) compares integers rather than calling `memcmp` at every probe.
+const fn code_key(code: &[u8]) -> u32 {
+    ((code[0] as u32) << 16) | ((code[1] as u32) << 8) | code[2] as u32
+}
+
+/// The minor-unit digits `CURRENCY_DIGITS` gives a code ISO lists with no minor unit.
+const NO_DIGITS: u8 = u8::MAX;
+
+/// Every currency of `CURRENCIES` as its `code_key`, in the same (sorted) order, with its
+/// minor-unit digits from `EXPONENT_EXCEPTIONS` and `NO_MINOR_UNIT` (2 when neither lists it):
+/// built from those tables when the crate compiles, so they stay the one place to edit.
+const CURRENCY_DIGITS: [(u32, u8); CURRENCIES.len()] = {
+    let mut table = [(0, 2); CURRENCIES.len()];
+    let mut i = 0;
+    while i < CURRENCIES.len() {
+        let key = code_key(CURRENCIES[i].as_bytes());
+        table[i].0 = key;
+        let mut j = 0;
+        while j < EXPONENT_EXCEPTIONS.len() {
+            if code_key(EXPONENT_EXCEPTIONS[j].0.as_bytes()) == key {
+                table[i].1 = EXPONENT_EXCEPTIONS[j].1 as u8;
+            }
+            j += 1;
+        }
+        j = 0;
+        while j < NO_MINOR_UNIT.len() {
+            if code_key(NO_MINOR_UNIT[j].as_bytes()) == key {
+                table[i].1 = NO_DIGITS;
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    table
+};
+
+/// The minor-unit digits of a listed currency (`NO_DIGITS` for none); `None` when `code` is
+/// not an ISO 4217 code.
+fn currency_digits(code: &str) -> Option<u8> {
+    let code = code.as_bytes();
+    if code.len() != 3 {
+        return None;
+    }
+    let key = code_key(code);
+    CURRENCY_DIGITS
+        .binary_search_by_key(&key, |&(k, _)| k)
+        .ok()
+        .map(|i| CURRENCY_DIGITS[i].1)
+}
+
 /// Whether `code` is an ISO 4217 alphabetic currency code (upper case, as ISO writes it).
 pub fn is_currency(code: &str) -> bool {
-    CURRENCIES.binary_search(&code).is_ok()
+    currency_digits(code).is_some()
 }
 
 /// Digits after the decimal point of the currency's minor unit (2 for USD, 0 for JPY, 3 for
 /// KWD); `None` for unknown codes and for codes ISO gives no minor unit.
 pub fn currency_exponent(code: &str) -> Option<u32> {
-    if !is_currency(code) || NO_MINOR_UNIT.contains(&code) {
-        return None;
-    }
-    Some(
-        EXPONENT_EXCEPTIONS
-            .binary_search_by(|(c, _)| (*c).cmp(code))
-            .map_or(2, |i| EXPONENT_EXCEPTIONS[i].1),
-    )
+    currency_digits(code)
+        .filter(|&d| d != NO_DIGITS)
+        .map(u32::from)
 }
 
 #[cfg(test)]
@@ -376,6 +422,36 @@ mod tests {
         assert!(CURRENCIES.windows(2).all(|w| w[0] < w[1]));
         assert!(EXPONENT_EXCEPTIONS.windows(2).all(|w| w[0].0 < w[1].0));
         assert!(EXPONENT_EXCEPTIONS.iter().all(|(c, _)| is_currency(c)));
+        assert!(NO_MINOR_UNIT.iter().all(|c| is_currency(c)));
+        assert!(CURRENCIES.iter().all(|c| c.len() == 3));
+    }
+
+    /// The integer table answers what the string tables say, for every listed code and for
+    /// codes that are not listed (the lookup it replaced searched the string tables).
+    #[test]
+    fn the_integer_table_answers_as_the_string_tables() {
+        for code in CURRENCIES {
+            let expected = if NO_MINOR_UNIT.contains(&code) {
+                None
+            } else {
+                Some(
+                    EXPONENT_EXCEPTIONS
+                        .iter()
+                        .find(|(c, _)| *c == code)
+                        .map_or(2, |(_, e)| *e),
+                )
+            };
+            assert!(is_currency(code), "{code}");
+            assert_eq!(currency_exponent(code), expected, "{code}");
+        }
+        assert_eq!(CURRENCY_DIGITS.len(), CURRENCIES.len());
+        assert!(CURRENCY_DIGITS.windows(2).all(|w| w[0].0 < w[1].0));
+        for code in [
+            "", "US", "USDX", "usd", "UsD", "AAA", "ZZZ", "U\u{e9}", "\u{20ac}",
+        ] {
+            assert!(!is_currency(code), "{code:?}");
+            assert_eq!(currency_exponent(code), None, "{code:?}");
+        }
     }
 
     #[test]
