@@ -29,6 +29,35 @@ struct Entry {
     record: Option<Arc<Record>>,
 }
 
+/// A completed record's place on the expiry heap, ordered by its expiry alone: records that
+/// expire in the same millisecond (a busy store completes several) leave in any order, where
+/// ordering the keys too cost a string compare at each level the heap sifts through.
+#[derive(Debug)]
+struct Expiring {
+    expires_ms: u64,
+    key: Arc<str>,
+}
+
+impl PartialEq for Expiring {
+    fn eq(&self, other: &Self) -> bool {
+        self.expires_ms == other.expires_ms
+    }
+}
+
+impl Eq for Expiring {}
+
+impl PartialOrd for Expiring {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Expiring {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.expires_ms.cmp(&other.expires_ms)
+    }
+}
+
 #[derive(Debug, Default)]
 struct Shard {
     /// The key is shared with `by_expiry`, so a record pays for its key once.
@@ -36,7 +65,7 @@ struct Shard {
     /// Completed records, nearest expiry first. An item whose key no longer holds a record
     /// with that expiry (it expired, was evicted or claimed anew) is stale and skipped; sweeps
     /// drop the expired ones, so stale items do not pile up.
-    by_expiry: BinaryHeap<Reverse<(u64, Arc<str>)>>,
+    by_expiry: BinaryHeap<Reverse<Expiring>>,
     /// No in-flight claim expires before this (a lower bound, exact after each sweep): a full
     /// shard looks for expired claims only when one may be there.
     claims_expire_from: u64,
@@ -56,7 +85,7 @@ impl Shard {
         });
         self.claims_expire_from = claims_from;
         self.by_expiry
-            .retain(|Reverse((expires, _))| *expires > now_ms);
+            .retain(|Reverse(item)| item.expires_ms > now_ms);
     }
 }
 
@@ -166,7 +195,9 @@ impl LocalRecords {
             e.token = 0;
             e.expires_ms = expires_ms;
         }
-        shard.by_expiry.push(Reverse((expires_ms, k)));
+        shard
+            .by_expiry
+            .push(Reverse(Expiring { expires_ms, key: k }));
         true
     }
 
@@ -245,7 +276,7 @@ fn make_room(shard: &mut Shard, now_ms: u64) -> Result<(), Full> {
         }
     }
     // the nearest expiry first, so an expired record goes before any live one
-    while let Some(Reverse((expires_ms, key))) = shard.by_expiry.pop() {
+    while let Some(Reverse(Expiring { expires_ms, key })) = shard.by_expiry.pop() {
         let current = shard
             .entries
             .get(&key)
