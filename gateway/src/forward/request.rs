@@ -93,29 +93,7 @@ pub fn rewrite(req: &mut RequestHeader, o: &Outbound<'_>) -> Result<()> {
             req.set_uri(uri);
         }
     }
-    // Most requests carry no hop-by-hop header: one pass over their few names tells, where a
-    // lookup per hop-by-hop name hashed seven times (and a removal also edits Pingora's
-    // header-case map, so nothing is removed that is not there).
-    if req.headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
-        // headers named by Connection (itself hop-by-hop) are hop-by-hop too
-        let named: Vec<String> = req
-            .headers
-            .get_all(http::header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|s| s.trim().to_ascii_lowercase())
-            .filter(|s| !s.is_empty())
-            .collect();
-        for h in &HOP_BY_HOP {
-            if req.headers.contains_key(h) {
-                req.remove_header(h);
-            }
-        }
-        for h in &named {
-            req.remove_header(h.as_str());
-        }
-    }
+    remove_hop_by_hop(req);
     let id = HeaderValue::from_str(&o.state.request_id)
         .or_err(ErrorType::InternalError, "request id")?;
     req.insert_header(REQUEST_ID_NAME, id)?;
@@ -152,6 +130,34 @@ pub fn rewrite(req: &mut RequestHeader, o: &Outbound<'_>) -> Result<()> {
         req.insert_header(IDEMPOTENCY_KEY_NAME, key.clone())?;
     }
     Ok(())
+}
+
+/// Removes the hop-by-hop headers (RFC 9110 7.6.1), and those the request's `Connection` names.
+fn remove_hop_by_hop(req: &mut RequestHeader) {
+    // Most requests carry none: one pass over their few names tells, where a lookup per
+    // hop-by-hop name hashed seven times (and a removal also edits Pingora's header-case map,
+    // so nothing is removed that is not there).
+    if !req.headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
+    // headers named by Connection (itself hop-by-hop) are hop-by-hop too
+    let named: Vec<String> = req
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for h in &HOP_BY_HOP {
+        if req.headers.contains_key(h) {
+            req.remove_header(h);
+        }
+    }
+    for h in &named {
+        req.remove_header(h.as_str());
+    }
 }
 
 /// `X-Forwarded-For` with the client's address appended to the list it arrived with (a list
@@ -237,6 +243,49 @@ mod tests {
         );
         let opaque = HeaderValue::from_bytes(b"caf\xe9").unwrap();
         assert_eq!(forwarded_for(Some(&opaque), v6).unwrap(), "2001:db8::1");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let head = |headers: &[(&'static str, &'static str)]| {
+            let mut req = RequestHeader::build("GET", b"/erp/v1/orders", None).unwrap();
+            for (name, value) in headers {
+                req.append_header(*name, *value).unwrap();
+            }
+            req
+        };
+        // none of them: the head is left as it came, in its order
+        let mut req = head(&[("Host", "erp"), ("Accept", "*/*"), ("X-Trace", "1")]);
+        remove_hop_by_hop(&mut req);
+        let names: Vec<_> = req.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["host", "accept", "x-trace"]);
+        // each one alone, without a Connection header to name it
+        for hop in [
+            "Connection",
+            "Keep-Alive",
+            "Proxy-Connection",
+            "Proxy-Authorization",
+            "TE",
+            "Trailer",
+            "Upgrade",
+        ] {
+            let mut req = head(&[("Host", "erp"), (hop, "x"), ("Accept", "*/*")]);
+            remove_hop_by_hop(&mut req);
+            assert!(!req.headers.contains_key(hop), "{hop}");
+            assert_eq!(req.headers.len(), 2, "{hop}");
+        }
+        // the names Connection lists, in any case, go with it; others stay
+        let mut req = head(&[
+            ("Host", "erp"),
+            ("Connection", "keep-alive, X-Secret-Hop"),
+            ("Connection", "close"),
+            ("x-secret-hop", "1"),
+            ("close", "2"),
+            ("X-Kept", "3"),
+        ]);
+        remove_hop_by_hop(&mut req);
+        let names: Vec<_> = req.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["host", "x-kept"]);
     }
 
     #[test]
