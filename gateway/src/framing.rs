@@ -648,6 +648,38 @@ mod tests {
     }
 
     #[test]
+    fn the_header_count_is_bounded_at_max_headers() {
+        // Host, `extra` fields and a request id: every slot filled is read back by the checks
+        let head = |extra: usize| {
+            let mut h = String::from("GET / HTTP/1.1\r\nHost: a\r\n");
+            for i in 0..extra {
+                h.push_str(&format!("X-F{i}: {i}\r\n"));
+            }
+            h.push_str("X-Request-Id: r-last\r\n\r\n");
+            h
+        };
+        let full = head(MAX_HEADERS - 2);
+        assert_eq!(
+            check_h1_head(full.as_bytes(), 1 << 20),
+            HeadCheck::Accepted {
+                len: full.len(),
+                body: Some(0)
+            }
+        );
+        match check_h1_head(head(MAX_HEADERS - 1).as_bytes(), 1 << 20) {
+            HeadCheck::Refused { rejection, .. } => {
+                assert_eq!(rejection.status.as_u16(), 431);
+                assert!(
+                    rejection.detail.contains("256 header fields"),
+                    "{}",
+                    rejection.detail
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn a_refusal_keeps_the_clean_target_and_the_request_id() {
         match check_h1_head(
             b"POST /o HTTP/1.1\r\nHost: a\r\nX-Request-Id: r-1\r\nContent-Length: 1,1\r\n\r\n",
