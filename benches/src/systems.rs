@@ -212,18 +212,7 @@ impl Drop for Proc {
 
 /// The status of `GET path` on a fresh connection.
 pub fn http_status(addr: SocketAddr, path: &str) -> anyhow::Result<u16> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut head = [0u8; 16];
-    s.read_exact(&mut head[..12])?;
-    let text = String::from_utf8_lossy(&head[..12]);
-    text.get(9..12)
-        .and_then(|c| c.parse().ok())
-        .context("not an HTTP answer")
+    http_get(addr, path).map(|(status, _)| status)
 }
 
 /// `GET path` on a fresh connection: the status and the body (read to EOF).
