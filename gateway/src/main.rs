@@ -13,10 +13,10 @@ use policies::compile::compile_file;
 use policies::env::CompileEnv;
 
 /// mimalloc: measured faster than the system allocator on the proxy path and on the jq
-/// transforms (benches/README.md, "Allocator").
+/// transforms (benches/README.md, "Allocator"), called as the `allocator` crate says why.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: allocator::Mimalloc = allocator::Mimalloc;
 
 /// A retail API gateway on Pingora, driven by policy files.
 #[derive(Parser)]
