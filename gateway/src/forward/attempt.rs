@@ -11,7 +11,7 @@ use http::HeaderValue;
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::forward::error::UpstreamError;
-use crate::forward::pool::{AttemptResult, Chosen, InFlight, UpstreamPool, now};
+use crate::forward::pool::{AttemptResult, Chosen, InFlight, UpstreamPool, now, now_at};
 
 /// What to do after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,9 +118,12 @@ impl Attempts {
     }
 
     fn left(&self) -> Duration {
-        self.deadline.map_or(Duration::MAX, |d| {
-            d.saturating_duration_since(Instant::now())
-        })
+        self.left_at(Instant::now())
+    }
+
+    fn left_at(&self, now: Instant) -> Duration {
+        self.deadline
+            .map_or(Duration::MAX, |d| d.saturating_duration_since(now))
     }
 
     /// Waits as the last decision asked, takes a `max_in_flight` slot and chooses the endpoint
@@ -134,22 +137,26 @@ impl Attempts {
             self.slot = None;
             tokio::time::sleep(wait.min(self.left())).await;
         }
-        if self.left().is_zero() {
+        // the clock is read again only after a wait: a request that waits for nothing (most)
+        // reads it twice here, where each wait bound used to read it anew
+        let mut left = self.left();
+        if left.is_zero() {
             return Err(self.refuse(&pool, UpstreamError::TotalTimeout));
         }
         let queue_timeout = pool.upstream.resilience.queue_timeout;
-        if let Err(e) = pool.pace(queue_timeout.min(self.left())).await {
-            return Err(self.refuse(&pool, e));
+        match pool.pace(queue_timeout.min(left)).await {
+            Ok(true) => left = self.left(),
+            Ok(false) => {}
+            Err(e) => return Err(self.refuse(&pool, e)),
         }
         if self.slot.is_none() {
-            let wait = queue_timeout.min(self.left());
-            match pool.slot(wait).await {
+            match pool.slot(queue_timeout.min(left)).await {
                 Ok(slot) => self.slot = Some(slot),
                 Err(e) => return Err(self.refuse(&pool, e)),
             }
         }
-        let t = now();
-        let (chosen, offset) = match pool.choose(self.start, self.offset, t) {
+        let started = Instant::now();
+        let (chosen, offset) = match pool.choose(self.start, self.offset, now_at(started)) {
             Ok(c) => c,
             Err(e) => return Err(self.refuse(&pool, e)),
         };
@@ -163,7 +170,7 @@ impl Attempts {
                 self.traced.push(AttemptRecord {
                     span_id: crate::ids::new_span_id(),
                     endpoint: ep.label.clone(),
-                    started: Instant::now(),
+                    started,
                     ended: None,
                     sent: false,
                     status: None,
@@ -174,7 +181,7 @@ impl Attempts {
         }
         self.current = Some(Current {
             chosen,
-            started: Instant::now(),
+            started,
             sent: false,
         });
         Ok(chosen.index)
@@ -199,14 +206,16 @@ impl Attempts {
         e
     }
 
-    /// The peer of the current attempt, with its timeouts trimmed to the time left.
+    /// The peer of the current attempt, with its timeouts trimmed to the time left when the
+    /// attempt started (`next` chose it just before, without a wait in between).
     pub fn peer(&self) -> Option<Box<HttpPeer>> {
         let pool = self.pool.as_ref()?;
-        let ep = pool.endpoint(self.current.as_ref()?.chosen.index)?;
+        let current = self.current.as_ref()?;
+        let ep = pool.endpoint(current.chosen.index)?;
         let mut peer = Box::new(ep.peer.clone());
         if self.deadline.is_some() {
             // no single wait may outlast the total budget
-            let left = self.left().max(Duration::from_millis(1));
+            let left = self.left_at(current.started).max(Duration::from_millis(1));
             let o = &mut peer.options;
             o.read_timeout = o.read_timeout.map(|t| t.min(left));
             o.write_timeout = o.write_timeout.map(|t| t.min(left));
@@ -254,18 +263,19 @@ impl Attempts {
         let (Some(pool), Some(c)) = (self.pool.as_ref(), self.current.take()) else {
             return;
         };
+        let ended = Instant::now();
         if let Some(a) = self.traced.last_mut()
             && a.ended.is_none()
         {
-            a.ended = Some(Instant::now());
+            a.ended = Some(ended);
         }
         pool.metrics
             .duration
-            .observe(c.started.elapsed().as_secs_f64());
+            .observe(ended.saturating_duration_since(c.started).as_secs_f64());
         if let Some(ep) = pool.endpoint(c.chosen.index) {
             ep.in_flight.fetch_sub(1, Ordering::Relaxed);
         }
-        pool.record(c.chosen, result, now());
+        pool.record(c.chosen, result, now_at(ended));
     }
 
     /// The current attempt failed with `e`: decides whether another is made.

@@ -30,6 +30,11 @@ pub fn now() -> Duration {
     ORIGIN.elapsed()
 }
 
+/// [`now`] at `at`, for a caller that has just read the clock for something else.
+pub fn now_at(at: Instant) -> Duration {
+    at.saturating_duration_since(*ORIGIN)
+}
+
 /// One endpoint: a resolved address with its state.
 #[derive(Debug)]
 pub struct EndpointSlot {
@@ -420,18 +425,18 @@ impl UpstreamPool {
     }
 
     /// Waits for the next attempt's turn under `max_rate`, at most `wait`; a turn further away
-    /// is refused (nothing is reserved for it).
-    pub async fn pace(&self, wait: Duration) -> Result<(), UpstreamError> {
+    /// is refused (nothing is reserved for it). True when it waited.
+    pub async fn pace(&self, wait: Duration) -> Result<bool, UpstreamError> {
         let Some(pacer) = &self.pacer else {
-            return Ok(());
+            return Ok(false);
         };
         match pacer.reserve(now(), wait) {
-            Ok(turn) if turn.is_zero() => Ok(()),
+            Ok(turn) if turn.is_zero() => Ok(false),
             Ok(turn) => {
                 self.metrics.queued.inc();
                 tokio::time::sleep(turn).await;
                 self.metrics.queued.dec();
-                Ok(())
+                Ok(true)
             }
             Err(turn) => Err(UpstreamError::Saturated { retry_after: turn }),
         }
