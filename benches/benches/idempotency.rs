@@ -5,7 +5,9 @@
 //! `policy_replay` is the whole request path of a repeat on the in-process store: key parse,
 //! body parse, fingerprint, lookup and the replay answer. `policy_new` is the path of a new key
 //! with the ~2 KB sample order (`idem-new` of the load matrix): key parse, body parse,
-//! fingerprint, claim, and storing a ~200 B answer at completion.
+//! fingerprint, claim, and storing a ~200 B answer at completion. `claim_and_store_full` is a
+//! new key's claim and completion in a store kept full at the default 100,000 records, where
+//! each claim evicts the record nearest its expiry (ALL's steady state past its first minute).
 
 use std::net::TcpStream;
 use std::path::Path;
@@ -107,6 +109,29 @@ fn bench_local(c: &mut Criterion) {
                 store.complete(k, i as u64 + 1, rec.clone(), now, 3_600_000);
             }
             start.elapsed()
+        })
+    });
+    // the store at its default bound, kept full by new keys: each claim evicts the record
+    // nearest its expiry, and its completion stores the new one (a gateway taking new orders
+    // for longer than their TTL)
+    let full = LocalRecords::new(100_000);
+    let mut t = now;
+    for i in 0..100_000u64 {
+        let k = format!("amazon|orders|f{i}");
+        let _ = full.claim(&k, &fp, i + 1, t, 60_000);
+        full.complete(&k, i + 1, rec.clone(), t, 3_600_000);
+        // eight records a millisecond, so the heap holds many expiries, some shared
+        if i % 8 == 7 {
+            t += 1;
+        }
+    }
+    c.bench_function("idempotency/local/claim_and_store_full", |b| {
+        b.iter(|| {
+            n += 1;
+            let k = format!("amazon|orders|g{n}");
+            let claim = full.claim(&k, &fp, n, t, 60_000);
+            assert!(matches!(claim, Ok(Claim::Claimed)));
+            full.complete(&k, n, rec.clone(), t, 3_600_000)
         })
     });
 }

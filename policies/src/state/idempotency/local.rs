@@ -4,17 +4,26 @@
 //! claims are never evicted (a full store of in-flight claims refuses new ones). Eviction takes
 //! the record off a heap ordered by expiry rather than scanning the shard, so a store kept full
 //! by a steady flow of new keys pays a heap pop per claim, not a pass over thousands of keys.
+//! A key is hashed once per call: the hash picks the shard and finds the key in it, and the
+//! heap keeps it, so an eviction finds its record without hashing again.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use hashbrown::HashTable;
 
 use super::{Claim, Fingerprint, Record, RecordStore};
 use crate::state::StoreError;
 
 /// Shards of the map (a power of two well above the core counts the gateway runs on).
 const SHARDS: usize = 64;
+
+/// Where a key's hash picks its shard: bits the shard's table does not use. The table takes
+/// its bucket from the low bits and its tag from the top seven, so keys that share these bits
+/// (every key of a shard) still spread over its buckets and tags.
+const SHARD_SHIFT: u32 = 32;
 
 /// How often (ms) a shard drops expired entries even when it is not full.
 const SWEEP_INTERVAL_MS: u64 = 10_000;
@@ -29,12 +38,23 @@ struct Entry {
     record: Option<Arc<Record>>,
 }
 
+/// A key's place in its shard's table.
+#[derive(Debug)]
+struct Slot {
+    /// The key's hash, so the table never hashes a key again when it grows.
+    hash: u64,
+    /// Shared with `by_expiry`, so a record pays for its key once.
+    key: Arc<str>,
+    entry: Entry,
+}
+
 /// A completed record's place on the expiry heap, ordered by its expiry alone: records that
 /// expire in the same millisecond (a busy store completes several) leave in any order, where
 /// ordering the keys too cost a string compare at each level the heap sifts through.
 #[derive(Debug)]
 struct Expiring {
     expires_ms: u64,
+    hash: u64,
     key: Arc<str>,
 }
 
@@ -60,8 +80,7 @@ impl Ord for Expiring {
 
 #[derive(Debug, Default)]
 struct Shard {
-    /// The key is shared with `by_expiry`, so a record pays for its key once.
-    entries: HashMap<Arc<str>, Entry>,
+    entries: HashTable<Slot>,
     /// Completed records, nearest expiry first. An item whose key no longer holds a record
     /// with that expiry (it expired, was evicted or claimed anew) is stale and skipped; sweeps
     /// drop the expired ones, so stale items do not pile up.
@@ -72,11 +91,22 @@ struct Shard {
     next_sweep: u64,
 }
 
+/// The shard of a key's hash.
+fn shard_of(hash: u64) -> usize {
+    (hash >> SHARD_SHIFT) as usize % SHARDS
+}
+
+/// The slot of `key` among slots of its `hash`.
+fn is_key(key: &str) -> impl Fn(&Slot) -> bool + '_ {
+    move |slot| &*slot.key == key
+}
+
 impl Shard {
     /// Drops everything expired.
     fn sweep(&mut self, now_ms: u64) {
         let mut claims_from = u64::MAX;
-        self.entries.retain(|_, e| {
+        self.entries.retain(|slot| {
+            let e = &slot.entry;
             let keep = e.expires_ms > now_ms;
             if keep && e.record.is_none() {
                 claims_from = claims_from.min(e.expires_ms);
@@ -119,9 +149,11 @@ impl LocalRecords {
         self.max_entries
     }
 
-    fn shard(&self, key: &str) -> std::sync::MutexGuard<'_, Shard> {
-        let shard = &self.shards[self.hasher.hash_one(key) as usize % SHARDS];
-        shard.lock().unwrap_or_else(|e| e.into_inner())
+    /// The key's hash and its shard, locked.
+    fn shard(&self, key: &str) -> (u64, MutexGuard<'_, Shard>) {
+        let hash = self.hasher.hash_one(key);
+        let shard = &self.shards[shard_of(hash)];
+        (hash, shard.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Claims `key` for a request with this fingerprint at unix ms `now_ms`, for `lease_ms`;
@@ -134,39 +166,47 @@ impl LocalRecords {
         now_ms: u64,
         lease_ms: u64,
     ) -> Result<Claim, Full> {
-        let mut shard = self.shard(key);
+        let (hash, mut shard) = self.shard(key);
+        let shard = &mut *shard;
         if now_ms >= shard.next_sweep {
             shard.sweep(now_ms);
             shard.next_sweep = now_ms + SWEEP_INTERVAL_MS;
         }
-        if let Some(e) = shard.entries.get(key)
-            && e.expires_ms > now_ms
-        {
-            return Ok(match &e.record {
-                Some(record) => Claim::Done {
-                    fingerprint: e.fingerprint,
-                    record: record.clone(),
-                },
-                None => Claim::InFlight {
-                    fingerprint: e.fingerprint,
-                    remaining_ms: e.expires_ms - now_ms,
-                },
-            });
-        }
-        if shard.entries.len() >= self.per_shard && !shard.entries.contains_key(key) {
-            make_room(&mut shard, now_ms)?;
-        }
         let expires_ms = now_ms.saturating_add(lease_ms);
+        let claimed = Entry {
+            fingerprint: *fingerprint,
+            expires_ms,
+            token,
+            record: None,
+        };
+        match shard.entries.find_mut(hash, is_key(key)) {
+            Some(Slot { entry: e, .. }) if e.expires_ms > now_ms => {
+                return Ok(match &e.record {
+                    Some(record) => Claim::Done {
+                        fingerprint: e.fingerprint,
+                        record: record.clone(),
+                    },
+                    None => Claim::InFlight {
+                        fingerprint: e.fingerprint,
+                        remaining_ms: e.expires_ms - now_ms,
+                    },
+                });
+            }
+            // expired: claimed anew where it is (its heap item, if any, is now stale)
+            Some(slot) => slot.entry = claimed,
+            None => {
+                if shard.entries.len() >= self.per_shard {
+                    make_room(shard, now_ms)?;
+                }
+                let slot = Slot {
+                    hash,
+                    key: key.into(),
+                    entry: claimed,
+                };
+                shard.entries.insert_unique(hash, slot, |s| s.hash);
+            }
+        }
         shard.claims_expire_from = shard.claims_expire_from.min(expires_ms);
-        shard.entries.insert(
-            key.into(),
-            Entry {
-                fingerprint: *fingerprint,
-                expires_ms,
-                token,
-                record: None,
-            },
-        );
         Ok(Claim::Claimed)
     }
 
@@ -180,39 +220,43 @@ impl LocalRecords {
         now_ms: u64,
         ttl_ms: u64,
     ) -> bool {
-        let mut shard = self.shard(key);
+        let (hash, mut shard) = self.shard(key);
         let shard = &mut *shard;
-        let Some((k, e)) = shard.entries.get_key_value(key) else {
+        let Some(slot) = shard.entries.find_mut(hash, is_key(key)) else {
             return false;
         };
+        let e = &mut slot.entry;
         if e.record.is_some() || e.token != token || e.expires_ms <= now_ms {
             return false;
         }
-        let k = k.clone();
         let expires_ms = now_ms.saturating_add(ttl_ms);
-        if let Some(e) = shard.entries.get_mut(key) {
-            e.record = Some(record);
-            e.token = 0;
-            e.expires_ms = expires_ms;
-        }
-        shard
-            .by_expiry
-            .push(Reverse(Expiring { expires_ms, key: k }));
+        e.record = Some(record);
+        e.token = 0;
+        e.expires_ms = expires_ms;
+        let key = slot.key.clone();
+        shard.by_expiry.push(Reverse(Expiring {
+            expires_ms,
+            hash,
+            key,
+        }));
         true
     }
 
     /// Gives up the claim holding `token`, so the next request with the key goes through.
     /// False when the claim is no longer this one's, or its lease ran out (it is free anyway).
     pub fn release(&self, key: &str, token: u64, now_ms: u64) -> bool {
-        let mut shard = self.shard(key);
-        let ours = shard
-            .entries
-            .get(key)
-            .is_some_and(|e| e.record.is_none() && e.token == token && e.expires_ms > now_ms);
-        if ours {
-            shard.entries.remove(key);
+        let (hash, mut shard) = self.shard(key);
+        match shard.entries.find_entry(hash, is_key(key)) {
+            Ok(found) => {
+                let e = &found.get().entry;
+                let ours = e.record.is_none() && e.token == token && e.expires_ms > now_ms;
+                if ours {
+                    found.remove();
+                }
+                ours
+            }
+            Err(_) => false,
         }
-        ours
     }
 
     /// Keys currently held, expired or not (tests, diagnostics).
@@ -276,14 +320,18 @@ fn make_room(shard: &mut Shard, now_ms: u64) -> Result<(), Full> {
         }
     }
     // the nearest expiry first, so an expired record goes before any live one
-    while let Some(Reverse(Expiring { expires_ms, key })) = shard.by_expiry.pop() {
-        let current = shard
-            .entries
-            .get(&key)
-            .is_some_and(|e| e.record.is_some() && e.expires_ms == expires_ms);
-        if current {
-            shard.entries.remove(&key);
-            return Ok(());
+    while let Some(Reverse(Expiring {
+        expires_ms,
+        hash,
+        key,
+    })) = shard.by_expiry.pop()
+    {
+        if let Ok(found) = shard.entries.find_entry(hash, is_key(&key)) {
+            let e = &found.get().entry;
+            if e.record.is_some() && e.expires_ms == expires_ms {
+                found.remove();
+                return Ok(());
+            }
         }
     }
     Err(Full)
@@ -349,6 +397,39 @@ mod tests {
     }
 
     #[test]
+    fn every_key_is_found_again_after_its_shard_grew_many_times() {
+        // thousands of keys per shard: each table regrows, moving slots by their kept hashes
+        let s = LocalRecords::new(1_000_000);
+        let keys: Vec<String> = (0..50_000).map(|i| format!("order-{i}")).collect();
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(s.claim(k, &FP, i as u64 + 1, 0, 30_000), Ok(Claim::Claimed));
+        }
+        for (i, k) in keys.iter().enumerate().step_by(2) {
+            assert!(
+                s.complete(k, i as u64 + 1, record("stored"), 10, 60_000),
+                "{k}"
+            );
+        }
+        for (i, k) in keys.iter().enumerate() {
+            let again = s.claim(k, &[9; 32], 0, 20, 30_000);
+            if i % 2 == 0 {
+                assert_eq!(
+                    again,
+                    Ok(Claim::Done {
+                        fingerprint: FP,
+                        record: record("stored")
+                    }),
+                    "{k}"
+                );
+            } else {
+                assert!(matches!(again, Ok(Claim::InFlight { .. })), "{k}");
+                assert!(s.release(k, i as u64 + 1, 20), "{k}");
+            }
+        }
+        assert_eq!(s.len(), keys.len() / 2);
+    }
+
+    #[test]
     fn a_full_store_evicts_expired_then_oldest_records_never_claims() {
         // one entry per shard
         let s = LocalRecords::new(1);
@@ -356,10 +437,7 @@ mod tests {
         // "a" is in flight and its shard is full: claims of other keys hashing there fail
         let same_shard: Vec<String> = (0..10_000)
             .map(|i| format!("k{i}"))
-            .filter(|k| {
-                s.hasher.hash_one(k.as_str()) as usize % SHARDS
-                    == s.hasher.hash_one("a") as usize % SHARDS
-            })
+            .filter(|k| shard_of(s.hasher.hash_one(k.as_str())) == shard_of(s.hasher.hash_one("a")))
             .take(2)
             .collect();
         assert_eq!(s.claim(&same_shard[0], &FP, 2, 10, 1_000), Err(Full));
@@ -379,10 +457,10 @@ mod tests {
     fn the_record_nearest_its_expiry_goes_first_and_stale_heap_items_are_skipped() {
         // two entries per shard
         let s = LocalRecords::new(2 * SHARDS);
-        let shard_of = |k: &str| s.hasher.hash_one(k) as usize % SHARDS;
+        let shard = |k: &str| shard_of(s.hasher.hash_one(k));
         let keys: Vec<String> = (0..10_000)
             .map(|i| format!("k{i}"))
-            .filter(|k| shard_of(k) == shard_of("k0"))
+            .filter(|k| shard(k) == shard("k0"))
             .take(4)
             .collect();
         let (a, b, c, d) = (&keys[0], &keys[1], &keys[2], &keys[3]);
