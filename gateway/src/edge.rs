@@ -59,8 +59,8 @@ pub async fn arrive(
             _ => ids::new_request_id(),
         };
         let mut trace = TraceContext::from_headers(
-            req.headers.get("traceparent").map(HeaderValue::as_bytes),
-            req.headers.get("tracestate"),
+            req.headers.get(&ids::TRACEPARENT).map(HeaderValue::as_bytes),
+            req.headers.get(&ids::TRACESTATE),
         );
         if let Some(tracer) = &snapshot.tracer {
             // the decision travels upstream in the sampled flag

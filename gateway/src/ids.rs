@@ -8,6 +8,11 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_NAME);
 /// Its name, for Pingora's header inserts (a static name costs them no allocation).
 pub const REQUEST_ID_NAME: &str = "x-request-id";
 
+/// The W3C trace-context headers, parsed once: a lookup by a `&str` name parses it each time.
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// The vendor part of the trace context.
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
 /// The longest client request id accepted.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 

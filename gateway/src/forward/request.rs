@@ -15,7 +15,7 @@ use policies::model::{Route, Upstream};
 use policies::pipeline::ExchangeState;
 use policies::route::PathParams;
 
-use crate::ids::{REQUEST_ID_NAME, TraceContext};
+use crate::ids::{REQUEST_ID_NAME, TRACESTATE, TraceContext};
 
 /// The header carrying the upstream idempotency key.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static(IDEMPOTENCY_KEY_NAME);
@@ -30,7 +30,6 @@ static HOP_BY_HOP: [HeaderName; 7] = [
     http::header::TRAILER,
     http::header::UPGRADE,
 ];
-static TRACESTATE: HeaderName = HeaderName::from_static(TRACESTATE_NAME);
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static(X_FORWARDED_FOR_NAME);
 
 // Names inserted through Pingora's head API as static strings: it keeps a name as written and
