@@ -59,7 +59,9 @@ pub async fn arrive(
             _ => ids::new_request_id(),
         };
         let mut trace = TraceContext::from_headers(
-            req.headers.get(&ids::TRACEPARENT).map(HeaderValue::as_bytes),
+            req.headers
+                .get(&ids::TRACEPARENT)
+                .map(HeaderValue::as_bytes),
             req.headers.get(&ids::TRACESTATE),
         );
         if let Some(tracer) = &snapshot.tracer {
