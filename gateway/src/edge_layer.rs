@@ -279,8 +279,9 @@ enum Head {
     Ready,
     /// The client went away, or was idle between requests: close without a word.
     Gone,
-    /// Refuse it.
-    Refused(Refusal),
+    /// Refuse it. The instant is when the head began (the start of its deadline), which the
+    /// refusal's latency counts from.
+    Refused(Refusal, Instant),
 }
 
 /// A refused head, with what is known of the request.
@@ -315,7 +316,8 @@ where
     /// Reads one request head into `conn.pending` and checks it. `since` is when the head's
     /// deadline starts (the accept of a new connection); `None` on a kept-alive connection,
     /// where the deadline starts at the request's first byte and the wait before it is the
-    /// keep-alive idle time.
+    /// keep-alive idle time. A refusal's latency counts from the same instant, so a request
+    /// refused on a kept-alive connection does not count the idle time before it.
     async fn read_head(
         &self,
         conn: &mut EdgeStream,
@@ -324,8 +326,8 @@ where
         max_header_bytes: u64,
         shutdown: &ShutdownWatch,
     ) -> Head {
-        let deadline = match since {
-            Some(t) => t + head_timeout,
+        let began = match since {
+            Some(t) => t,
             None => {
                 if conn.pending.is_empty() {
                     if *shutdown.borrow() {
@@ -340,9 +342,10 @@ where
                         _ = stop.changed() => return Head::Gone,
                     }
                 }
-                Instant::now() + head_timeout
+                Instant::now()
             }
         };
+        let deadline = began + head_timeout;
         // a head can only end at a line feed: parse again only when one arrived
         let mut scanned = 0;
         loop {
@@ -361,12 +364,13 @@ where
                         path,
                         request_id,
                     } => {
-                        return Head::Refused(Refusal {
+                        let refusal = Refusal {
                             rejection,
                             method: method.to_owned(),
                             path: path.to_owned(),
                             request_id: request_id.map(str::to_owned),
-                        });
+                        };
+                        return Head::Refused(refusal, began);
                     }
                 }
             }
@@ -376,7 +380,9 @@ where
                 Ok(_) => return Head::Gone,
                 // nothing at all on a fresh connection (a preconnect) is closed quietly
                 Err(_) if conn.pending.is_empty() => return Head::Gone,
-                Err(_) => return Head::Refused(framing::head_timeout(head_timeout).into()),
+                Err(_) => {
+                    return Head::Refused(framing::head_timeout(head_timeout).into(), began);
+                }
             }
         }
     }
@@ -481,7 +487,6 @@ where
         shutdown: &ShutdownWatch,
     ) -> Served {
         let limits = self.store.current().set.limits;
-        let started = accepted.unwrap_or_else(Instant::now);
         match self
             .read_head(
                 &mut conn,
@@ -494,8 +499,8 @@ where
         {
             Head::Ready => {}
             Head::Gone => return Served::Closed,
-            Head::Refused(r) => {
-                self.refuse(&mut conn, r, started).await;
+            Head::Refused(r, began) => {
+                self.refuse(&mut conn, r, began).await;
                 return Served::Closed;
             }
         }

@@ -552,12 +552,25 @@ async fn kept_alive_and_pipelined_requests_are_each_checked() {
         assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
         assert!(!r.closed);
     }
-    // then a bad one on the same connection: refused, closed
+    // then, after the connection idled, a bad one on it: refused, closed
+    std::thread::sleep(Duration::from_millis(1_500));
     s.write_all(b"POST /stream HTTP/1.1\r\nHost: gw\r\nHost: gw\r\nContent-Length: 2\r\n\r\n{}")
         .unwrap();
     let r = read_next(&mut s);
     assert_problem(&r, 400, "bad-host", "bad request after good ones");
     assert_eq!(sim.requests_started(), 3);
+    // its latency counts from its own first byte, not from the end of the request before
+    // (the idle wait between them is the connection's, not the request's)
+    let line = gw
+        .wait_log(
+            "request",
+            "reason",
+            "repeated_host",
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    let latency = line["latency_ms"].as_f64().unwrap();
+    assert!(latency < 1_000.0, "the idle time was counted: {line}");
 
     // pipelined: three good requests and a bad one in one write; the good ones are answered in
     // order, the bad one is refused and never forwarded
