@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, TableDe
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
+use super::inbox::{Inbox, Taken};
 use super::{
     AttemptRecord, ChannelDeadLetters, Claimed, Delivery, DeliveryError, DeliveryRecord,
     DeliveryState, DeliveryStatus, DeliveryStore, FORMAT_VERSION, Filter, QueueLimits, QueueStats,
@@ -106,7 +107,7 @@ pub struct EmbeddedDeliveries {
     path: PathBuf,
     db: Arc<Database>,
     index: Arc<Mutex<Index>>,
-    writer: Option<mpsc::Sender<Request>>,
+    inbox: Arc<Inbox<Request>>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<CommitStats>,
 }
@@ -181,19 +182,25 @@ impl EmbeddedDeliveries {
             records: AtomicU64::new(0),
             hook,
         });
-        let (tx, rx) = mpsc::channel();
+        let inbox = Arc::new(Inbox::new());
         let thread = {
-            let (db, index, stats) = (db.clone(), index.clone(), stats.clone());
+            let (db, index, stats, inbox) =
+                (db.clone(), index.clone(), stats.clone(), inbox.clone());
             std::thread::Builder::new()
                 .name("delivery-writer".into())
-                .spawn(move || run_writer(&db, &index, &stats, &rx, group))
+                .spawn(move || {
+                    // However the writer ends (a panic too), what it will never take is dropped
+                    // and later sends fail, so no caller waits for an answer that cannot come.
+                    let _closed = CloseOnExit(&inbox);
+                    run_writer(&db, &index, &stats, &inbox, group);
+                })
                 .map_err(|e| unreadable(format!("cannot start its writer: {e}")))?
         };
         Ok(EmbeddedDeliveries {
             path: path.to_path_buf(),
             db,
             index,
-            writer: Some(tx),
+            inbox,
             thread: Some(thread),
             stats,
         })
@@ -233,10 +240,7 @@ impl EmbeddedDeliveries {
     async fn write(&self, op: Op) -> Result<Done, DeliveryError> {
         let (reply, answer) = oneshot::channel();
         let request = Request { op, reply };
-        let Some(writer) = self.writer.as_ref() else {
-            return Err(self.writer_gone(request.op));
-        };
-        if let Err(mpsc::SendError(request)) = writer.send(request) {
+        if let Err(request) = self.inbox.send(request) {
             return Err(self.writer_gone(request.op));
         }
         answer
@@ -262,9 +266,9 @@ impl EmbeddedDeliveries {
 
 impl Drop for EmbeddedDeliveries {
     fn drop(&mut self) {
-        // Closing the channel ends the writer once it answered what was sent; joining it
+        // Closing the inbox ends the writer once it answered what was sent; joining it
         // releases the file, so the same process can open it again.
-        self.writer.take();
+        self.inbox.close(false);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -1364,57 +1368,45 @@ struct Request {
     reply: oneshot::Sender<Result<Done, DeliveryError>>,
 }
 
+/// Closes the writer's inbox when the writer thread ends, dropping what it did not take.
+struct CloseOnExit<'a>(&'a Inbox<Request>);
+
+impl Drop for CloseOnExit<'_> {
+    fn drop(&mut self) {
+        self.0.close(true);
+    }
+}
+
 fn run_writer(
     db: &Database,
     index: &Mutex<Index>,
     stats: &CommitStats,
-    rx: &mpsc::Receiver<Request>,
+    inbox: &Inbox<Request>,
     group: GroupCommit,
 ) {
     // outcomes committed without an fsync: how many, and since when
     let mut unsynced: Option<(Instant, usize)> = None;
     loop {
-        let first = match unsynced {
-            None => match rx.recv() {
-                Ok(r) => Some(r),
-                Err(_) => return,
-            },
-            Some((since, _)) => {
-                match rx.recv_timeout(SETTLE_SYNC_AFTER.saturating_sub(since.elapsed())) {
-                    Ok(r) => Some(r),
-                    Err(mpsc::RecvTimeoutError::Timeout) => None,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => {
-                        flush(db, stats, &mut unsynced);
-                        return;
-                    }
-                }
-            }
-        };
-        let Some(first) = first else {
+        // Everything that arrived while the last commit was syncing goes in this one.
+        let mut batch = Vec::new();
+        let sync_by = unsynced.map(|(since, _)| since + SETTLE_SYNC_AFTER);
+        if inbox.take(&mut batch, 1, MAX_BATCH, sync_by) == Taken::Closed {
+            flush(db, stats, &mut unsynced);
+            return;
+        }
+        if batch.is_empty() {
             // nothing came: the pending outcomes get their fsync now
             flush(db, stats, &mut unsynced);
             continue;
-        };
-        // Everything that arrived while the last commit was syncing goes in this one.
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
         }
         let overdue = unsynced.is_some_and(|(since, _)| since.elapsed() >= SETTLE_SYNC_AFTER);
         let durable = overdue || batch.iter().any(|r| !matches!(r.op, Op::Settle { .. }));
         if durable {
             // The window is time-boxed and bounded in size; Settles that arrive join it too.
+            // One timed wait: only the request that fills the window wakes the writer early.
             let until = Instant::now() + group.window;
-            while batch.len() < group.window_requests.min(MAX_BATCH) {
-                let left = until.saturating_duration_since(Instant::now());
-                match rx.recv_timeout(left) {
-                    Ok(r) => batch.push(r),
-                    Err(_) => break,
-                }
-            }
+            let want = group.window_requests.min(MAX_BATCH);
+            inbox.take(&mut batch, want, MAX_BATCH, Some(until));
         }
         let results = match commit(db, &batch, durable) {
             Ok(results) => {

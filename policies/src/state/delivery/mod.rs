@@ -13,6 +13,7 @@
 
 mod any;
 pub mod embedded;
+mod inbox;
 pub mod redis;
 
 use std::future::Future;
