@@ -30,7 +30,10 @@ pub async fn write(
     body: Bytes,
     close: bool,
 ) -> Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(headers.len() + 4))?;
+    // No case map: every name here is a `HeaderName`, which Pingora writes in the same bytes
+    // (title case where it knows one, else lowercase) with or without it, so the map would only
+    // cost a second insert per header.
+    let mut resp = ResponseHeader::build_no_case(status, Some(headers.len() + 4))?;
     for (name, value) in headers {
         resp.append_header(name.clone(), value.clone())?;
     }

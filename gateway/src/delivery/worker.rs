@@ -564,7 +564,9 @@ fn head(
     record: &DeliveryRecord,
     upstream: &policies::model::Upstream,
 ) -> Result<RequestHeader, String> {
-    let mut req = RequestHeader::build(
+    // No case map: the stored names are lowercase `HeaderName`s, which Pingora writes in the
+    // same bytes with or without one (see `respond::write`).
+    let mut req = RequestHeader::build_no_case(
         record.destination.method.as_bytes(),
         record.destination.path.as_bytes(),
         Some(record.headers.len() + 4),
