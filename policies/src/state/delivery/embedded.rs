@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition};
 use serde::Deserialize;
-use tokio::sync::oneshot;
 
 use super::inbox::{Inbox, Taken};
+use super::replies::{self, ReplyTo};
 use super::{
     AttemptRecord, ChannelDeadLetters, Claimed, Delivery, DeliveryError, DeliveryRecord,
     DeliveryState, DeliveryStatus, DeliveryStore, FORMAT_VERSION, Filter, QueueLimits, QueueStats,
@@ -238,7 +238,7 @@ impl EmbeddedDeliveries {
     /// Hands `op` to the writer and waits for its commit. The writer updates the index itself
     /// after the commit, so a caller that goes away mid-wait leaves nothing half done.
     async fn write(&self, op: Op) -> Result<Done, DeliveryError> {
-        let (reply, answer) = oneshot::channel();
+        let (reply, answer) = ReplyTo::new();
         let request = Request { op, reply };
         if let Err(request) = self.inbox.send(request) {
             return Err(self.writer_gone(request.op));
@@ -1365,7 +1365,7 @@ struct Requeued {
 
 struct Request {
     op: Op,
-    reply: oneshot::Sender<Result<Done, DeliveryError>>,
+    reply: ReplyTo<Result<Done, DeliveryError>>,
 }
 
 /// Closes the writer's inbox when the writer thread ends, dropping what it did not take.
@@ -1437,10 +1437,13 @@ fn run_writer(
                 finish(&mut ix, &request.op, result);
             }
         }
-        for (request, result) in batch.into_iter().zip(results) {
-            // A caller that went away does not need its answer; the index is already right.
-            let _ = request.reply.send(result);
-        }
+        // A caller that went away does not need its answer; the index is already right.
+        replies::send_all(
+            batch
+                .into_iter()
+                .zip(results)
+                .map(|(request, result)| (request.reply, result)),
+        );
     }
 }
 

@@ -15,6 +15,7 @@ mod any;
 pub mod embedded;
 mod inbox;
 pub mod redis;
+mod replies;
 
 use std::future::Future;
 
