@@ -349,7 +349,10 @@ impl AccessLog {
         let shared = self.shared.clone();
         let started = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || writer(&shared));
+            .spawn(move || {
+                policies::background::yield_to_request_workers();
+                writer(&shared);
+            });
         if let Err(e) = &started {
             tracing::error!(error = %e, "cannot start the access-log writer; lines are written inline");
         }

@@ -3,6 +3,7 @@
 //! phases of `pipeline` in each route's `chain`, and keep their state behind `state`'s
 //! interfaces (in process or on Redis).
 pub mod admin_auth;
+pub mod background;
 pub mod chain;
 pub mod clock;
 pub mod compile;

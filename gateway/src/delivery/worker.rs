@@ -59,6 +59,9 @@ pub struct Outbound {
 #[async_trait]
 impl BackgroundService for DeliveryService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        // This runtime's thread (the only one, with the per-thread scheduler) delivers at the
+        // upstream's pace: it gives way to the request workers instead of preempting them.
+        policies::background::yield_to_request_workers();
         let mut running: Vec<Arc<QueueRuntime>> = Vec::new();
         let mut stats_due = Instant::now();
         let mut prune_due = Instant::now() + Duration::from_secs(60);

@@ -192,6 +192,7 @@ impl EmbeddedDeliveries {
                     // However the writer ends (a panic too), what it will never take is dropped
                     // and later sends fail, so no caller waits for an answer that cannot come.
                     let _closed = CloseOnExit(&inbox);
+                    crate::background::yield_to_request_workers();
                     run_writer(&db, &index, &stats, &inbox, group);
                 })
                 .map_err(|e| unreadable(format!("cannot start its writer: {e}")))?
