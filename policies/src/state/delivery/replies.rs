@@ -16,7 +16,10 @@ use tokio::sync::oneshot;
 pub(super) struct ReplyTo<T> {
     tx: oneshot::Sender<T>,
     /// The runtime the caller waits on, and the thread it asked from (a runtime's thread, for
-    /// grouping; a work-stealing runtime may group less, never wrongly).
+    /// grouping; a work-stealing runtime may group less, never wrongly). Only for a caller that
+    /// is a spawned task: its runtime is being driven while it waits, so a task spawned there
+    /// runs. A future under `block_on` is no task, and `Handle::block_on` does not drive a
+    /// single-threaded runtime's tasks: such callers are answered directly.
     home: Option<(ThreadId, Handle)>,
 }
 
@@ -24,8 +27,8 @@ impl<T: Send + 'static> ReplyTo<T> {
     /// A reply slot for the calling task, and the receiver it awaits.
     pub(super) fn new() -> (Self, oneshot::Receiver<T>) {
         let (tx, rx) = oneshot::channel();
-        let home = Handle::try_current()
-            .ok()
+        let home = tokio::task::try_id()
+            .and_then(|_| Handle::try_current().ok())
             .map(|h| (std::thread::current().id(), h));
         (ReplyTo { tx, home }, rx)
     }
@@ -86,10 +89,13 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        // slots made on runtime a (one thread), on runtime b, and outside any runtime
+        // slots made by tasks on runtime a (one thread) and on runtime b, under a `block_on`
+        // (no task), and outside any runtime
         let on_a: Vec<_> = (0..5)
-            .map(|_| a.block_on(async { ReplyTo::new() }))
+            .map(|_| a.block_on(async { tokio::spawn(async { ReplyTo::new() }).await.unwrap() }))
             .collect();
+        let in_block_on = a.block_on(async { ReplyTo::new() });
+        assert!(in_block_on.0.home.is_none(), "a block_on future is no task");
         let on_b: Vec<_> = (0..3)
             .map(|_| b.block_on(async { b.spawn(async { ReplyTo::new() }).await.unwrap() }))
             .collect();
@@ -99,7 +105,8 @@ mod tests {
 
         let mut receivers = Vec::new();
         let mut replies = Vec::new();
-        for (i, (to, rx)) in on_a.into_iter().chain(on_b).chain([outside]).enumerate() {
+        let all = on_a.into_iter().chain(on_b).chain([in_block_on, outside]);
+        for (i, (to, rx)) in all.enumerate() {
             replies.push((to, i));
             receivers.push((i, rx));
         }
