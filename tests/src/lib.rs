@@ -270,6 +270,11 @@ impl Gateway {
         Ok(())
     }
 
+    /// The gateway process's id (for what `/proc` tells of it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGHUP.
     pub fn sighup(&self) -> Result<()> {
         let status = Command::new("kill")

@@ -507,3 +507,60 @@ fn a_corrupt_store_stops_the_start_naming_its_file() {
         b"this is not a delivery store, it is a text file.\n"
     );
 }
+
+/// Each thread of the process with this name, and its scheduling policy (`/proc`'s `stat`,
+/// field 41: 0 normal, 3 batch).
+fn thread_policies(pid: u32) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("stat")),
+        ) else {
+            continue; // a thread that ended meanwhile
+        };
+        // the fields after the name, which may hold spaces, start at field 3
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let policy = after_name.split(' ').nth(41 - 3).unwrap().parse().unwrap();
+        out.push((comm.trim().to_owned(), policy));
+    }
+    out
+}
+
+/// The store's writer, the delivery runtime and the access-log writer are batch work, which
+/// never preempts a request worker mid-request; the request workers keep the normal policy.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_threads_give_way_to_the_request_workers() {
+    const SCHED_OTHER: u32 = 0;
+    const SCHED_BATCH: u32 = 3;
+    let sim = ErpSim::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let dir = TempDir::new("saf-sched").unwrap();
+    let gw = Gateway::start(&file(&sim, dir.path(), "", "", "queued")).unwrap();
+    let c = client().unwrap();
+    // one order through every thread: accepted (the worker, the writer, the access log) and
+    // delivered (the delivery runtime)
+    let (status, _, body) = post(&c, &gw, "k-sched", &json!({"ref": "o-sched"})).await;
+    assert_eq!(status, 202, "{body}");
+    eventually("the order at the ERP", Duration::from_secs(20), || {
+        stored_refs(&sim) == ["o-sched"]
+    })
+    .await
+    .unwrap();
+
+    let threads = thread_policies(gw.pid());
+    let policy_of = |name: &str| -> Vec<u32> {
+        threads
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, p)| *p)
+            .collect()
+    };
+    for name in ["delivery-writer", "BG deliveries", "access-log"] {
+        assert_eq!(policy_of(name), [SCHED_BATCH], "{name}: {threads:?}");
+    }
+    let workers = policy_of("gateway");
+    assert!(!workers.is_empty(), "{threads:?}");
+    assert!(workers.iter().all(|p| *p == SCHED_OTHER), "{threads:?}");
+}
