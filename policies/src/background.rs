@@ -17,7 +17,8 @@ pub fn yield_to_request_workers() {
         // Linux applies the policy of pid 0 to the calling thread only.
         let param = uapi::c::sched_param { sched_priority: 0 };
         if let Err(e) = uapi::sched_setscheduler(0, uapi::c::SCHED_BATCH, &param) {
-            tracing::debug!(error = %e, "background thread keeps its scheduling policy");
+            // said once as each background thread starts, so a sandbox that refuses it shows
+            tracing::warn!(error = %e, "background thread keeps its scheduling policy (not SCHED_BATCH)");
         }
     }
 }
