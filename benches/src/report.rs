@@ -81,6 +81,36 @@ pub struct LatencyRun {
     pub run: RunResult,
     /// CPU per request of the system under test, µs.
     pub cpu_us_per_req: f64,
+    /// With store-and-forward queues: the orders still queued when the window ended, and
+    /// the seconds until they were delivered (both counted in the CPU figure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<Backlog>,
+}
+
+/// What a queued scenario had not yet delivered when its generator stopped.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Backlog {
+    /// Orders in the queues at the window's end.
+    pub depth_at_end: f64,
+    /// Seconds after the window until the queues were empty.
+    pub drain_s: f64,
+}
+
+/// A queued scenario and its synchronous twin under the same offered rate, one the queued
+/// path sustains: what an order costs each when the deliveries keep up with the acceptances
+/// (issue 13 measures the queued path there), where the closed loop has the acceptances
+/// outrun the deliveries and counts the drain of a backlog.
+#[derive(Debug, Clone, Serialize)]
+pub struct SustainedPoint {
+    /// The scenario it is paired with (the synchronous twin of a queued one, or the reverse).
+    pub paired_with: String,
+    /// Offered requests per second, the same for both: half the queued scenario's capacity
+    /// (its orders accepted and delivered per second).
+    pub offered_rps: f64,
+    /// CPU µs per request over repetitions (a queued window's drain included).
+    pub cpu_us_per_req: Stat,
+    /// The repetitions.
+    pub runs: Vec<LatencyRun>,
 }
 
 /// Latency at one offered rate.
@@ -127,6 +157,9 @@ pub struct ScenarioReport {
     pub throughput: Vec<ThroughputRun>,
     /// Open-loop points.
     pub latency: Vec<LatencyPoint>,
+    /// The rate shared with a paired scenario (queued and synchronous twins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sustained: Option<SustainedPoint>,
     /// The gateway policy file, for gateway scenarios.
     pub policy_file: Option<String>,
 }
@@ -147,7 +180,25 @@ impl ScenarioReport {
             peak_rss_kib: None,
             throughput: Vec::new(),
             latency: Vec::new(),
+            sustained: None,
             policy_file: None,
+        }
+    }
+
+    /// The requests per second it sustains, which the open-loop rates are fractions of: the
+    /// closed loop's median, or for a queued scenario the median of its orders accepted and
+    /// delivered per second of window and drain (its closed loop accepts faster than it
+    /// delivers, so its acceptance rate is no rate it can keep up).
+    pub fn capacity(&self) -> Option<f64> {
+        let sustained: Vec<f64> = self
+            .throughput
+            .iter()
+            .filter_map(|t| Some(t.run.ok as f64 / (t.run.window_s + t.drain_s?)))
+            .collect();
+        if sustained.is_empty() {
+            self.rps.map(|s| s.median)
+        } else {
+            Stat::of(&sustained).map(|s| s.median)
         }
     }
 
@@ -309,6 +360,43 @@ pub fn targets(sc: &[ScenarioReport]) -> Vec<Target> {
             },
             _ => out.push(nm(&name, &format!("{a} or {b} not measured"))),
         }
+    }
+    // the queued target where the issue measures it: at one rate both sustain
+    let name = "ALL-queued within 1.5x of ALL's CPU per request at a rate it sustains";
+    let point = |id: &str| find(sc, id).and_then(|s| s.sustained.as_ref());
+    match (point("ALL-queued"), point("ALL")) {
+        (Some(q), Some(a)) => {
+            let ratio = q.cpu_us_per_req.median / a.cpu_us_per_req.median;
+            let backlog: Vec<Backlog> = q.runs.iter().filter_map(|r| r.backlog).collect();
+            let depth = Stat::of(&backlog.iter().map(|b| b.depth_at_end).collect::<Vec<_>>());
+            let drain = Stat::of(&backlog.iter().map(|b| b.drain_s).collect::<Vec<_>>());
+            // kept up: what was still queued at the window's end is under 100 ms of orders
+            let behind_s = depth.map(|d| d.max / q.offered_rps.max(1e-9));
+            let kept_up = behind_s.is_some_and(|b| b <= 0.1);
+            out.push(Target {
+                name: name.into(),
+                verdict: if !kept_up {
+                    "not measured".into()
+                } else {
+                    verdict(ratio <= 1.5)
+                },
+                detail: format!(
+                    "{ratio:.2}x ({:.1} vs {:.1} CPU µs/req, each offered {:.0}/s); queued at the window's end: at most {} orders ({}), drained in {} s{}",
+                    q.cpu_us_per_req.median,
+                    a.cpu_us_per_req.median,
+                    q.offered_rps,
+                    depth.map_or("-".into(), |d| format!("{:.0}", d.max)),
+                    behind_s.map_or("-".into(), |b| format!("{:.0} ms of orders", b * 1e3)),
+                    drain.map_or("-".into(), |d| format!("{:.2}", d.max)),
+                    if kept_up {
+                        ""
+                    } else {
+                        ": the deliveries did not keep up"
+                    }
+                ),
+            });
+        }
+        _ => out.push(nm(name, "ALL-queued and ALL not measured at a shared rate")),
     }
     let name = "ALL p99 added over S0 < 0.5 ms at half of ALL's capacity";
     match (find(sc, "ALL"), find(sc, "S0")) {
@@ -486,6 +574,41 @@ pub fn table(r: &Report) -> String {
         }
         let _ = writeln!(t);
     }
+    let paired: Vec<&ScenarioReport> = r
+        .scenarios
+        .iter()
+        .filter(|s| s.sustained.is_some())
+        .collect();
+    if !paired.is_empty() {
+        let _ = writeln!(
+            t,
+            "\nQueued scenarios and their synchronous twins at one offered rate, half the queued one's capacity (orders accepted and delivered per second; open loop, a queued window's drain counted):\n\n\
+             | scenario | paired with | offered/s | CPU µs/req median [min-max] | queued at the window's end (max) | drained in s (max) |\n|---|---|---|---|---|---|"
+        );
+        for s in paired {
+            let Some(p) = &s.sustained else { continue };
+            let backlog: Vec<Backlog> = p.runs.iter().filter_map(|r| r.backlog).collect();
+            let max = |f: fn(&Backlog) -> f64| {
+                backlog
+                    .iter()
+                    .map(f)
+                    .reduce(f64::max)
+                    .map_or("-".into(), |v| format!("{v:.2}"))
+            };
+            let _ = writeln!(
+                t,
+                "| {} | {} | {:.0} | {:.1} [{:.1}-{:.1}] | {} | {} |",
+                s.id,
+                p.paired_with,
+                p.offered_rps,
+                p.cpu_us_per_req.median,
+                p.cpu_us_per_req.min,
+                p.cpu_us_per_req.max,
+                max(|b| b.depth_at_end),
+                max(|b| b.drain_s),
+            );
+        }
+    }
     let _ = writeln!(t, "\nTargets:\n");
     for g in &r.targets {
         let _ = writeln!(t, "- {}: **{}** — {}", g.name, g.verdict, g.detail);
@@ -649,5 +772,82 @@ mod tests {
         let s = Stat::of(&[4.0, 1.0, 2.0, 3.0]).expect("stat");
         assert_eq!(s.median, 2.5);
         assert!(Stat::of(&[]).is_none());
+    }
+
+    fn closed(ok: u64, window_s: f64, drain_s: Option<f64>) -> ThroughputRun {
+        ThroughputRun {
+            run: RunResult {
+                ok,
+                window_s,
+                rps: ok as f64 / window_s,
+                ..RunResult::default()
+            },
+            sut_cpu_s: 1.0,
+            cpu_us_per_req: 1e6 / ok as f64,
+            sut_util: 1.0,
+            drain_s,
+            loadavg: [0.0; 3],
+        }
+    }
+
+    #[test]
+    fn a_queued_scenarios_capacity_counts_its_drain() {
+        let mut sync = ScenarioReport::new("ALL", "", Status::Measured);
+        sync.throughput = vec![closed(5000, 5.0, None), closed(6000, 5.0, None)];
+        sync.summarise();
+        assert_eq!(sync.capacity(), Some(1100.0));
+        // 5,000 accepted in 5 s and delivered 5 s later: 500 a second sustained, not 1,000
+        let mut queued = ScenarioReport::new("ALL-queued", "", Status::Measured);
+        queued.throughput = vec![
+            closed(5000, 5.0, Some(5.0)),
+            closed(5000, 5.0, Some(0.0)),
+            closed(5000, 5.0, Some(1.25)),
+        ];
+        queued.summarise();
+        assert_eq!(queued.rps.map(|s| s.median), Some(1000.0));
+        assert_eq!(queued.capacity(), Some(800.0));
+    }
+
+    fn paired(id: &str, with: &str, cpu: &[f64], depth: Option<f64>) -> ScenarioReport {
+        let mut s = ScenarioReport::new(id, "", Status::Measured);
+        s.sustained = Some(SustainedPoint {
+            paired_with: with.into(),
+            offered_rps: 1000.0,
+            cpu_us_per_req: Stat::of(cpu).expect("cpu"),
+            runs: cpu
+                .iter()
+                .map(|&c| LatencyRun {
+                    run: RunResult::default(),
+                    cpu_us_per_req: c,
+                    backlog: depth.map(|depth_at_end| Backlog {
+                        depth_at_end,
+                        drain_s: 0.0,
+                    }),
+                })
+                .collect(),
+        });
+        s
+    }
+
+    fn sustained_verdict(sc: &[ScenarioReport]) -> String {
+        targets(sc)
+            .into_iter()
+            .find(|t| t.name.contains("at a rate it sustains"))
+            .map(|t| t.verdict)
+            .expect("the sustained target")
+    }
+
+    #[test]
+    fn the_queued_target_holds_only_where_the_deliveries_keep_up() {
+        let all = paired("ALL", "ALL-queued", &[200.0, 210.0, 190.0], None);
+        // 1.4x, and at most 20 orders (20 ms of them) queued at the end: met
+        let ok = paired("ALL-queued", "ALL", &[280.0, 300.0, 270.0], Some(20.0));
+        assert_eq!(sustained_verdict(&[ok, all.clone()]), "met");
+        let dear = paired("ALL-queued", "ALL", &[320.0, 310.0, 330.0], Some(20.0));
+        assert_eq!(sustained_verdict(&[dear, all.clone()]), "missed");
+        // cheap, but 500 orders (half a second of them) behind: not where the issue measures
+        let behind = paired("ALL-queued", "ALL", &[250.0, 240.0, 260.0], Some(500.0));
+        assert_eq!(sustained_verdict(&[behind, all.clone()]), "not measured");
+        assert_eq!(sustained_verdict(&[all]), "not measured");
     }
 }

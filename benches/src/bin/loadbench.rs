@@ -17,8 +17,8 @@ use benches::loadgen::{self, Edge, Load};
 use benches::orders;
 use benches::procstat;
 use benches::report::{
-    self, LatencyPoint, LatencyRun, Machine, Method, Report, ScenarioReport, Stat, Status,
-    ThroughputRun,
+    self, Backlog, LatencyPoint, LatencyRun, Machine, Method, Report, ScenarioReport, Stat, Status,
+    SustainedPoint, ThroughputRun,
 };
 use benches::scenarios::{self, Inputs, Scenario, System};
 use benches::systems::{
@@ -270,35 +270,74 @@ fn wait_gateway_listening(
 }
 
 /// Waits until the store-and-forward queues of the gateway at `admin` are empty (every order
-/// accepted so far delivered), reading `gateway_delivery_queue_depth` from its `/metrics`;
-/// returns the seconds it waited. A queued scenario's window ends here, so its CPU per request
+/// accepted so far delivered); returns the seconds it waited. A queued scenario's window ends here, so its CPU per request
 /// counts each order's delivery, not only its acceptance: under the closed loop the
 /// acceptances outrun the deliveries, and the backlog's deliveries would otherwise run
 /// unmeasured (and in the next scenario's window, on the same core).
 fn wait_delivered(admin: SocketAddr) -> anyhow::Result<f64> {
     let start = Instant::now();
     loop {
-        let (status, body) = systems::http_get(admin, "/metrics")?;
-        if status != 200 {
-            bail!("GET /metrics answered {status}");
-        }
-        let text = String::from_utf8_lossy(&body);
-        let depths: Vec<f64> = text
-            .lines()
-            .filter(|l| l.starts_with("gateway_delivery_queue_depth{"))
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse().ok())
-            .collect();
-        if depths.is_empty() {
-            bail!("no gateway_delivery_queue_depth in /metrics");
-        }
-        if depths.iter().all(|&d| d == 0.0) {
+        if queue_depth(admin)? == 0.0 {
             return Ok(start.elapsed().as_secs_f64());
         }
         if start.elapsed() > Duration::from_secs(300) {
-            bail!("the queues did not empty within 300 s: {depths:?}");
+            bail!("the queues did not empty within 300 s");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The orders in all store-and-forward queues of the gateway at `admin`, as its admin
+/// `GET /queues` counts them when asked (the `/metrics` gauge is refreshed once a second).
+fn queue_depth(admin: SocketAddr) -> anyhow::Result<f64> {
+    let (status, body) = systems::http_get(admin, "/queues")?;
+    if status != 200 {
+        bail!("GET /queues answered {status}");
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body).context("GET /queues")?;
+    let depths: Vec<f64> = v["queues"]
+        .as_array()
+        .map(|qs| qs.iter().filter_map(|q| q["depth"].as_f64()).collect())
+        .unwrap_or_default();
+    if depths.is_empty() {
+        bail!("no queue in GET /queues");
+    }
+    Ok(depths.iter().sum())
+}
+
+/// After an open-loop window of a queued scenario: what was still queued, and how long its
+/// delivery took (the CPU read after it counts it).
+fn backlog_after_window(admin: SocketAddr) -> anyhow::Result<Backlog> {
+    let depth_at_end = queue_depth(admin)?;
+    let drain_s = wait_delivered(admin)?;
+    Ok(Backlog {
+        depth_at_end,
+        drain_s,
+    })
+}
+
+/// Queued scenarios and their synchronous twins (the same chain answered at once), measured
+/// together at one offered rate the queued one sustains.
+const SUSTAINED_PAIRS: [(&str, &str); 2] = [("ALL-queued", "ALL"), ("queued", "transform")];
+
+/// The index in `ready` of the twin of `ready[i]` (with the same `@tag` of an A/B run).
+fn twin(ready: &[Ready<'_>], i: usize) -> Option<usize> {
+    let id = ready[i].scenario.id;
+    let (base, tag) = id.split_once('@').map_or((id, None), |(b, t)| (b, Some(t)));
+    let other = SUSTAINED_PAIRS.iter().find_map(|&(q, s)| {
+        if q == base {
+            Some(s)
+        } else if s == base {
+            Some(q)
+        } else {
+            None
+        }
+    })?;
+    let want = match tag {
+        Some(t) => format!("{other}@{t}"),
+        None => other.to_owned(),
+    };
+    ready.iter().position(|r| r.scenario.id == want)
 }
 
 /// `gateway check` on the scenario's file: Ok, or the status to report.
@@ -542,6 +581,103 @@ fn start_upstream(kind: &str, bin: &Path, dir: &Path) -> anyhow::Result<Proc> {
     let mut p = Proc::spawn(kind, addr, cmd, dir.join("upstream.log"))?;
     p.wait_listening(addr, Duration::from_secs(20))?;
     Ok(p)
+}
+
+/// One open-loop window of `r` at `rate`: its CPU per request, a queued scenario's drain
+/// included.
+fn open_window(
+    rt: &tokio::runtime::Runtime,
+    r: &Ready<'_>,
+    load: &dyn Fn(SocketAddr) -> Load,
+    rate: f64,
+    window: Duration,
+) -> anyhow::Result<LatencyRun> {
+    let mut cpu = [0.0f64; 2];
+    let run = rt.block_on(loadgen::open_loop(
+        &load(r.addr),
+        r.recipe.clone(),
+        rate,
+        window,
+        Duration::from_secs(2),
+        &mut |e| match e {
+            Edge::Start => cpu[0] = procstat::cpu_seconds(r.pid),
+            Edge::End => cpu[1] = procstat::cpu_seconds(r.pid),
+        },
+    ))?;
+    let backlog = match r.queue_admin {
+        Some(admin) => {
+            let b = backlog_after_window(admin)?;
+            cpu[1] = procstat::cpu_seconds(r.pid);
+            Some(b)
+        }
+        None => None,
+    };
+    Ok(LatencyRun {
+        cpu_us_per_req: if run.ok > 0 {
+            (cpu[1] - cpu[0]) * 1e6 / run.ok as f64
+        } else {
+            f64::NAN
+        },
+        run,
+        backlog,
+    })
+}
+
+/// Each queued scenario and its synchronous twin, when both run, under one open-loop rate:
+/// half the queued one's capacity (orders accepted and delivered per second), so its
+/// deliveries keep up with its acceptances. Interleaved repetitions of the
+/// latency phase's window.
+fn sustained(
+    rt: &tokio::runtime::Runtime,
+    ready: &mut [Ready<'_>],
+    load: &dyn Fn(SocketAddr) -> Load,
+    plan: &Plan,
+) -> anyhow::Result<()> {
+    let pairs: Vec<(usize, usize)> = (0..ready.len())
+        .filter(|&i| ready[i].queue_admin.is_some())
+        .filter_map(|i| Some((i, twin(ready, i)?)))
+        .collect();
+    for (q, s) in pairs {
+        let Some(capacity) = ready[q].report.capacity() else {
+            continue;
+        };
+        let rate = capacity * 0.5;
+        let mut runs: [Vec<LatencyRun>; 2] = [Vec::new(), Vec::new()];
+        for _ in 0..plan.reps {
+            for (k, i) in [q, s].into_iter().enumerate() {
+                let run = open_window(rt, &ready[i], load, rate, plan.latency)?;
+                eprintln!(
+                    "sustained {:<15} {:>8.0}/s offered  cpu {:>6.1} µs/req  errors {} dropped {}{}",
+                    ready[i].scenario.id,
+                    rate,
+                    run.cpu_us_per_req,
+                    run.run.errors + run.run.bad_status,
+                    run.run.dropped,
+                    run.backlog
+                        .map(|b| format!(
+                            "  queued at the end {:.0}, drained in {:.2} s",
+                            b.depth_at_end, b.drain_s
+                        ))
+                        .unwrap_or_default()
+                );
+                runs[k].push(run);
+            }
+        }
+        let [qruns, sruns] = runs;
+        for (i, other, runs) in [(q, s, qruns), (s, q, sruns)] {
+            let cpu: Vec<f64> = runs.iter().map(|r| r.cpu_us_per_req).collect();
+            let Some(cpu_us_per_req) = Stat::of(&cpu) else {
+                continue;
+            };
+            ready[i].report.sustained = Some(SustainedPoint {
+                paired_with: ready[other].scenario.id.to_owned(),
+                offered_rps: rate,
+                cpu_us_per_req,
+                runs,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// `--soak`: minutes of closed-loop load per scenario, one row per minute with its throughput,
@@ -932,30 +1068,15 @@ fn main() -> anyhow::Result<()> {
         let mut runs: Vec<Vec<LatencyRun>> = ready.iter().map(|_| Vec::new()).collect();
         for _ in 0..plan.reps {
             for (i, r) in ready.iter().enumerate() {
-                let capacity = r.report.rps.map_or(0.0, |s| s.median);
+                let capacity = r.report.capacity().unwrap_or(0.0);
                 if capacity <= 0.0 {
                     continue;
                 }
                 let rate = capacity * fraction;
-                let pid = r.pid;
-                let mut cpu = [0.0f64; 2];
-                let run = rt.block_on(loadgen::open_loop(
-                    &load(r.addr),
-                    r.recipe.clone(),
-                    rate,
-                    plan.latency,
-                    Duration::from_secs(2),
-                    &mut |e| match e {
-                        Edge::Start => cpu[0] = procstat::cpu_seconds(pid),
-                        Edge::End => cpu[1] = procstat::cpu_seconds(pid),
-                    },
-                ))?;
-                if let Some(admin) = r.queue_admin {
-                    wait_delivered(admin)?;
-                    cpu[1] = procstat::cpu_seconds(pid);
-                }
+                let lr = open_window(&rt, r, &load, rate, plan.latency)?;
+                let run = &lr.run;
                 eprintln!(
-                    "latency {:>3.0}% {:<15} {:>8.0}/s offered  p50 {:>7} µs  p99 {:>7} µs  p99.9 {:>7} µs  send lag p99 {} µs  errors {} dropped {}",
+                    "latency {:>3.0}% {:<15} {:>8.0}/s offered  p50 {:>7} µs  p99 {:>7} µs  p99.9 {:>7} µs  send lag p99 {} µs  errors {} dropped {}{}",
                     fraction * 100.0,
                     r.scenario.id,
                     rate,
@@ -964,16 +1085,15 @@ fn main() -> anyhow::Result<()> {
                     run.latency.p999_us,
                     run.send_lag.p99_us,
                     run.errors + run.bad_status,
-                    run.dropped
+                    run.dropped,
+                    lr.backlog
+                        .map(|b| format!(
+                            "  queued at the end {:.0}, drained in {:.2} s",
+                            b.depth_at_end, b.drain_s
+                        ))
+                        .unwrap_or_default()
                 );
-                runs[i].push(LatencyRun {
-                    cpu_us_per_req: if run.ok > 0 {
-                        (cpu[1] - cpu[0]) * 1e6 / run.ok as f64
-                    } else {
-                        f64::NAN
-                    },
-                    run,
-                });
+                runs[i].push(lr);
             }
         }
         for (r, runs) in ready.iter_mut().zip(runs) {
@@ -993,6 +1113,7 @@ fn main() -> anyhow::Result<()> {
             });
         }
     }
+    sustained(&rt, &mut ready, &load, &plan)?;
     for r in &mut ready {
         r.report.peak_rss_kib = Some(procstat::peak_rss_kib(r.pid));
     }
