@@ -80,7 +80,8 @@ struct Args {
     compare: Vec<PathBuf>,
     /// Soak instead of the matrix: after the warm-up, load each selected scenario with the
     /// closed loop for this many minutes, sampling its resident memory (`VmRSS`) at the end of
-    /// every minute (e.g. `--scenarios ALL --soak 10`).
+    /// every minute (e.g. `--scenarios ALL --soak 10`); a queued scenario's rows also give
+    /// its deliveries per second and its queues' depth, and the time its backlog took after.
     #[arg(long, value_name = "MINUTES")]
     soak: Option<u32>,
     /// Write one gateway scenario's inputs to this folder and exit, for a run by hand (such as
@@ -303,6 +304,23 @@ fn queue_depth(admin: SocketAddr) -> anyhow::Result<f64> {
         bail!("no queue in GET /queues");
     }
     Ok(depths.iter().sum())
+}
+
+/// The deliveries the gateway at `admin` has made so far, all queues and channels: the
+/// `delivered` outcomes of `gateway_deliveries_total` on its `/metrics` (a counter, current
+/// when read).
+fn delivered_total(admin: SocketAddr) -> anyhow::Result<f64> {
+    let (status, body) = systems::http_get(admin, "/metrics")?;
+    if status != 200 {
+        bail!("GET /metrics answered {status}");
+    }
+    Ok(String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|l| {
+            l.starts_with("gateway_deliveries_total{") && l.contains("outcome=\"delivered\"")
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum())
 }
 
 /// After an open-loop window of a queued scenario: what was still queued, and how long its
@@ -696,12 +714,27 @@ fn soak(
             "### soak: {} ({minutes} min, closed loop)\n",
             r.scenario.id
         )?;
-        writeln!(
-            table,
-            "| minute | req/s | CPU µs/req | errors | VmRSS MiB |"
-        )?;
-        writeln!(table, "|---|---|---|---|---|")?;
+        // a queued scenario also shows its deliveries: under the closed loop they only run
+        // when the request worker is idle, so the queue grows
+        let queued = r.queue_admin;
+        if queued.is_some() {
+            writeln!(
+                table,
+                "| minute | req/s | CPU µs/req | errors | VmRSS MiB | delivered/s | queued at the end |"
+            )?;
+            writeln!(table, "|---|---|---|---|---|---|---|")?;
+        } else {
+            writeln!(
+                table,
+                "| minute | req/s | CPU µs/req | errors | VmRSS MiB |"
+            )?;
+            writeln!(table, "|---|---|---|---|---|")?;
+        }
         let mut first_rss = None;
+        let mut delivered = match queued {
+            Some(admin) => delivered_total(admin)?,
+            None => 0.0,
+        };
         for minute in 1..=minutes {
             let mut cpu = [0.0f64; 2];
             let run = rt.block_on(loadgen::closed_loop(
@@ -715,14 +748,31 @@ fn soak(
             ))?;
             let rss = procstat::rss_kib(r.pid) as f64 / 1024.0;
             first_rss.get_or_insert(rss);
-            let row = format!(
+            let mut row = format!(
                 "| {minute} | {:.0} | {:.1} | {} | {rss:.1} |",
                 run.rps,
                 (cpu[1] - cpu[0]) * 1e6 / run.ok.max(1) as f64,
                 run.errors + run.bad_status,
             );
+            if let Some(admin) = queued {
+                let now = delivered_total(admin)?;
+                write!(
+                    row,
+                    " {:.0} | {:.0} |",
+                    (now - delivered) / run.window_s.max(1e-9),
+                    queue_depth(admin)?
+                )?;
+                delivered = now;
+            }
             eprintln!("soak {} {row}", r.scenario.id);
             writeln!(table, "{row}")?;
+        }
+        if let Some(admin) = queued {
+            let drain = wait_delivered(admin)?;
+            writeln!(
+                table,
+                "\nThe backlog was delivered {drain:.1} s after the load stopped."
+            )?;
         }
         let peak = procstat::peak_rss_kib(r.pid) as f64 / 1024.0;
         let last = procstat::rss_kib(r.pid) as f64 / 1024.0;
