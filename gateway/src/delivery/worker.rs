@@ -59,9 +59,10 @@ pub struct Outbound {
 #[async_trait]
 impl BackgroundService for DeliveryService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        // This runtime's thread (the only one, with the per-thread scheduler) delivers at the
-        // upstream's pace: it gives way to the request workers instead of preempting them.
-        policies::background::yield_to_request_workers();
+        // This runtime keeps the normal scheduling policy, unlike the store's writer and the
+        // access log (`policies::background`): as batch work it waited for the request
+        // worker's idle moments, so a saturated gateway delivered a third of what it accepted
+        // and left the upstream idle while its backlog grew.
         let mut running: Vec<Arc<QueueRuntime>> = Vec::new();
         let mut stats_due = Instant::now();
         let mut prune_due = Instant::now() + Duration::from_secs(60);
