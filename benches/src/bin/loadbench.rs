@@ -271,10 +271,10 @@ fn wait_gateway_listening(
 }
 
 /// Waits until the store-and-forward queues of the gateway at `admin` are empty (every order
-/// accepted so far delivered); returns the seconds it waited. A queued scenario's window ends here, so its CPU per request
-/// counts each order's delivery, not only its acceptance: under the closed loop the
-/// acceptances outrun the deliveries, and the backlog's deliveries would otherwise run
-/// unmeasured (and in the next scenario's window, on the same core).
+/// accepted so far delivered); returns the seconds it waited. A queued scenario's window ends
+/// here, so its CPU per request counts each order's delivery, not only its acceptance: under
+/// the closed loop the acceptances outrun the deliveries, and the backlog's deliveries would
+/// otherwise run unmeasured (and in the next scenario's window, on the same core).
 fn wait_delivered(admin: SocketAddr) -> anyhow::Result<f64> {
     let start = Instant::now();
     loop {
@@ -643,8 +643,8 @@ fn open_window(
 
 /// Each queued scenario and its synchronous twin, when both run, under one open-loop rate:
 /// half the queued one's capacity (orders accepted and delivered per second), so its
-/// deliveries keep up with its acceptances. Interleaved repetitions of the
-/// latency phase's window.
+/// deliveries keep up with its acceptances. Interleaved repetitions of the latency phase's
+/// window.
 fn sustained(
     rt: &tokio::runtime::Runtime,
     ready: &mut [Ready<'_>],
@@ -714,8 +714,8 @@ fn soak(
             "### soak: {} ({minutes} min, closed loop)\n",
             r.scenario.id
         )?;
-        // a queued scenario also shows its deliveries: under the closed loop they only run
-        // when the request worker is idle, so the queue grows
+        // a queued scenario also shows its deliveries: under the closed loop the acceptances
+        // outrun them, and how far is what the rows tell
         let queued = r.queue_admin;
         if queued.is_some() {
             writeln!(
