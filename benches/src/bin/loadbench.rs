@@ -334,6 +334,18 @@ fn backlog_after_window(admin: SocketAddr) -> anyhow::Result<Backlog> {
     })
 }
 
+/// A queued window's backlog, as the progress lines print it after the rest.
+fn backlog_note(backlog: Option<Backlog>) -> String {
+    backlog
+        .map(|b| {
+            format!(
+                "  queued at the end {:.0}, drained in {:.2} s",
+                b.depth_at_end, b.drain_s
+            )
+        })
+        .unwrap_or_default()
+}
+
 /// Queued scenarios and their synchronous twins (the same chain answered at once), measured
 /// together at one offered rate the queued one sustains.
 const SUSTAINED_PAIRS: [(&str, &str); 2] = [("ALL-queued", "ALL"), ("queued", "transform")];
@@ -671,12 +683,7 @@ fn sustained(
                     run.cpu_us_per_req,
                     run.run.errors + run.run.bad_status,
                     run.run.dropped,
-                    run.backlog
-                        .map(|b| format!(
-                            "  queued at the end {:.0}, drained in {:.2} s",
-                            b.depth_at_end, b.drain_s
-                        ))
-                        .unwrap_or_default()
+                    backlog_note(run.backlog)
                 );
                 runs[k].push(run);
             }
@@ -1136,12 +1143,7 @@ fn main() -> anyhow::Result<()> {
                     run.send_lag.p99_us,
                     run.errors + run.bad_status,
                     run.dropped,
-                    lr.backlog
-                        .map(|b| format!(
-                            "  queued at the end {:.0}, drained in {:.2} s",
-                            b.depth_at_end, b.drain_s
-                        ))
-                        .unwrap_or_default()
+                    backlog_note(lr.backlog)
                 );
                 runs[i].push(lr);
             }
