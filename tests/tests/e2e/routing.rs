@@ -234,6 +234,11 @@ async fn endpoints_are_used_round_robin_and_a_dead_one_is_skipped() {
 async fn upstream_connections_are_pooled_and_reused() {
     let (sim, gw) = setup().await;
     let client = reqwest::Client::new();
+    // Each answer is read out, so the client sends every request on its one kept-alive
+    // connection and the gateway serves them in turn. An answer dropped unread closes the
+    // client's connection; the next request then arrives on a new one, possibly on the other
+    // worker, while the previous request's upstream connection is still on its way back to
+    // the pool (Pingora returns it after the last byte is written downstream).
     for i in 0..10 {
         let r = client
             .get(gw.url(&format!("/channels/amazon/echo/{i}")))
@@ -241,6 +246,7 @@ async fn upstream_connections_are_pooled_and_reused() {
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
         let r = client
             .post(gw.url("/channels/amazon/orders"))
             .body("{}")
@@ -248,13 +254,24 @@ async fn upstream_connections_are_pooled_and_reused() {
             .await
             .unwrap();
         assert_eq!(r.status(), 201);
+        r.bytes().await.unwrap();
     }
     assert_eq!(sim.requests_started(), 20);
-    // one pooled connection for the streaming path and one for the buffered path
+    // One pooled connection for the streaming path and one for the buffered path. Pingora
+    // 0.9 drops a pooled connection when the worker taking it wakes before the pool's idle
+    // watcher on the other worker has let go of it (cloudflare/pingora#998): that request
+    // connects anew, and Pingora logs each such loss. Those are the only other connections.
+    let connections = sim.connections_accepted();
+    let lost_to_race = || gw.log_events("failed to acquire reusable stream").len() as u64;
+    // the log line is written before its request's answer, but read from the pipe on its own
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while connections > 2 + lost_to_race() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lost = lost_to_race();
     assert!(
-        sim.connections_accepted() <= 2,
-        "{} connections for 20 sequential requests",
-        sim.connections_accepted()
+        connections <= 2 + lost,
+        "{connections} connections for 20 sequential requests, {lost} pooled ones lost to the race"
     );
 }
 
