@@ -264,6 +264,19 @@ impl Gateway {
         }
     }
 
+    /// Waits until the process has printed `text` (its output is read from a pipe by a thread
+    /// of its own, so a line can trail what the process did just before it, a metric say).
+    pub fn wait_output(&self, text: &str, within: Duration) -> Result<()> {
+        let until = Instant::now() + within;
+        while !self.output().contains(text) {
+            if Instant::now() > until {
+                bail!("no {text:?} in the output:\n{}", self.output());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
     /// Replaces the policy file (not yet reloaded).
     pub fn write_config(&self, yaml: &str) -> Result<()> {
         std::fs::write(&self.config, yaml)?;

@@ -563,6 +563,19 @@ async fn background_threads_give_way_to_the_request_workers() {
     .await
     .unwrap();
 
+    // The access log's thread starts with the first line, written after the answer (the order
+    // can reach the ERP first), and each thread sets its policy once running: wait for both.
+    let settled = |threads: &[(String, u32)]| {
+        ["delivery-writer", "access-log"]
+            .iter()
+            .all(|name| threads.iter().any(|(n, p)| n == name && *p == SCHED_BATCH))
+    };
+    let _ = eventually(
+        "the background threads settled",
+        Duration::from_secs(10),
+        || settled(&thread_policies(gw.pid())),
+    )
+    .await;
     let threads = thread_policies(gw.pid());
     let policy_of = |name: &str| -> Vec<u32> {
         threads
