@@ -200,6 +200,9 @@ impl Gateway {
                 b"GET /readyz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
             ) && resp.status == 200
                 && TcpStream::connect(self.http).is_ok()
+                // port 0 is resolved by probing for a free port that each listener then binds
+                // as Pingora starts it: the HTTPS one can come up after the others
+                && self.https.is_none_or(|a| TcpStream::connect(a).is_ok())
             {
                 return Ok(());
             }

@@ -288,6 +288,8 @@ async fn sighup_swaps_the_routes_and_a_bad_file_keeps_the_old_ones_without_faili
         errors.contains("names upstream \\\"nowhere\\\""),
         "{errors}"
     );
+    gw.wait_output("policy set reload rejected", Duration::from_secs(5))
+        .unwrap();
     let logged = gw.log_events("policy set reload rejected");
     assert!(
         logged.iter().any(|e| e["error"]
