@@ -25,6 +25,7 @@ pub mod kpi;
 pub mod metrics;
 pub mod outbound_auth;
 pub mod outcome;
+pub mod pool_race;
 pub mod proxy;
 pub mod respond;
 pub mod server;

@@ -133,6 +133,7 @@ impl Metrics {
         registry.register(Box::new(config_loaded_at.clone()))?;
         registry.register(Box::new(inflight.clone()))?;
         registry.register(Box::new(access_log_dropped.clone()))?;
+        registry.register(Box::new(crate::pool_race::LOST.clone()))?;
         let upstream = UpstreamMetrics::register(&registry)?;
         let delivery = DeliveryMetrics::register(&registry)?;
         let traces = crate::telemetry::TraceMetrics::register(&registry)?;

@@ -24,6 +24,7 @@ use crate::delivery::outbound::Throttle;
 use crate::delivery::worker::{DeliveryService, Outbound as DeliveryOutbound};
 use crate::metrics::Metrics;
 use crate::outbound_auth::OutboundAuth;
+use crate::pool_race::CountLostConnections;
 use crate::proxy::Gateway;
 use crate::snapshot::{ConfigStore, Overrides};
 use policies::admin_auth::AdminAuth;
@@ -404,7 +405,8 @@ fn install_reload_signal(
 
 /// Installs the JSON log subscriber (access log and diagnostics, one object per line on stdout).
 /// `GATEWAY_LOG` sets the filter (default `info`), except that the libraries in
-/// [`HEAD_DUMPING_TARGETS`] never log below `info`: no log level writes a secret.
+/// [`HEAD_DUMPING_TARGETS`] never log below `info`: no log level writes a secret; and Pingora's
+/// lost pooled connections are counted instead of logged ([`crate::pool_race`]).
 pub fn init_logging() {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
@@ -412,16 +414,19 @@ pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GATEWAY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::registry()
-        .with(log_layer(filter))
+        .with(log_layer(filter, std::io::stdout))
         .try_init();
 }
 
-/// The JSON log layer under `filter`, with [`HEAD_DUMPING_TARGETS`] held to `info`.
-fn log_layer<S>(
+/// The JSON log layer under `filter`, with [`HEAD_DUMPING_TARGETS`] held to `info`, writing to
+/// `out`.
+fn log_layer<S, W>(
     filter: tracing_subscriber::EnvFilter,
+    out: W,
 ) -> impl tracing_subscriber::Layer<S> + Send + Sync
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::filter::FilterExt as _;
@@ -439,8 +444,8 @@ where
         .flatten_event(true)
         .with_current_span(false)
         .with_span_list(false)
-        .with_writer(std::io::stdout)
-        .with_filter(filter.and(no_heads))
+        .with_writer(out)
+        .with_filter(filter.and(no_heads).and(CountLostConnections))
 }
 
 /// Libraries that print whole request or response heads at `debug` or `trace` (Pingora: the
@@ -459,6 +464,8 @@ fn dumps_heads(target: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use tracing::level_filters::LevelFilter;
     use tracing_subscriber::{EnvFilter, Layer as _, Registry};
 
@@ -473,8 +480,84 @@ mod tests {
             ("warn", LevelFilter::WARN),
             ("info,gateway=debug", LevelFilter::DEBUG),
         ] {
-            let layer = log_layer::<Registry>(EnvFilter::new(spec));
+            let layer = log_layer::<Registry, _>(EnvFilter::new(spec), std::io::sink);
             assert_eq!(layer.max_level_hint(), Some(max), "GATEWAY_LOG={spec}");
         }
+    }
+
+    /// What the log lines of one closure are, through the `log` bridge Pingora logs through.
+    fn logged(emit: impl FnOnce()) -> Vec<String> {
+        use tracing_subscriber::layer::SubscriberExt as _;
+
+        let out = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let writer = {
+            let out = out.clone();
+            move || Lines(out.clone())
+        };
+        let subscriber = Registry::default().with(log_layer(EnvFilter::new("info"), writer));
+        tracing::subscriber::with_default(subscriber, emit);
+        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        text.lines().map(str::to_owned).collect()
+    }
+
+    struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn log_record(target: &str, level: log::Level, message: &str) {
+        tracing_log::format_trace(
+            &log::Record::builder()
+                .target(target)
+                .level(level)
+                .args(format_args!("{message}"))
+                .build(),
+        )
+        .unwrap();
+    }
+
+    /// Pingora's `failed to acquire reusable stream` is counted, not logged; its other errors,
+    /// and that message from anyone else, are logged as ever.
+    #[test]
+    fn lost_pooled_connections_are_counted_not_logged() {
+        const LOST: &str = "failed to acquire reusable stream";
+        let before = crate::pool_race::LOST.get();
+        let lines = logged(|| {
+            log_record("pingora_core::connectors", log::Level::Error, LOST);
+            log_record(
+                "pingora_core::connectors",
+                log::Level::Error,
+                "TLS handshake failed",
+            );
+            log_record("somebody_else", log::Level::Error, LOST);
+            log_record("pingora_core::connectors", log::Level::Warn, LOST);
+        });
+        assert_eq!(crate::pool_race::LOST.get() - before, 1, "{lines:?}");
+        let from: Vec<(String, String)> = lines
+            .iter()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["target"].as_str().unwrap().to_owned(),
+                    v["message"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let pingora = "pingora_core::connectors".to_owned();
+        assert_eq!(
+            from,
+            [
+                (pingora.clone(), "TLS handshake failed".to_owned()),
+                ("somebody_else".to_owned(), LOST.to_owned()),
+                (pingora, LOST.to_owned()),
+            ]
+        );
     }
 }
