@@ -15,6 +15,7 @@ use std::sync::LazyLock;
 use prometheus::IntCounter;
 use tracing::field::{Field, Visit};
 use tracing::level_filters::LevelFilter;
+use tracing::subscriber::Interest;
 use tracing::{Event, Level, Metadata};
 use tracing_subscriber::layer::{Context, Filter};
 
@@ -41,6 +42,11 @@ pub struct CountLostConnections;
 impl<S> Filter<S> for CountLostConnections {
     fn enabled(&self, _meta: &Metadata<'_>, _cx: &Context<'_, S>) -> bool {
         true
+    }
+
+    // Never asked again per event: what it decides is only ever decided in `event_enabled`.
+    fn callsite_enabled(&self, _meta: &'static Metadata<'static>) -> Interest {
+        Interest::always()
     }
 
     fn event_enabled(&self, event: &Event<'_>, _cx: &Context<'_, S>) -> bool {
