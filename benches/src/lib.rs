@@ -10,6 +10,7 @@ pub mod orders;
 pub mod procstat;
 pub mod recipe;
 pub mod report;
+pub mod rotation;
 pub mod scenarios;
 pub mod schedule;
 pub mod systems;

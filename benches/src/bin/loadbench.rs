@@ -20,6 +20,7 @@ use benches::report::{
     self, Backlog, LatencyPoint, LatencyRun, Machine, Method, Report, ScenarioReport, Stat, Status,
     SustainedPoint, ThroughputRun,
 };
+use benches::rotation;
 use benches::scenarios::{self, Inputs, Scenario, System};
 use benches::systems::{
     self, HaproxyMode, LOAD_CORE, Proc, SUT_CORE, Scratch, free_addr, installed, pinned,
@@ -74,8 +75,8 @@ struct Args {
     #[arg(long)]
     no_build: bool,
     /// A/B: also run every selected gateway scenario on these other gateway binaries (e.g. a
-    /// copy of the previous build), as `<id>@B`, `<id>@C`, ..., each right after its
-    /// scenario in every repetition of the same run. Comma separated.
+    /// copy of the previous build), as `<id>@B`, `<id>@C`, ..., each next to its scenario in
+    /// every repetition of the same run, taking turns going first. Comma separated.
     #[arg(long, value_delimiter = ',')]
     compare: Vec<PathBuf>,
     /// Soak instead of the matrix: after the warm-up, load each selected scenario with the
@@ -673,8 +674,14 @@ fn sustained(
         };
         let rate = capacity * 0.5;
         let mut runs: [Vec<LatencyRun>; 2] = [Vec::new(), Vec::new()];
-        for _ in 0..plan.reps {
-            for (k, i) in [q, s].into_iter().enumerate() {
+        for rep in 0..plan.reps {
+            // the pair takes turns going first, as twins do (`rotation`)
+            let turn = if rep % 2 == 0 {
+                [(0, q), (1, s)]
+            } else {
+                [(1, s), (0, q)]
+            };
+            for (k, i) in turn {
                 let run = open_window(rt, &ready[i], load, rate, plan.latency)?;
                 eprintln!(
                     "sustained {:<15} {:>8.0}/s offered  cpu {:>6.1} µs/req  errors {} dropped {}{}",
@@ -990,6 +997,7 @@ fn main() -> anyhow::Result<()> {
     }
     if !twins.is_empty() {
         // each twin right after its scenario, so A and B alternate within every repetition
+        // (and take turns going first, `rotation`)
         let mut v = Vec::new();
         for s in wanted {
             v.push(s);
@@ -1069,9 +1077,11 @@ fn main() -> anyhow::Result<()> {
         println!("\n{table}\nwrote {}", path.display());
         return Ok(());
     }
-    // throughput: interleaved repetitions
+    // throughput: interleaved repetitions, twins taking turns going first
+    let ids: Vec<&'static str> = ready.iter().map(|r| r.scenario.id).collect();
     for rep in 0..plan.reps {
-        for r in &mut ready {
+        for i in rotation::order(&ids, rep) {
+            let r = &mut ready[i];
             let pid = r.pid;
             let mut cpu = [0.0f64; 2];
             let run = rt.block_on(loadgen::closed_loop(
@@ -1123,8 +1133,9 @@ fn main() -> anyhow::Result<()> {
     // latency: open loop at fractions of each scenario's capacity, interleaved
     for &fraction in &plan.rates {
         let mut runs: Vec<Vec<LatencyRun>> = ready.iter().map(|_| Vec::new()).collect();
-        for _ in 0..plan.reps {
-            for (i, r) in ready.iter().enumerate() {
+        for rep in 0..plan.reps {
+            for i in rotation::order(&ids, rep) {
+                let r = &ready[i];
                 let capacity = r.report.capacity().unwrap_or(0.0);
                 if capacity <= 0.0 {
                     continue;
