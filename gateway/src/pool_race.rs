@@ -44,7 +44,7 @@ impl<S> Filter<S> for CountLostConnections {
         true
     }
 
-    // Never asked again per event: what it decides is only ever decided in `event_enabled`.
+    // Never narrows a callsite's interest: it decides per event, in `event_enabled`.
     fn callsite_enabled(&self, _meta: &'static Metadata<'static>) -> Interest {
         Interest::always()
     }
