@@ -50,9 +50,10 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         threads: usize,
         /// How workers share connections: `per-thread` (each worker its own scheduler,
-        /// connections spread at accept) or `work-stealing` (idle workers take tasks from busy
-        /// ones; evener with few long-lived connections, dearer per request).
-        #[arg(long, value_enum, default_value = "per-thread")]
+        /// connections spread at accept; cheapest with one worker), `work-stealing` (idle
+        /// workers take tasks from busy ones; no pooled upstream connection lost between
+        /// workers), or `auto`: per-thread with one worker, work-stealing with more.
+        #[arg(long, value_enum, default_value = "auto")]
         scheduler: server::Scheduler,
         /// Take over the listening sockets of a running gateway (graceful upgrade).
         #[arg(long)]

@@ -5,9 +5,10 @@
 //! a task on a random worker thread, has let go of it; the request checks this a moment too
 //! early when the watcher runs on another thread (cloudflare/pingora#998). The connection is
 //! then closed, the request connects anew, and Pingora logs `failed to acquire reusable stream`
-//! at ERROR. Nothing fails, but with two busy workers it happened to 2–4 % of the requests:
-//! hundreds of ERROR lines a second that say nothing an operator can act on. This filter
-//! drops those lines and counts them in `gateway_upstream_pool_reuse_lost_total`.
+//! at ERROR. Nothing fails, but with two busy per-thread workers it happened to 2–4 % of the
+//! requests: hundreds of ERROR lines a second that say nothing an operator can act on. (On the
+//! work-stealing scheduler, the default with more than one worker, it did not happen.) This
+//! filter drops those lines and counts them in `gateway_upstream_pool_reuse_lost_total`.
 
 use std::fmt;
 use std::sync::LazyLock;

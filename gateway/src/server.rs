@@ -60,15 +60,30 @@ pub struct RunOptions {
 /// How the worker threads share connections.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scheduler {
-    /// Each worker runs its own single-threaded scheduler; a connection is given to one at
-    /// accept and stays there, as nginx and HAProxy workers share connections. No run queue is
-    /// shared between workers, and a request costs less CPU than on the work-stealing
-    /// scheduler (8–21 % in the load test, benches/README.md).
+    /// `per-thread` with one worker, `work-stealing` with more.
     #[default]
+    Auto,
+    /// Each worker runs its own single-threaded scheduler; a connection is given to one at
+    /// accept and stays there, as nginx and HAProxy workers share connections. With one worker
+    /// a request costs less CPU than on the work-stealing scheduler (8–21 % in the load test,
+    /// benches/README.md). With more, Pingora's pool loses 2–4 % of its pooled connections
+    /// between them (`crate::pool_race`), and a request cost ~5 % more than work-stealing.
     PerThread,
     /// One multi-threaded scheduler whose idle workers take tasks from busy ones: evener load
-    /// when a few long-lived connections carry most of the traffic, at a cost on every request.
+    /// when a few long-lived connections carry most of the traffic, and no pooled connection
+    /// lost between workers.
     WorkStealing,
+}
+
+impl Scheduler {
+    /// Whether `threads` workers run the work-stealing scheduler.
+    pub fn steals_work(self, threads: usize) -> bool {
+        match self {
+            Scheduler::Auto => threads > 1,
+            Scheduler::PerThread => false,
+            Scheduler::WorkStealing => true,
+        }
+    }
 }
 
 /// The listeners actually bound.
@@ -183,7 +198,7 @@ pub fn run(
     ));
     let conf = ServerConf {
         threads,
-        work_stealing: opts.scheduler == Scheduler::WorkStealing,
+        work_stealing: opts.scheduler.steals_work(threads),
         grace_period_seconds: Some(opts.grace_period_secs),
         graceful_shutdown_timeout_seconds: Some(opts.shutdown_timeout_secs),
         upgrade_sock: upgrade_sock.display().to_string(),

@@ -108,6 +108,8 @@ pub struct Start {
     pub https: bool,
     /// More arguments of `gateway run`.
     pub args: Vec<String>,
+    /// Worker threads (`--threads`), 2 unless set.
+    pub threads: Option<usize>,
 }
 
 impl Gateway {
@@ -125,14 +127,8 @@ impl Gateway {
         cmd.arg("run")
             .arg("-c")
             .arg(&config)
-            .args([
-                "--http",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-                "--threads",
-                "2",
-            ])
+            .args(["--http", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(["--threads", &opts.threads.unwrap_or(2).to_string()])
             .args(["--grace-period", "0", "--shutdown-timeout", "1"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -270,8 +270,9 @@ async fn upstream_connections_are_pooled_and_reused() {
 }
 
 /// Both schedulers (`--scheduler`) are what Pingora runs (the `listening` line says what it was
-/// given) and serve many connections at once, each request reaching the upstream once; a value
-/// that names neither is refused before anything starts.
+/// given) and serve many connections at once, each request reaching the upstream once; `auto`,
+/// the default, is per-thread for one worker and work-stealing for more; a value that names
+/// none of them is refused before anything starts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_schedulers_serve_concurrent_connections() {
     for scheduler in ["per-thread", "work-stealing"] {
@@ -307,6 +308,20 @@ async fn both_schedulers_serve_concurrent_connections() {
         assert_eq!(sim.requests_started(), 40, "{scheduler}");
     }
 
+    // by default, per-thread with one worker and work-stealing with more: Pingora's pool loses
+    // pooled connections between per-thread workers
+    for (threads, expected) in [(1, "per-thread"), (2, "work-stealing")] {
+        let sim = ErpSim::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let opts = Start {
+            threads: Some(threads),
+            ..Start::default()
+        };
+        let gw = Gateway::start_with(&policy_file(sim.addr(), "", ROUTES), opts).unwrap();
+        let listening = gw.log_events("listening");
+        assert_eq!(listening[0]["scheduler"], expected, "{listening:?}");
+        assert_eq!(listening[0]["threads"], threads);
+    }
+
     let refused = std::process::Command::new(gateway_binary().unwrap())
         .args(["run", "-c", "unused.yaml", "--scheduler", "round-robin"])
         .output()
@@ -314,7 +329,7 @@ async fn both_schedulers_serve_concurrent_connections() {
     assert_eq!(refused.status.code(), Some(2));
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        err.contains("per-thread") && err.contains("work-stealing"),
+        err.contains("per-thread") && err.contains("work-stealing") && err.contains("auto"),
         "{err}"
     );
 }
