@@ -120,6 +120,21 @@ impl Gateway {
 
     /// Starts with options.
     pub fn start_with(policy_yaml: &str, opts: Start) -> Result<Gateway> {
+        // Port 0 is resolved by the gateway probing for a free port that Pingora binds a moment
+        // later, and a gateway another test starts meanwhile can take it: then this one is not
+        // what answers there. Start it again, on other ports.
+        let mut taken = Vec::new();
+        for _ in 0..3 {
+            match Self::start_once(policy_yaml, &opts)? {
+                Ok(gw) => return Ok(gw),
+                Err(why) => taken.push(why),
+            }
+        }
+        bail!("gateway could not keep its ports:\n{}", taken.join("\n"))
+    }
+
+    /// One start: the ready gateway, or why another process holds one of its ports.
+    fn start_once(policy_yaml: &str, opts: &Start) -> Result<std::result::Result<Gateway, String>> {
         let dir = TempDir::new("gateway")?;
         let config = dir.path().join("policy.yaml");
         std::fs::write(&config, policy_yaml)?;
@@ -184,23 +199,45 @@ impl Gateway {
             lines,
             _dir: dir,
         };
-        gw.wait_ready(Duration::from_secs(30))?;
-        Ok(gw)
+        Ok(match gw.wait_ready(Duration::from_secs(30))? {
+            true => Ok(gw),
+            false => Err(gw.output()),
+        })
     }
 
-    fn wait_ready(&self, within: Duration) -> Result<()> {
+    /// Waits until this process listens on every address it printed and its admin listener
+    /// answers ready; `false` when another process keeps one of them.
+    fn wait_ready(&self, within: Duration) -> Result<bool> {
         let until = Instant::now() + within;
+        let ports: Vec<u16> = [Some(self.http), Some(self.admin), self.https]
+            .into_iter()
+            .flatten()
+            .map(|a| a.port())
+            .collect();
+        let mut elsewhere_since = None;
         while Instant::now() < until {
-            if let Ok(resp) = raw_request(
-                self.admin,
-                b"GET /readyz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
-            ) && resp.status == 200
-                && TcpStream::connect(self.http).is_ok()
-                // port 0 is resolved by probing for a free port that each listener then binds
-                // as Pingora starts it: the HTTPS one can come up after the others
-                && self.https.is_none_or(|a| TcpStream::connect(a).is_ok())
+            let ours = listens_on(self.child.id(), &ports);
+            if ours
+                && raw_request(
+                    self.admin,
+                    b"GET /readyz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+                )
+                .is_ok_and(|r| r.status == 200)
             {
-                return Ok(());
+                return Ok(true);
+            }
+            // someone answers on a port this process does not hold: Pingora keeps retrying
+            // its bind, in vain while that one lives
+            let answered = ports
+                .iter()
+                .any(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok());
+            if !ours && answered {
+                let since = *elsewhere_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(2) {
+                    return Ok(false);
+                }
+            } else {
+                elsewhere_since = None;
             }
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -366,6 +403,39 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether process `pid` holds a listening TCP socket on each of `ports` (from `/proc`; `true`
+/// where that cannot be read).
+fn listens_on(pid: u32, ports: &[u16]) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return true;
+    };
+    let sockets: std::collections::HashSet<String> = fds
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_str()?;
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let mut listening = std::collections::HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+        {
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 9 && f[3] == "0A" && sockets.contains(f[9]) {
+                let port = f[1].rsplit(':').next();
+                if let Some(p) = port.and_then(|p| u16::from_str_radix(p, 16).ok()) {
+                    listening.insert(p);
+                }
+            }
+        }
+    }
+    ports.iter().all(|p| listening.contains(p))
 }
 
 /// A response read off a raw socket.
@@ -770,4 +840,23 @@ pub fn openapi_tool(name: &str) -> Result<PathBuf> {
         );
     }
     Ok(tool)
+}
+
+#[cfg(test)]
+mod listens_on_tests {
+    use super::listens_on;
+
+    /// A listener of this process is found; one another process holds is not this one's.
+    #[test]
+    fn only_the_process_that_holds_a_listener_listens_on_its_port() {
+        let ours = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = ours.local_addr().unwrap().port();
+        assert!(listens_on(std::process::id(), &[port]));
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        assert!(!listens_on(child.id(), &[port]));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        drop(ours);
+        assert!(!listens_on(std::process::id(), &[port]));
+    }
 }
