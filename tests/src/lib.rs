@@ -852,7 +852,10 @@ mod listens_on_tests {
         let ours = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = ours.local_addr().unwrap().port();
         assert!(listens_on(std::process::id(), &[port]));
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         assert!(!listens_on(child.id(), &[port]));
         child.kill().unwrap();
         child.wait().unwrap();
