@@ -216,8 +216,8 @@ impl Gateway {
             .collect();
         let mut elsewhere_since = None;
         while Instant::now() < until {
-            let ours = listens_on(self.child.id(), &ports);
-            if ours
+            let missing = not_held(self.child.id(), &ports);
+            if missing.is_empty()
                 && raw_request(
                     self.admin,
                     b"GET /readyz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
@@ -228,10 +228,10 @@ impl Gateway {
             }
             // someone answers on a port this process does not hold: Pingora keeps retrying
             // its bind, in vain while that one lives
-            let answered = ports
+            let taken = missing
                 .iter()
                 .any(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok());
-            if !ours && answered {
+            if taken {
                 let since = *elsewhere_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > Duration::from_secs(2) {
                     return Ok(false);
@@ -405,11 +405,11 @@ impl Drop for Gateway {
     }
 }
 
-/// Whether process `pid` holds a listening TCP socket on each of `ports` (from `/proc`; `true`
-/// where that cannot be read).
-fn listens_on(pid: u32, ports: &[u16]) -> bool {
+/// The ports of `ports` on which process `pid` holds no listening TCP socket (from `/proc`;
+/// none where that cannot be read).
+fn not_held(pid: u32, ports: &[u16]) -> Vec<u16> {
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return true;
+        return Vec::new();
     };
     let sockets: std::collections::HashSet<String> = fds
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
@@ -435,7 +435,11 @@ fn listens_on(pid: u32, ports: &[u16]) -> bool {
             }
         }
     }
-    ports.iter().all(|p| listening.contains(p))
+    ports
+        .iter()
+        .copied()
+        .filter(|p| !listening.contains(p))
+        .collect()
 }
 
 /// A response read off a raw socket.
@@ -843,23 +847,23 @@ pub fn openapi_tool(name: &str) -> Result<PathBuf> {
 }
 
 #[cfg(test)]
-mod listens_on_tests {
-    use super::listens_on;
+mod not_held_tests {
+    use super::not_held;
 
     /// A listener of this process is found; one another process holds is not this one's.
     #[test]
     fn only_the_process_that_holds_a_listener_listens_on_its_port() {
         let ours = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = ours.local_addr().unwrap().port();
-        assert!(listens_on(std::process::id(), &[port]));
+        assert_eq!(not_held(std::process::id(), &[port]), [0u16; 0]);
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
             .unwrap();
-        assert!(!listens_on(child.id(), &[port]));
+        assert_eq!(not_held(child.id(), &[port]), [port]);
         child.kill().unwrap();
         child.wait().unwrap();
         drop(ours);
-        assert!(!listens_on(std::process::id(), &[port]));
+        assert_eq!(not_held(std::process::id(), &[port]), [port]);
     }
 }
