@@ -354,7 +354,9 @@ const SUSTAINED_PAIRS: [(&str, &str); 2] = [("ALL-queued", "ALL"), ("queued", "t
 /// The index in `ready` of the twin of `ready[i]` (with the same `@tag` of an A/B run).
 fn twin(ready: &[Ready<'_>], i: usize) -> Option<usize> {
     let id = ready[i].scenario.id;
-    let (base, tag) = id.split_once('@').map_or((id, None), |(b, t)| (b, Some(t)));
+    let base = rotation::base_id(id);
+    // `@B` of an A/B twin, or nothing
+    let tag = &id[base.len()..];
     let other = SUSTAINED_PAIRS.iter().find_map(|&(q, s)| {
         if q == base {
             Some(s)
@@ -364,10 +366,7 @@ fn twin(ready: &[Ready<'_>], i: usize) -> Option<usize> {
             None
         }
     })?;
-    let want = match tag {
-        Some(t) => format!("{other}@{t}"),
-        None => other.to_owned(),
-    };
+    let want = format!("{other}{tag}");
     ready.iter().position(|r| r.scenario.id == want)
 }
 
