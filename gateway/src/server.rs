@@ -100,8 +100,10 @@ pub struct Listening {
 }
 
 /// Turns `ip:0` into a concrete free port, so the chosen address can be printed (tests read
-/// it). The port is released just before Pingora binds it again.
-fn concrete(addr: &str) -> anyhow::Result<SocketAddr> {
+/// it). The probe that found it goes into `held` and is released, with the others, just before
+/// Pingora binds the port again: while it is held, the next listener's probe cannot be given
+/// the same port (with each probe closed at once, two listeners could get one port).
+fn concrete(addr: &str, held: &mut Vec<TcpListener>) -> anyhow::Result<SocketAddr> {
     let parsed: SocketAddr = addr
         .parse()
         .with_context(|| format!("listener address {addr:?} must be ip:port"))?;
@@ -109,7 +111,9 @@ fn concrete(addr: &str) -> anyhow::Result<SocketAddr> {
         return Ok(parsed);
     }
     let probe = TcpListener::bind(parsed).with_context(|| format!("cannot bind {addr}"))?;
-    Ok(probe.local_addr()?)
+    let chosen = probe.local_addr()?;
+    held.push(probe);
+    Ok(chosen)
 }
 
 /// Loads the policy file, printing every error; exits the process with status 1 on failure.
@@ -173,12 +177,15 @@ pub fn run(
         );
     }
     let admin_auth = resolve_admin_auth(&opts, snapshot.set.admin_auth.as_ref())?;
+    let mut probes = Vec::new();
+    let mut pick = |addr: Option<&str>| addr.map(|a| concrete(a, &mut probes)).transpose();
     let listening = Listening {
-        http: http.as_deref().map(concrete).transpose()?,
-        https: https_addr.as_deref().map(concrete).transpose()?,
-        admin: admin.as_deref().map(concrete).transpose()?,
+        http: pick(http.as_deref())?,
+        https: pick(https_addr.as_deref())?,
+        admin: pick(admin.as_deref())?,
         admin_token: admin_auth.is_some(),
     };
+    drop(probes);
     if let Some(a) = listening.admin {
         check_admin_exposure(a, admin_auth.as_ref())?;
     }
@@ -484,7 +491,27 @@ mod tests {
     use tracing::level_filters::LevelFilter;
     use tracing_subscriber::{EnvFilter, Layer as _, Registry};
 
-    use super::log_layer;
+    use super::{concrete, log_layer};
+
+    /// A port chosen for `:0` stays bound until every listener has its own, so a second
+    /// listener's probe cannot be given it.
+    #[test]
+    fn ports_chosen_for_zero_stay_held_until_all_are_chosen() {
+        let mut held = Vec::new();
+        let first = concrete("127.0.0.1:0", &mut held).expect("a free port");
+        let second = concrete("127.0.0.1:0", &mut held).expect("another free port");
+        assert_ne!(first, second);
+        assert!(
+            std::net::TcpListener::bind(first).is_err(),
+            "the first port is held while the others are chosen"
+        );
+        drop(held);
+        assert_eq!(
+            concrete("127.0.0.1:8080", &mut Vec::new()).expect("a fixed port"),
+            "127.0.0.1:8080".parse().expect("address"),
+            "a fixed port is taken as it is"
+        );
+    }
 
     /// The `log` bridge (Pingora logs through `log`) lets records through up to the
     /// subscriber's maximum level: it must be `GATEWAY_LOG`'s, not TRACE.

@@ -220,6 +220,9 @@ fn build(root: &Path, upstream: &str) -> anyhow::Result<()> {
 }
 
 /// A scenario that is up and answering.
+/// How many times a system is started before a probe answered wrongly counts as its failure.
+const SETUP_ATTEMPTS: u32 = 3;
+
 struct Ready<'a> {
     scenario: &'a Scenario,
     addr: SocketAddr,
@@ -1024,29 +1027,41 @@ fn main() -> anyhow::Result<()> {
     for sc in &wanted {
         order_ids.push(sc.id);
         eprint!("setting up {:<15} ", sc.id);
-        match start_scenario(sc, &env) {
-            Ok(r) => match rt.block_on(loadgen::probe(r.addr, &r.recipe)) {
-                Ok(s) if r.recipe.ok(s) => {
-                    eprintln!("ready on {} (pid {})", r.addr, r.pid);
-                    ready.push(r);
+        let mut attempt = 1;
+        loop {
+            match start_scenario(sc, &env) {
+                Ok(r) => match rt.block_on(loadgen::probe(r.addr, &r.recipe)) {
+                    Ok(s) if r.recipe.ok(s) => {
+                        eprintln!("ready on {} (pid {})", r.addr, r.pid);
+                        ready.push(r);
+                    }
+                    // A system started on a port chosen by binding `:0` can lose that port to
+                    // another listener before it binds it again, and the probe then reaches
+                    // that one: start it again, on other ports (dropping `r` stops it).
+                    Ok(s) if attempt < SETUP_ATTEMPTS => {
+                        eprint!("(answered {s} on {}, starting again) ", r.addr);
+                        attempt += 1;
+                        continue;
+                    }
+                    Ok(s) => {
+                        let mut rep = r.report;
+                        rep.status = Status::Failed(format!("answered {s} to the probe request"));
+                        eprintln!("FAILED: answered {s}");
+                        done.insert(sc.id.to_owned(), rep);
+                    }
+                    Err(e) => {
+                        let mut rep = r.report;
+                        rep.status = Status::Failed(format!("probe: {e:#}"));
+                        eprintln!("FAILED: {e:#}");
+                        done.insert(sc.id.to_owned(), rep);
+                    }
+                },
+                Err(rep) => {
+                    eprintln!("{:?}", rep.status);
+                    done.insert(sc.id.to_owned(), *rep);
                 }
-                Ok(s) => {
-                    let mut rep = r.report;
-                    rep.status = Status::Failed(format!("answered {s} to the probe request"));
-                    eprintln!("FAILED: answered {s}");
-                    done.insert(sc.id.to_owned(), rep);
-                }
-                Err(e) => {
-                    let mut rep = r.report;
-                    rep.status = Status::Failed(format!("probe: {e:#}"));
-                    eprintln!("FAILED: {e:#}");
-                    done.insert(sc.id.to_owned(), rep);
-                }
-            },
-            Err(rep) => {
-                eprintln!("{:?}", rep.status);
-                done.insert(sc.id.to_owned(), *rep);
             }
+            break;
         }
     }
 
