@@ -219,10 +219,10 @@ fn build(root: &Path, upstream: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A scenario that is up and answering.
 /// How many times a system is started before a probe answered wrongly counts as its failure.
 const SETUP_ATTEMPTS: u32 = 3;
 
+/// A scenario that is up and answering.
 struct Ready<'a> {
     scenario: &'a Scenario,
     addr: SocketAddr,
