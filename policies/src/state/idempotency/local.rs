@@ -2,13 +2,16 @@
 //! shards with a lock each (never held across an await). Bounded: past `max_entries` a shard
 //! first drops what has expired, then the completed record closest to its expiry; in-flight
 //! claims are never evicted (a full store of in-flight claims refuses new ones). Eviction takes
-//! the record off a heap ordered by expiry rather than scanning the shard, so a store kept full
-//! by a steady flow of new keys pays a heap pop per claim, not a pass over thousands of keys.
+//! the record at the front of a queue ordered by expiry rather than scanning the shard, so a
+//! store kept full by a steady flow of new keys pays one pop per claim, not a pass over
+//! thousands of keys. Records stored with the same TTL expire in the order they were stored, so
+//! a queue per TTL (one, unless a reload changed it) stays in order by pushing at its back: a
+//! pop reads the queue's front, where a heap's pop walked a path of cold cache lines down a
+//! heap of thousands of items.
 //! A key is hashed once per call: the hash picks the shard and finds the key in it, and the
-//! heap keeps it, so an eviction finds its record without hashing again.
+//! queue keeps it, so an eviction finds its record without hashing again.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::VecDeque;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -48,9 +51,7 @@ struct Slot {
     entry: Entry,
 }
 
-/// A completed record's place on the expiry heap, ordered by its expiry alone: records that
-/// expire in the same millisecond (a busy store completes several) leave in any order, where
-/// ordering the keys too cost a string compare at each level the heap sifts through.
+/// A completed record's place in its shard's expiry queue.
 #[derive(Debug)]
 struct Expiring {
     expires_ms: u64,
@@ -58,33 +59,20 @@ struct Expiring {
     key: Arc<str>,
 }
 
-impl PartialEq for Expiring {
-    fn eq(&self, other: &Self) -> bool {
-        self.expires_ms == other.expires_ms
-    }
-}
-
-impl Eq for Expiring {}
-
-impl PartialOrd for Expiring {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Expiring {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.expires_ms.cmp(&other.expires_ms)
-    }
+/// Completed records stored with one TTL, nearest expiry first.
+#[derive(Debug)]
+struct ExpiryQueue {
+    ttl_ms: u64,
+    items: VecDeque<Expiring>,
 }
 
 #[derive(Debug, Default)]
 struct Shard {
     entries: HashTable<Slot>,
-    /// Completed records, nearest expiry first. An item whose key no longer holds a record
-    /// with that expiry (it expired, was evicted or claimed anew) is stale and skipped; sweeps
-    /// drop the expired ones, so stale items do not pile up.
-    by_expiry: BinaryHeap<Reverse<Expiring>>,
+    /// Completed records, a queue per TTL. An item whose key no longer holds a record with
+    /// that expiry (it expired, was evicted or claimed anew) is stale and skipped; sweeps drop
+    /// the expired ones, so stale items do not pile up.
+    by_expiry: Vec<ExpiryQueue>,
     /// No in-flight claim expires before this (a lower bound, exact after each sweep): a full
     /// shard looks for expired claims only when one may be there.
     claims_expire_from: u64,
@@ -114,8 +102,53 @@ impl Shard {
             keep
         });
         self.claims_expire_from = claims_from;
-        self.by_expiry
-            .retain(|Reverse(item)| item.expires_ms > now_ms);
+        for queue in &mut self.by_expiry {
+            while queue
+                .items
+                .front()
+                .is_some_and(|item| item.expires_ms <= now_ms)
+            {
+                queue.items.pop_front();
+            }
+        }
+        // the queue of a TTL no longer in use goes once it is empty
+        self.by_expiry.retain(|queue| !queue.items.is_empty());
+    }
+
+    /// Queues a completed record that expires `ttl_ms` after it was stored.
+    fn push_expiring(&mut self, ttl_ms: u64, item: Expiring) {
+        let at = match self.by_expiry.iter().position(|q| q.ttl_ms == ttl_ms) {
+            Some(at) => at,
+            None => {
+                self.by_expiry.push(ExpiryQueue {
+                    ttl_ms,
+                    items: VecDeque::new(),
+                });
+                self.by_expiry.len() - 1
+            }
+        };
+        let items = &mut self.by_expiry[at].items;
+        if items
+            .back()
+            .is_none_or(|last| last.expires_ms <= item.expires_ms)
+        {
+            items.push_back(item);
+        } else {
+            // the clock went back since the last record was stored: in its place by expiry
+            let place = items.partition_point(|queued| queued.expires_ms <= item.expires_ms);
+            items.insert(place, item);
+        }
+    }
+
+    /// Takes the queued record nearest its expiry, whatever its TTL.
+    fn pop_nearest(&mut self) -> Option<Expiring> {
+        let (_, at) = self
+            .by_expiry
+            .iter()
+            .enumerate()
+            .filter_map(|(at, queue)| Some((queue.items.front()?.expires_ms, at)))
+            .min()?;
+        self.by_expiry[at].items.pop_front()
     }
 }
 
@@ -192,7 +225,7 @@ impl LocalRecords {
                     },
                 });
             }
-            // expired: claimed anew where it is (its heap item, if any, is now stale)
+            // expired: claimed anew where it is (its queued item, if any, is now stale)
             Some(slot) => slot.entry = claimed,
             None => {
                 if shard.entries.len() >= self.per_shard {
@@ -234,11 +267,14 @@ impl LocalRecords {
         e.token = 0;
         e.expires_ms = expires_ms;
         let key = slot.key.clone();
-        shard.by_expiry.push(Reverse(Expiring {
-            expires_ms,
-            hash,
-            key,
-        }));
+        shard.push_expiring(
+            ttl_ms,
+            Expiring {
+                expires_ms,
+                hash,
+                key,
+            },
+        );
         true
     }
 
@@ -310,7 +346,7 @@ impl RecordStore for LocalRecords {
 
 /// Frees a slot in a full shard: expired entries first, else the record nearest its expiry.
 fn make_room(shard: &mut Shard, now_ms: u64) -> Result<(), Full> {
-    // the heap knows the records, not the claims: a claim whose lease ran out is found by a
+    // the queues know the records, not the claims: a claim whose lease ran out is found by a
     // sweep, made only when the bound says one may be there
     if shard.claims_expire_from <= now_ms {
         let before = shard.entries.len();
@@ -320,11 +356,11 @@ fn make_room(shard: &mut Shard, now_ms: u64) -> Result<(), Full> {
         }
     }
     // the nearest expiry first, so an expired record goes before any live one
-    while let Some(Reverse(Expiring {
+    while let Some(Expiring {
         expires_ms,
         hash,
         key,
-    })) = shard.by_expiry.pop()
+    }) = shard.pop_nearest()
     {
         if let Ok(found) = shard.entries.find_entry(hash, is_key(&key)) {
             let e = &found.get().entry;
@@ -454,7 +490,7 @@ mod tests {
     }
 
     #[test]
-    fn the_record_nearest_its_expiry_goes_first_and_stale_heap_items_are_skipped() {
+    fn the_record_nearest_its_expiry_goes_first_and_stale_queued_items_are_skipped() {
         // two entries per shard
         let s = LocalRecords::new(2 * SHARDS);
         let shard = |k: &str| shard_of(s.hasher.hash_one(k));
@@ -474,12 +510,61 @@ mod tests {
             s.claim(a, &FP, 4, 30, 1_000),
             Ok(Claim::Done { .. })
         ));
-        // a is claimed anew once its record expired (before any sweep): its heap item is stale
+        // a is claimed anew once its record expired (before any sweep): its queued item is stale
         assert!(s.release(c, 3, 40));
         assert_eq!(s.claim(a, &FP, 5, 5_010, 1_000), Ok(Claim::Claimed));
         assert_eq!(s.claim(b, &FP, 6, 5_020, 1_000), Ok(Claim::Claimed));
         // full of live claims: nothing to evict, and the stale item does not evict a's claim
         assert_eq!(s.claim(d, &FP, 7, 5_030, 1_000), Err(Full));
         assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn a_record_stored_after_the_clock_went_back_is_queued_by_its_expiry() {
+        // two entries per shard, one TTL
+        let s = LocalRecords::new(2 * SHARDS);
+        let shard = |k: &str| shard_of(s.hasher.hash_one(k));
+        let keys: Vec<String> = (0..10_000)
+            .map(|i| format!("k{i}"))
+            .filter(|k| shard(k) == shard("k0"))
+            .take(3)
+            .collect();
+        let (a, b, c) = (&keys[0], &keys[1], &keys[2]);
+        assert_eq!(s.claim(a, &FP, 1, 0, 1_000), Ok(Claim::Claimed));
+        assert_eq!(s.claim(b, &FP, 2, 0, 1_000), Ok(Claim::Claimed));
+        assert!(s.complete(a, 1, record("a"), 500, 5_000));
+        // stored later, by a clock 400 ms behind: b expires before a
+        assert!(s.complete(b, 2, record("b"), 100, 5_000));
+        assert_eq!(s.claim(c, &FP, 3, 600, 1_000), Ok(Claim::Claimed));
+        assert!(matches!(
+            s.claim(a, &FP, 4, 700, 1_000),
+            Ok(Claim::Done { .. })
+        ));
+        // b's record is gone: its key is claimed anew
+        assert_eq!(s.claim(b, &FP, 5, 700, 1_000), Ok(Claim::Claimed));
+    }
+
+    #[test]
+    fn a_sweep_drops_expired_items_and_the_queues_left_empty() {
+        let s = LocalRecords::new(1000);
+        for (i, ttl) in [(1, 1_000), (2, 2_000), (3, 60_000)] {
+            let key = format!("k{i}");
+            assert_eq!(s.claim(&key, &FP, i, 0, 1_000), Ok(Claim::Claimed));
+            assert!(s.complete(&key, i, record("r"), 0, ttl));
+        }
+        let queued = |s: &LocalRecords| -> (usize, usize) {
+            s.shards.iter().fold((0, 0), |(queues, items), shard| {
+                let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+                let n: usize = shard.by_expiry.iter().map(|q| q.items.len()).sum();
+                (queues + shard.by_expiry.len(), items + n)
+            })
+        };
+        assert_eq!(queued(&s), (3, 3));
+        // the first call past the sweep interval sweeps its shard; sweep them all
+        for shard in s.shards.iter() {
+            shard.lock().unwrap_or_else(|e| e.into_inner()).sweep(2_000);
+        }
+        assert_eq!(queued(&s), (1, 1));
+        assert_eq!(s.len(), 1);
     }
 }
