@@ -14,6 +14,7 @@
 //!   vector, which mimalloc (the gateway's allocator) serves cheaply: ~0.9x serde_json's time
 //!   there, 1.02–1.06x under glibc's malloc (benches/README.md, issue 13's ninth part).
 
+use std::cell::Cell;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
@@ -31,10 +32,42 @@ pub fn parse_slice(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     parse(serde_json::Deserializer::from_slice(bytes))
 }
 
+/// Why [`parse_str_within`] refused a text.
+#[derive(Debug)]
+pub enum WithinError {
+    /// An array or object opens deeper than the limit (found while reading, so nothing past
+    /// it was read: a syntax error after it is not reported).
+    TooDeep,
+    /// Not one JSON text, as serde_json reports it.
+    Json(serde_json::Error),
+}
+
+/// Parses one JSON text as [`parse_str`] does, refusing it as soon as an array or object opens
+/// deeper than `max_depth` levels (`{}` is depth 1, `{"a":[]}` depth 2). The limit is checked
+/// as the parser reads, so a body needs no scan of its own for it, and a hostile `[[[[...`
+/// costs no more than `max_depth` levels of work.
+pub fn parse_str_within(text: &str, max_depth: usize) -> Result<Value, WithinError> {
+    let too_deep = Cell::new(false);
+    let mut de = serde_json::Deserializer::from_str(text);
+    let read = (&mut de)
+        .deserialize_any(ValueVisitor {
+            depth_left: max_depth,
+            too_deep: Some(&too_deep),
+        })
+        .and_then(|value| de.end().map(|()| value));
+    read.map_err(|err| {
+        if too_deep.get() {
+            WithinError::TooDeep
+        } else {
+            WithinError::Json(err)
+        }
+    })
+}
+
 fn parse<'de, R: serde_json::de::Read<'de>>(
     mut de: serde_json::Deserializer<R>,
 ) -> Result<Value, serde_json::Error> {
-    let value = (&mut de).deserialize_any(ValueVisitor)?;
+    let value = (&mut de).deserialize_any(ValueVisitor::UNLIMITED)?;
     de.end()?;
     Ok(value)
 }
@@ -69,16 +102,44 @@ fn number_key() -> Option<&'static str> {
     .as_deref()
 }
 
-struct ValueVisitor;
+/// Builds a `Value`, with the levels of nesting still allowed below the one it reads.
+#[derive(Clone, Copy)]
+struct ValueVisitor<'a> {
+    depth_left: usize,
+    /// Set when the limit refuses an array or object, to tell that error from serde_json's.
+    too_deep: Option<&'a Cell<bool>>,
+}
 
-impl<'de> DeserializeSeed<'de> for ValueVisitor {
-    type Value = Value;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(ValueVisitor)
+impl<'a> ValueVisitor<'a> {
+    /// No limit of its own: serde_json's recursion limit (128) still holds.
+    const UNLIMITED: ValueVisitor<'static> = ValueVisitor {
+        depth_left: usize::MAX,
+        too_deep: None,
+    };
+
+    /// The visitor of the members of an array or object this one opens, or the error when
+    /// it may not open one.
+    fn nested<E: de::Error>(self) -> Result<ValueVisitor<'a>, E> {
+        match self.depth_left.checked_sub(1) {
+            Some(depth_left) => Ok(ValueVisitor { depth_left, ..self }),
+            None => {
+                if let Some(flag) = self.too_deep {
+                    flag.set(true);
+                }
+                Err(E::custom("arrays and objects nested too deep"))
+            }
+        }
     }
 }
 
-impl<'de> Visitor<'de> for ValueVisitor {
+impl<'de> DeserializeSeed<'de> for ValueVisitor<'_> {
+    type Value = Value;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueVisitor<'_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -91,7 +152,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::Null)
     }
     fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(ValueVisitor)
+        d.deserialize_any(self)
     }
     fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
         Ok(Value::Bool(b))
@@ -112,14 +173,18 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::String(s))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let inner = self.nested()?;
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(item) = seq.next_element_seed(ValueVisitor)? {
+        while let Some(item) = seq.next_element_seed(inner)? {
             items.push(item);
         }
         Ok(Value::Array(items))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        // a number's text comes as a map too, so the object's level is counted only once
+        // its first key shows it is one ({} included)
         let Some(first) = map.next_key::<String>()? else {
+            self.nested::<A::Error>()?;
             return Ok(Value::Object(Map::new()));
         };
         if number_key() == Some(first.as_str()) {
@@ -128,10 +193,11 @@ impl<'de> Visitor<'de> for ValueVisitor {
                 .map(Value::Number)
                 .map_err(de::Error::custom);
         }
+        let inner = self.nested()?;
         let mut members = Vec::with_capacity(8);
-        members.push((first, map.next_value_seed(ValueVisitor)?));
+        members.push((first, map.next_value_seed(inner)?));
         while let Some(key) = map.next_key::<String>()? {
-            members.push((key, map.next_value_seed(ValueVisitor)?));
+            members.push((key, map.next_value_seed(inner)?));
         }
         // sorted (stably: of equal keys the last read stays) and built in one pass
         Ok(Value::Object(members.into_iter().collect()))

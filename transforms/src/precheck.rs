@@ -4,6 +4,8 @@
 use serde::de::IgnoredAny;
 use serde_json::Value;
 
+use crate::json_text::WithinError;
+
 /// Limits a body must stay within.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PrecheckLimits {
@@ -62,26 +64,42 @@ pub fn precheck(bytes: &[u8], limits: &PrecheckLimits) -> Result<(), PrecheckErr
 }
 
 /// The same checks, then the one parse the caller needs anyway: use this rather than
-/// `precheck` followed by a parse, which would read the body twice.
+/// `precheck` followed by a parse, which would read the body twice. The parse itself holds the
+/// depth limit, so a body is not scanned for it first; a body that nests too deep is scanned
+/// only to say where. Unlike `precheck`, a syntax error before the first bracket too deep is
+/// reported as such.
 pub fn parse_checked(bytes: &[u8], limits: &PrecheckLimits) -> Result<Value, PrecheckError> {
     // from the checked text: serde_json then does not validate every string's UTF-8 again
-    let text = scan(bytes, limits)?;
-    crate::json_text::parse_str(text).map_err(not_json)
+    let text = size_and_utf8(bytes, limits)?;
+    crate::json_text::parse_str_within(text, limits.max_depth).map_err(|err| match err {
+        WithinError::TooDeep => {
+            let limit = limits.max_depth;
+            // the parse stopped at the first bracket too deep, which the scan finds again
+            let offset = first_bracket_past_depth(bytes, limit).unwrap_or_default();
+            PrecheckError::TooDeep { limit, offset }
+        }
+        WithinError::Json(err) => not_json(err),
+    })
 }
 
 /// The cheap checks: size, UTF-8, then depth; the body as text.
 fn scan<'b>(bytes: &'b [u8], limits: &PrecheckLimits) -> Result<&'b str, PrecheckError> {
+    let text = size_and_utf8(bytes, limits)?;
+    check_depth(bytes, limits.max_depth)?;
+    Ok(text)
+}
+
+/// Size, then UTF-8; the body as text.
+fn size_and_utf8<'b>(bytes: &'b [u8], limits: &PrecheckLimits) -> Result<&'b str, PrecheckError> {
     if bytes.len() > limits.max_bytes {
         return Err(PrecheckError::TooLarge {
             size: bytes.len(),
             limit: limits.max_bytes,
         });
     }
-    let text = std::str::from_utf8(bytes).map_err(|err| PrecheckError::NotUtf8 {
+    std::str::from_utf8(bytes).map_err(|err| PrecheckError::NotUtf8 {
         offset: err.valid_up_to(),
-    })?;
-    check_depth(bytes, limits.max_depth)?;
-    Ok(text)
+    })
 }
 
 /// Counts open brackets outside strings; the syntax itself is left to the parser.
@@ -220,5 +238,53 @@ mod tests {
             Err(PrecheckError::NotJson { line, .. }) => assert_eq!(line, 2),
             other => panic!("expected NotJson, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_parse_refuses_what_the_scan_refuses_at_the_same_bracket() {
+        let bodies: [&[u8]; 12] = [
+            b"[]",
+            b"{}",
+            b"[[]]",
+            b"{\"a\":{}}",
+            b"{\"a\":[1,{\"b\":[]}]}",
+            b"[[[1]]]",
+            b"{\"a\":{\"b\":{\"c\":1}}}",
+            b"[{},[],[{}],{\"x\":[[]]}]",
+            // brackets in strings, escaped quotes, and numbers (a map to serde_json with
+            // arbitrary precision) at the deepest level do not count
+            b"[[\"[[[\\\"[[\"]]",
+            b"[[0.5, 1e400, 123456789012345678901234567890]]",
+            b"{\"a\":[{\"b\":0.25}]}",
+            b"  [ [ [ ] ] ]  ",
+        ];
+        for body in bodies {
+            for depth in 0..5 {
+                let limits = limits(1024, depth);
+                let scanned = precheck(body, &limits);
+                let parsed = parse_checked(body, &limits).map(|_| ());
+                assert_eq!(
+                    parsed,
+                    scanned,
+                    "{} at depth {depth}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+        }
+        // a hostile nest is refused where it passes the limit, with the scan's offset
+        let body = "[".repeat(100_000);
+        assert_eq!(
+            parse_checked(body.as_bytes(), &limits(1 << 20, 64)),
+            Err(PrecheckError::TooDeep {
+                limit: 64,
+                offset: 64
+            })
+        );
+        // past serde_json's own limit, its error stands, as after the scan
+        let body = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert_eq!(
+            parse_checked(body.as_bytes(), &limits(1024, 500)).map_err(|e| e.reason()),
+            Err("not_json")
+        );
     }
 }
