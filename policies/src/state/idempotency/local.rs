@@ -362,7 +362,13 @@ fn make_room(shard: &mut Shard, now_ms: u64) -> Result<(), Full> {
         key,
     }) = shard.pop_nearest()
     {
-        if let Ok(found) = shard.entries.find_entry(hash, is_key(&key)) {
+        // the slot is known by the key it shares with its queued item, without reading the
+        // key's text (a cache miss more, in a store of thousands of keys); a slot made anew
+        // for the same text holds another key, and this item is stale
+        if let Ok(found) = shard
+            .entries
+            .find_entry(hash, |slot| Arc::ptr_eq(&slot.key, &key))
+        {
             let e = &found.get().entry;
             if e.record.is_some() && e.expires_ms == expires_ms {
                 found.remove();
