@@ -1,5 +1,6 @@
-//! Checks on a raw request body before anything builds a tree from it: size, nesting depth
-//! (counted by a scan, so a hostile `[[[[...` costs no allocation), UTF-8, and JSON syntax.
+//! Checks on a raw request body: size, UTF-8, nesting depth and JSON syntax. `precheck` counts
+//! the depth with a scan that builds nothing; `parse_checked` counts it as it builds the tree,
+//! so a hostile `[[[[...` costs at most the limit's levels either way.
 
 use serde::de::IgnoredAny;
 use serde_json::Value;
