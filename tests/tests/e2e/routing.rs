@@ -333,3 +333,32 @@ async fn both_schedulers_serve_concurrent_connections() {
         "{err}"
     );
 }
+
+/// `gateway run` turns transparent huge pages off for itself: its allocator asks for them, and
+/// the first touch of each one zeroes 2 MiB while a request waits. `--transparent-huge-pages`
+/// leaves the system's setting. The kernel tells which in the process's status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transparent_huge_pages_are_off_unless_asked_for() {
+    let thp_enabled = |gw: &Gateway| -> String {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", gw.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("THP_enabled:"))
+            .map(|v| v.trim().to_owned())
+            .expect("THP_enabled in /proc/PID/status (Linux 5.0 or later)")
+    };
+    let sim = ErpSim::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let gw = Gateway::start(&policy_file(sim.addr(), "", ROUTES)).unwrap();
+    assert_eq!(thp_enabled(&gw), "0");
+    let resp = reqwest::get(gw.url("/channels/amazon/echo/x"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    let opts = Start {
+        args: vec!["--transparent-huge-pages".into()],
+        ..Start::default()
+    };
+    let gw = Gateway::start_with(&policy_file(sim.addr(), "", ROUTES), opts).unwrap();
+    assert_eq!(thp_enabled(&gw), "1");
+}
