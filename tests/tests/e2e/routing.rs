@@ -1,5 +1,6 @@
 //! Routing end to end: path rewrite, request ids, trace context, forwarded headers, 404/405 as
-//! problem+json, unknown channels, dot segments, round robin and failover across endpoints.
+//! problem+json, unknown channels, dot segments, round robin and failover across endpoints;
+//! and how `gateway run` sets up its process (schedulers, transparent huge pages).
 
 #![allow(clippy::unwrap_used)] // test helpers panic on setup failures by design
 
