@@ -395,6 +395,16 @@ mod tests {
 
     const FP: Fingerprint = [7; 32];
 
+    /// `n` keys `k0`, `k1`, ... that hash to the shard of `key`, so tests can fill one shard.
+    fn keys_in_shard_of(s: &LocalRecords, key: &str, n: usize) -> Vec<String> {
+        let shard = |k: &str| shard_of(s.hasher.hash_one(k));
+        (0..10_000)
+            .map(|i| format!("k{i}"))
+            .filter(|k| shard(k) == shard(key))
+            .take(n)
+            .collect()
+    }
+
     #[test]
     fn a_key_is_claimed_once_then_replayed_until_its_ttl() {
         let s = LocalRecords::new(1000);
@@ -477,11 +487,7 @@ mod tests {
         let s = LocalRecords::new(1);
         assert_eq!(s.claim("a", &FP, 1, 0, 1_000), Ok(Claim::Claimed));
         // "a" is in flight and its shard is full: claims of other keys hashing there fail
-        let same_shard: Vec<String> = (0..10_000)
-            .map(|i| format!("k{i}"))
-            .filter(|k| shard_of(s.hasher.hash_one(k.as_str())) == shard_of(s.hasher.hash_one("a")))
-            .take(2)
-            .collect();
+        let same_shard = keys_in_shard_of(&s, "a", 2);
         assert_eq!(s.claim(&same_shard[0], &FP, 2, 10, 1_000), Err(Full));
         assert!(s.complete("a", 1, record("a"), 10, 100_000));
         // a record is evicted for a new claim
@@ -499,12 +505,7 @@ mod tests {
     fn the_record_nearest_its_expiry_goes_first_and_stale_queued_items_are_skipped() {
         // two entries per shard
         let s = LocalRecords::new(2 * SHARDS);
-        let shard = |k: &str| shard_of(s.hasher.hash_one(k));
-        let keys: Vec<String> = (0..10_000)
-            .map(|i| format!("k{i}"))
-            .filter(|k| shard(k) == shard("k0"))
-            .take(4)
-            .collect();
+        let keys = keys_in_shard_of(&s, "k0", 4);
         let (a, b, c, d) = (&keys[0], &keys[1], &keys[2], &keys[3]);
         assert_eq!(s.claim(a, &FP, 1, 0, 1_000), Ok(Claim::Claimed));
         assert_eq!(s.claim(b, &FP, 2, 0, 1_000), Ok(Claim::Claimed));
@@ -529,12 +530,7 @@ mod tests {
     fn a_record_stored_after_the_clock_went_back_is_queued_by_its_expiry() {
         // two entries per shard, one TTL
         let s = LocalRecords::new(2 * SHARDS);
-        let shard = |k: &str| shard_of(s.hasher.hash_one(k));
-        let keys: Vec<String> = (0..10_000)
-            .map(|i| format!("k{i}"))
-            .filter(|k| shard(k) == shard("k0"))
-            .take(3)
-            .collect();
+        let keys = keys_in_shard_of(&s, "k0", 3);
         let (a, b, c) = (&keys[0], &keys[1], &keys[2]);
         assert_eq!(s.claim(a, &FP, 1, 0, 1_000), Ok(Claim::Claimed));
         assert_eq!(s.claim(b, &FP, 2, 0, 1_000), Ok(Claim::Claimed));
