@@ -58,7 +58,8 @@ impl PrecheckError {
 
 /// Checks size, depth, UTF-8 and JSON syntax without building a tree.
 pub fn precheck(bytes: &[u8], limits: &PrecheckLimits) -> Result<(), PrecheckError> {
-    let text = scan(bytes, limits)?;
+    let text = size_and_utf8(bytes, limits)?;
+    check_depth(bytes, limits.max_depth)?;
     serde_json::from_str::<IgnoredAny>(text)
         .map(|_| ())
         .map_err(not_json)
@@ -81,13 +82,6 @@ pub fn parse_checked(bytes: &[u8], limits: &PrecheckLimits) -> Result<Value, Pre
         }
         WithinError::Json(err) => not_json(err),
     })
-}
-
-/// The cheap checks: size, UTF-8, then depth; the body as text.
-fn scan<'b>(bytes: &'b [u8], limits: &PrecheckLimits) -> Result<&'b str, PrecheckError> {
-    let text = size_and_utf8(bytes, limits)?;
-    check_depth(bytes, limits.max_depth)?;
-    Ok(text)
 }
 
 /// Size, then UTF-8; the body as text.
