@@ -71,8 +71,9 @@ enum Command {
         /// Leave transparent huge pages as the system sets them. By default the gateway turns
         /// them off for itself: its allocator asks for them, and while its stores grow, the
         /// first touch of each huge page zeroes 2 MiB while a request waits. Without them the
-        /// load test's order chain cost 3–6 % less CPU and 15 % less peak memory, and the
-        /// plain passthrough 2–3 % more CPU (benches/README.md, issue 13's nineteenth part).
+        /// load test's order chain cost 3–6 % less CPU while its store grew and 15 % less
+        /// memory, and no measurable CPU either way once the store was full or on the plain
+        /// passthrough (benches/README.md, issue 13's nineteenth and twentieth parts).
         #[arg(long)]
         transparent_huge_pages: bool,
     },
