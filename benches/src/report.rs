@@ -459,7 +459,7 @@ pub fn table(r: &Report) -> String {
         r.method.latency_s,
         r.method.upstream,
         if r.method.access_log {
-            "on (one line per request to a file, in every system)"
+            "on (one line per request to a file, in every system but P0, which has none)"
         } else {
             "off"
         }
