@@ -38,7 +38,10 @@ fn example_order(lines: usize) -> Value {
 
 fn benches(c: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../transforms/mappings");
-    let catalog = Catalog::load(&root).unwrap_or_else(|_| panic!("the mappings do not load"));
+    let catalog = Catalog::load(&root).unwrap_or_else(|errors| {
+        let listed: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        panic!("the mappings do not load:\n{}", listed.join("\n"))
+    });
     let mapping = catalog.mapping("amazon", "order").expect("amazon/order");
     let validator = canonical_validator("order").expect("the canonical order schema");
     let limits = PrecheckLimits::default();
